@@ -1,0 +1,159 @@
+"""The bring-your-own dataset format: ``DIR/schema.yaml`` + ``DIR/day=YYYY-MM-DD/part-*.parquet``.
+
+:class:`DatasetSchema` is the parsed ``schema.yaml`` (see DESIGN.md "Dataset format"). Models
+declare which fields they read through :meth:`DatasetSchema.fields_for`: a VM reads the shared
+fields, the FM also reads ``fm_only``.
+
+Example:
+    >>> s = DatasetSchema(name="x", timestamp="ts", labels=["click"],
+    ...                   sparse=[SparseField(name="user_id", vocab=10)])
+    >>> s.sparse_names
+    ['user_id']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SCHEMA_FILE = "schema.yaml"
+DAY_DIR_RE = re.compile(r"^day=(\d{4}-\d{2}-\d{2})$")
+
+
+class DatasetError(ValueError):
+    """A dataset broke a rule. ``str()`` names the file, the column and the rule."""
+
+    def __init__(self, file: str | Path, column: str | None, rule: str):
+        self.file, self.column, self.rule = str(file), column, rule
+        where = f"{self.file}" + (f": column '{column}'" if column else "")
+        super().__init__(f"{where}: {rule}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SparseField(_Strict):
+    name: str
+    vocab: int = Field(ge=1)
+
+
+class SequenceField(_Strict):
+    name: str
+    of: str = Field(description="the sparse field whose ids the list holds")
+    max_len: int = Field(ge=1)
+
+
+class DatasetSchema(_Strict):
+    """One dataset's columns and their roles."""
+
+    name: str
+    timestamp: str
+    request_id: str | None = None
+    domain: str | None = None
+    stage: str | None = None
+    labels: list[str] = Field(min_length=1)
+    sparse: list[SparseField] = Field(default_factory=list)
+    dense: list[str] = Field(default_factory=list)
+    sequences: list[SequenceField] = Field(default_factory=list)
+    fm_only: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DatasetSchema":
+        names = ([self.timestamp] + self.labels + self.sparse_names + self.dense
+                 + [q.name for q in self.sequences]
+                 + [c for c in (self.request_id, self.domain, self.stage) if c])
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"columns named twice: {dup}")
+        for q in self.sequences:
+            if q.of not in self.sparse_names:
+                raise ValueError(f"sequence '{q.name}': of='{q.of}' is not a sparse field")
+        feature_cols = set(self.sparse_names) | set(self.dense) | {q.name for q in self.sequences}
+        for c in self.fm_only:
+            if c not in feature_cols:
+                raise ValueError(f"fm_only '{c}' is not a sparse, dense or sequence field")
+        return self
+
+    # -- views -----------------------------------------------------------------------------
+    @property
+    def sparse_names(self) -> list[str]:
+        return [f.name for f in self.sparse]
+
+    @property
+    def vocab(self) -> dict[str, int]:
+        return {f.name: f.vocab for f in self.sparse}
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column a day file must hold, in schema order."""
+        cols = [self.timestamp]
+        cols += [c for c in (self.request_id, self.domain, self.stage) if c]
+        cols += self.labels + self.sparse_names + self.dense + [q.name for q in self.sequences]
+        return cols
+
+    def fields_for(self, role: str) -> "DatasetSchema":
+        """The schema a model of ``role`` ('fm' or 'vm') reads: a VM loses the ``fm_only`` fields."""
+        if role == "fm":
+            return self
+        if role != "vm":
+            raise ValueError(f"role must be 'fm' or 'vm', got {role!r}")
+        drop = set(self.fm_only)
+        return self.model_copy(update=dict(
+            sparse=[f for f in self.sparse if f.name not in drop],
+            dense=[c for c in self.dense if c not in drop],
+            sequences=[q for q in self.sequences if q.name not in drop],
+            fm_only=[],
+        ))
+
+    def digest(self) -> str:
+        """Stable hash of the schema (goes into partition manifests)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    # -- io --------------------------------------------------------------------------------
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+    def write(self, directory: str | Path) -> Path:
+        path = Path(directory) / SCHEMA_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_yaml())
+        return path
+
+
+def load_schema(directory: str | Path) -> DatasetSchema:
+    """Parse ``DIR/schema.yaml``; errors name the file and the key."""
+    path = Path(directory) / SCHEMA_FILE
+    if not path.exists():
+        raise DatasetError(path, None, "schema.yaml is missing (see DESIGN.md 'Dataset format')")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise DatasetError(path, None, f"not valid YAML: {e}") from e
+    try:
+        return DatasetSchema.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"]) or None
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise DatasetError(path, loc, msg) from None
+
+
+def list_days(directory: str | Path) -> list[str]:
+    """Sorted ``YYYY-MM-DD`` of the day folders under ``DIR``."""
+    out = []
+    for p in Path(directory).iterdir():
+        m = DAY_DIR_RE.match(p.name)
+        if m and p.is_dir():
+            out.append(m.group(1))
+    return sorted(out)
+
+
+def day_dir(directory: str | Path, day: str) -> Path:
+    return Path(directory) / f"day={day}"

@@ -1,0 +1,60 @@
+import pytest
+
+from exfm.config import ConfigError, load_config
+
+
+def test_defaults_validate_and_overrides_apply(tmp_path):
+    cfg = load_config(None, ["ray.num_workers=3", "distillation.mode=ah"], env={})
+    assert cfg.ray.num_workers == 3
+    assert cfg.distillation.mode == "ah"
+    assert cfg.s3_endpoint == "http://127.0.0.1:8333"
+
+
+def test_unknown_key_is_named(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("storage:\n  buckett: x\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p, env={})
+    assert "storage.buckett: unknown key" in str(e.value)
+    assert str(p) in str(e.value)
+
+
+@pytest.mark.parametrize("override,key", [
+    ("ray.num_workers=0", "ray.num_workers"),
+    ("distillation.mode=bogus", "distillation.mode"),
+    ("distillation.ls=0.5", "distillation.ls"),
+    ("storage.endpoint=localhost:9000", "storage.endpoint"),
+    ("storage.bucket=Bad_Bucket", "storage.bucket"),
+    ("vms=[{name: 'Bad Name'}]", "vms.0.name"),
+])
+def test_bad_values_are_named(override, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override], env={})
+    assert f"{key}:" in str(e.value)
+
+
+def test_env_overrides_and_secrets_stay_out_of_dump():
+    env = {"EXFM_S3_ENDPOINT": "http://10.0.0.5:9000", "EXFM_DATABASE": "postgres",
+           "EXFM_DATABASE_URL": "postgresql://u:hunter2@db:5432/x"}
+    cfg = load_config(None, ["storage.access_key=AKIA", "storage.secret_key=s3cr3t"], env=env)
+    assert cfg.s3_endpoint == "http://10.0.0.5:9000"
+    assert cfg.database.kind == "postgres"
+    dump = cfg.public_dump()
+    text = repr(dump)
+    assert "hunter2" not in text and "s3cr3t" not in text and "AKIA" not in text
+    assert dump["storage.bucket"] == "exfm"
+
+
+def test_credentials_come_from_env_before_file(monkeypatch):
+    monkeypatch.setenv("EXFM_S3_ACCESS_KEY", "envkey")
+    monkeypatch.setenv("EXFM_S3_SECRET_KEY", "envsecret")
+    cfg = load_config(None, ["storage.access_key=filekey", "storage.secret_key=filesecret"], env={})
+    assert cfg.s3_credentials() == ("envkey", "envsecret")
+
+
+def test_missing_credentials_is_a_clear_error(tmp_path, monkeypatch):
+    for v in ("EXFM_S3_ACCESS_KEY", "EXFM_S3_SECRET_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(v, raising=False)
+    cfg = load_config(None, [f"state_dir={tmp_path}"], env={})
+    with pytest.raises(ConfigError, match="exfm stack up"):
+        cfg.s3_credentials()
