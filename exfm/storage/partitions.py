@@ -1,0 +1,274 @@
+"""Day partitions on the object store, committed by a manifest written last.
+
+Layout (DESIGN.md "Contracts")::
+
+    <prefix>/day=YYYY-MM-DD/_manifest.json              # the commit: names the parts below
+    <prefix>/day=YYYY-MM-DD/_v=<write id>/part-00000.parquet
+
+S3 cannot rename a folder, so a writer puts its parts under a fresh ``_v=<id>/`` staging prefix
+and commits by writing one small object, the manifest, last (a single PUT is atomic). Readers
+follow the manifest, never a listing: a crash at any point leaves either the old day or the new
+day visible, never a mix. After a commit, parts no manifest names are deleted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from exfm.config import ExfmConfig
+from exfm.storage.s3 import StorageError, arrow_fs, s3_client, s3_uri, unreachable
+
+MANIFEST = "_manifest.json"
+SCHEMA_KEY = "raw/_schema.yaml"
+DEFAULT_ROWS_PER_PART = 250_000
+
+
+class DayNotFound(StorageError):
+    """No committed partition for that day."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a committed day holds. ``digest`` depends on the content only (not on the write id),
+    so a re-run over the same rows gives the same digest."""
+
+    prefix: str
+    day: str
+    write_id: str
+    parts: list[str]
+    rows: int
+    schema_hash: str
+    digest: str
+    producer: str = ""
+    fm_version: str | None = None
+    created_at: float = field(default_factory=time.time)
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Manifest":
+        return cls(**json.loads(text))
+
+
+def arrow_schema_hash(schema: pa.Schema) -> str:
+    blob = "|".join(f"{f.name}:{f.type}" for f in schema).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    # No statistics timestamps or writer ids that vary between runs: bytes depend on content.
+    pq.write_table(table, buf, compression="zstd", write_statistics=True)
+    return buf.getvalue()
+
+
+class PartitionStore:
+    """Committed day partitions under ``prefix`` (``raw``, ``augmented``, ...) of the bucket.
+
+    Example:
+        >>> store = PartitionStore(cfg, "raw")                      # doctest: +SKIP
+        >>> store.write_day("2026-01-01", table, producer="ingest")  # doctest: +SKIP
+        >>> store.read_day("2026-01-01", columns=["click"], filter=pc.field("domain") == "d0")
+    """
+
+    def __init__(self, cfg: ExfmConfig, prefix: str):
+        self.cfg = cfg
+        self.prefix = prefix.strip("/")
+        self.bucket = cfg.storage.bucket
+
+    # -- keys -------------------------------------------------------------------------------
+    def day_prefix(self, day: str) -> str:
+        return f"{self.prefix}/day={day}/"
+
+    def manifest_key(self, day: str) -> str:
+        return self.day_prefix(day) + MANIFEST
+
+    def uri(self, day: str) -> str:
+        return s3_uri(self.cfg, self.day_prefix(day))
+
+    # -- read -------------------------------------------------------------------------------
+    def manifest(self, day: str) -> Manifest | None:
+        """The committed manifest of ``day``, or None if the day was never committed."""
+        from botocore.exceptions import ClientError
+
+        try:
+            obj = s3_client(self.cfg).get_object(Bucket=self.bucket, Key=self.manifest_key(day))
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise StorageError(f"{s3_uri(self.cfg, self.manifest_key(day))}: {e}") from e
+        except Exception as e:  # noqa: BLE001
+            raise unreachable(self.cfg, e) from e
+        return Manifest.from_json(obj["Body"].read().decode())
+
+    def list_days(self) -> list[str]:
+        """Sorted days that have a committed manifest (a listing finds candidates only)."""
+        client = s3_client(self.cfg)
+        days = []
+        try:
+            pages = client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=f"{self.prefix}/day=", Delimiter="/")
+            for page in pages:
+                for cp in page.get("CommonPrefixes", []):
+                    day = cp["Prefix"].rstrip("/").rsplit("day=", 1)[-1]
+                    days.append(day)
+        except Exception as e:  # noqa: BLE001
+            if "NoSuchBucket" in str(e):
+                return []
+            raise unreachable(self.cfg, e) from e
+        return sorted(d for d in days if self.manifest(d) is not None)
+
+    def read_day(self, day: str, columns: list[str] | None = None, filter=None) -> pa.Table:
+        """The committed rows of ``day`` (in write order), optionally a column selection and a
+        row filter (a ``pyarrow.compute`` expression, e.g. a VM's domain slice)."""
+        import pyarrow.dataset as ds
+
+        m = self.manifest(day)
+        if m is None:
+            raise DayNotFound(f"{self.uri(day)}: no committed partition (no {MANIFEST})")
+        if not m.parts:
+            return pa.table({})
+        paths = [f"{self.bucket}/{k}" for k in m.parts]
+        try:
+            dataset = ds.dataset(paths, format="parquet", filesystem=arrow_fs(self.cfg))
+            missing = [c for c in (columns or []) if c not in dataset.schema.names]
+            if missing:
+                raise StorageError(f"{self.uri(day)}: columns {missing} not in the partition "
+                                   f"(has {dataset.schema.names})")
+            return dataset.to_table(columns=columns, filter=filter)
+        except StorageError:
+            raise
+        except (pa.ArrowInvalid, OSError) as e:
+            bad = self._find_corrupt_part(m)
+            where = s3_uri(self.cfg, bad) if bad else self.uri(day)
+            raise StorageError(f"{where}: cannot read Parquet: {e}") from e
+
+    def _find_corrupt_part(self, m: Manifest) -> str | None:
+        fs = arrow_fs(self.cfg)
+        for key in m.parts:
+            try:
+                pq.read_metadata(f"{self.bucket}/{key}", filesystem=fs)
+            except Exception:  # noqa: BLE001
+                return key
+        return None
+
+    # -- write ------------------------------------------------------------------------------
+    def write_day(self, day: str, table: pa.Table, producer: str = "", fm_version: str | None = None,
+                  required_columns: Iterable[str] = (), rows_per_part: int = DEFAULT_ROWS_PER_PART,
+                  extra: dict | None = None,
+                  _before_commit: Callable[[int], None] | None = None) -> Manifest:
+        """Write ``table`` as day ``day`` and commit it; replaces a committed day whole.
+
+        Raises:
+            StorageError: a required column is missing (nothing is written), or the store fails
+                (the previous day stays visible).
+        """
+        missing = [c for c in required_columns if c not in table.column_names]
+        if missing:
+            raise StorageError(f"{self.uri(day)}: refusing to write: required columns {missing} "
+                               f"missing from the table (has {table.column_names})")
+        client = s3_client(self.cfg)
+        write_id = uuid.uuid4().hex[:12]
+        staging = f"{self.day_prefix(day)}_v={write_id}/"
+        digest = hashlib.sha256(arrow_schema_hash(table.schema).encode())
+        parts = []
+        n = table.num_rows
+        starts = range(0, max(n, 1), max(rows_per_part, 1))
+        try:
+            for i, start in enumerate(starts):
+                body = _parquet_bytes(table.slice(start, rows_per_part))
+                digest.update(hashlib.sha256(body).digest())
+                key = f"{staging}part-{i:05d}.parquet"
+                client.put_object(Bucket=self.bucket, Key=key, Body=body)
+                parts.append(key)
+                if _before_commit is not None:  # test hook: crash injection between parts
+                    _before_commit(i)
+        except StorageError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise StorageError(f"{self.uri(day)}: writing parts failed, day left as it was: {e}") from e
+        m = Manifest(prefix=self.prefix, day=day, write_id=write_id, parts=parts, rows=n,
+                     schema_hash=arrow_schema_hash(table.schema), digest=digest.hexdigest(),
+                     producer=producer, fm_version=fm_version, extra=extra or {})
+        # The commit: one PUT of a small object. Before it, readers see the old day.
+        client.put_object(Bucket=self.bucket, Key=self.manifest_key(day), Body=m.to_json().encode())
+        self._collect_garbage(day, keep=set(parts))
+        return m
+
+    def _collect_garbage(self, day: str, keep: set[str]) -> int:
+        """Delete parts under ``day`` that the committed manifest does not name."""
+        client = s3_client(self.cfg)
+        doomed = []
+        for page in client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.day_prefix(day) + "_v="):
+            doomed += [o["Key"] for o in page.get("Contents", []) if o["Key"] not in keep]
+        for i in range(0, len(doomed), 1000):
+            client.delete_objects(Bucket=self.bucket, Delete={
+                "Objects": [{"Key": k} for k in doomed[i:i + 1000]], "Quiet": True})
+        return len(doomed)
+
+
+# -- the dataset's schema.yaml beside raw/ -----------------------------------------------------
+def put_remote_schema(cfg: ExfmConfig, schema_yaml: str) -> str:
+    s3_client(cfg).put_object(Bucket=cfg.storage.bucket, Key=SCHEMA_KEY, Body=schema_yaml.encode())
+    return s3_uri(cfg, SCHEMA_KEY)
+
+
+def load_remote_schema(cfg: ExfmConfig):
+    """The :class:`DatasetSchema` that ``ingest_dataset`` stored beside ``raw/``."""
+    import yaml
+
+    from exfm.data.schema import DatasetSchema
+
+    try:
+        body = s3_client(cfg).get_object(Bucket=cfg.storage.bucket, Key=SCHEMA_KEY)["Body"].read()
+    except Exception as e:  # noqa: BLE001
+        raise StorageError(f"{s3_uri(cfg, SCHEMA_KEY)}: no dataset schema in the bucket "
+                           f"(run `exfm data ingest DIR` first): {e}") from e
+    return DatasetSchema.model_validate(yaml.safe_load(body))
+
+
+def ingest_dataset(cfg: ExfmConfig, data_dir: str | Path, days: list[str] | None = None,
+                   progress: Callable[[str], None] = print) -> list[Manifest]:
+    """Upload a local bring-your-own-format folder's days into ``raw/`` (validated first)."""
+    from exfm.data.schema import day_dir, list_days, load_schema
+
+    schema = load_schema(data_dir)
+    available = list_days(data_dir)
+    days = available if days is None else days
+    unknown = [d for d in days if d not in available]
+    if unknown:
+        raise StorageError(f"{data_dir}: no day folders for {unknown} (has {available[:3]}...)")
+    try:
+        from exfm.data.validate import validate_dataset
+    except ImportError:  # pragma: no cover - validation lands with the data module
+        validate_dataset = None
+    if validate_dataset is not None:
+        validate_dataset(data_dir, days=days)
+    put_remote_schema(cfg, schema.to_yaml())
+    store = PartitionStore(cfg, "raw")
+    out = []
+    for d in days:
+        files = sorted(day_dir(data_dir, d).glob("part-*.parquet"))
+        table = pa.concat_tables([pq.read_table(f) for f in files]) if files else None
+        if table is None:
+            raise StorageError(f"{day_dir(data_dir, d)}: no part-*.parquet files")
+        t0 = time.time()
+        m = store.write_day(d, table, producer="exfm data ingest", required_columns=schema.columns,
+                            extra={"schema_digest": schema.digest()})
+        progress(f"ingested {d}: {m.rows} rows -> {store.uri(d)} ({time.time() - t0:.1f}s)")
+        out.append(m)
+    return out

@@ -1,0 +1,74 @@
+"""S3 clients built from config, in one place: boto3 for objects, pyarrow for datasets.
+
+Any S3 endpoint works (AWS, MinIO, Ceph, SeaweedFS): path-style addressing and an explicit
+endpoint everywhere, credentials from :meth:`ExfmConfig.s3_credentials` (env > file > the
+stack's generated keys). Credentials are never logged.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from urllib.parse import urlparse
+
+from exfm.config import ExfmConfig
+
+
+class StorageError(RuntimeError):
+    """An object-store operation failed; the message names the endpoint, bucket and key."""
+
+
+def s3_client(cfg: ExfmConfig):
+    """A boto3 S3 client for ``cfg``'s endpoint (path-style, short connect timeout)."""
+    access, secret = cfg.s3_credentials()
+    return _client(cfg.s3_endpoint, cfg.storage.region, access, secret)
+
+
+@lru_cache(maxsize=8)
+def _client(endpoint: str, region: str, access: str, secret: str):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3", endpoint_url=endpoint, region_name=region,
+        aws_access_key_id=access, aws_secret_access_key=secret,
+        config=Config(s3={"addressing_style": "path"}, connect_timeout=5, read_timeout=60,
+                      retries={"max_attempts": 3, "mode": "standard"}),
+    )
+
+
+def arrow_fs(cfg: ExfmConfig):
+    """A ``pyarrow.fs.S3FileSystem`` for ``cfg``'s endpoint (pyarrow ignores AWS_ENDPOINT_URL)."""
+    from pyarrow import fs
+
+    access, secret = cfg.s3_credentials()
+    u = urlparse(cfg.s3_endpoint)
+    return fs.S3FileSystem(endpoint_override=u.netloc, scheme=u.scheme or "http",
+                           access_key=access, secret_key=secret, region=cfg.storage.region,
+                           connect_timeout=5, request_timeout=60, allow_bucket_creation=False)
+
+
+def ensure_bucket(cfg: ExfmConfig) -> None:
+    """Create ``cfg.storage.bucket`` if missing; a clear error if the endpoint is unreachable."""
+    from botocore.exceptions import ClientError
+
+    client = s3_client(cfg)
+    bucket = cfg.storage.bucket
+    try:
+        client.head_bucket(Bucket=bucket)
+        return
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        if code not in ("404", "NoSuchBucket", "NotFound"):
+            raise StorageError(f"s3 {cfg.s3_endpoint}: bucket '{bucket}': {e}") from e
+    except Exception as e:  # noqa: BLE001
+        raise unreachable(cfg, e) from e
+    client.create_bucket(Bucket=bucket)
+
+
+def unreachable(cfg: ExfmConfig, err: Exception) -> StorageError:
+    return StorageError(f"s3 endpoint {cfg.s3_endpoint} is unreachable ({type(err).__name__}: "
+                        f"{err}); is the stack up (`exfm stack status`) or storage.endpoint right?")
+
+
+def s3_uri(cfg: ExfmConfig, key: str) -> str:
+    return f"s3://{cfg.storage.bucket}/{key}"
