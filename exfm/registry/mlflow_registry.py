@@ -1,0 +1,244 @@
+"""MLflow as the Snapshot Publishing Database (SPD) and the lineage tracker.
+
+- FM snapshots are versions of the registered model ``exfm-fm``; VM snapshots of
+  ``exfm-vm-<name>``. A version's model is a pyfunc wrapping one ``model.pt`` (from
+  :func:`exfm.models.snapshot.save_snapshot`: tensors and primitives only, loaded with
+  ``weights_only=True``), with a signature and explicit pip requirements (no torch.export).
+- Version tags: ``day``, ``rows_seen``, ``data_uris``, ``fm_version`` (VMs), ``git_rev``.
+- Lineage: :func:`log_dataset_input` records the partitions a run read (URI + manifest digest)
+  through ``mlflow.log_input``, so "which data and which FM made this VM" is one click.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from exfm.config import ExfmConfig
+
+FM_MODEL = "exfm-fm"
+SNAPSHOT_FILE = "model.pt"
+
+
+class RegistryError(RuntimeError):
+    """A registry lookup or write failed; the message names the model and version."""
+
+
+def vm_model_name(vm: str) -> str:
+    return f"exfm-vm-{vm}"
+
+
+def experiment_name(cfg: ExfmConfig, family: str) -> str:
+    """One experiment per model family: ``exfm-fm``, ``exfm-vm``, ``exfm-das``."""
+    return f"{cfg.tracking.experiment_prefix}-{family}"
+
+
+def connect(cfg: ExfmConfig):
+    """Point the mlflow client at ``cfg`` and return a ``MlflowClient``."""
+    import mlflow
+
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    return mlflow.MlflowClient(cfg.tracking_uri)
+
+
+def ensure_experiments(cfg: ExfmConfig, vms: list[str] | None = None) -> dict[str, str]:
+    """Create the experiments and registered models up front (parallel tasks must not race)."""
+    from mlflow.exceptions import MlflowException
+
+    client = connect(cfg)
+    ids = {}
+    for family in ("fm", "vm", "das", "pipeline"):
+        name = experiment_name(cfg, family)
+        exp = client.get_experiment_by_name(name)
+        ids[family] = exp.experiment_id if exp else client.create_experiment(name)
+    names = [FM_MODEL] + [vm_model_name(v) for v in (vms if vms is not None else
+                                                     [v.name for v in cfg.vms])]
+    for n in names:
+        try:
+            client.create_registered_model(n)
+        except MlflowException as e:
+            if "RESOURCE_ALREADY_EXISTS" not in str(e.error_code):
+                raise
+    return ids
+
+
+@lru_cache(maxsize=1)
+def git_rev() -> str:
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"],
+                                       cwd=Path(__file__).resolve().parents[2],
+                                       stderr=subprocess.DEVNULL, text=True).strip()
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+# -- the pyfunc wrapper -----------------------------------------------------------------------
+def _pyfunc_class():
+    import mlflow.pyfunc
+
+    class ExfmSnapshotModel(mlflow.pyfunc.PythonModel):
+        """Serves a snapshot: a DataFrame of the schema's columns -> ``pred_<task>`` columns."""
+
+        def load_context(self, context):
+            from exfm.models.snapshot import load_snapshot
+
+            self.model, self.extra = load_snapshot(context.artifacts["snapshot"])
+
+        def predict(self, context, model_input, params=None):
+            import pandas as pd
+            import pyarrow as pa
+
+            from exfm.data.schema import DatasetSchema
+            from exfm.models.snapshot import predict_table
+
+            schema = DatasetSchema.model_validate(self.extra["schema"])
+            table = pa.Table.from_pandas(model_input, preserve_index=False)
+            preds = predict_table(self.model, table, schema)
+            return pd.DataFrame({f"pred_{t}": preds[:, i] for i, t in enumerate(self.extra["tasks"])})
+
+    return ExfmSnapshotModel
+
+
+def _pip_requirements() -> list[str]:
+    import mlflow
+    import torch
+
+    return [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
+            "pyarrow", "pandas", "pydantic", "pyyaml"]
+
+
+def log_snapshot(model, name: str, extra: dict[str, Any], sample=None, registered_name=None,
+                 tags: dict[str, str] | None = None):
+    """Log ``model`` as a pyfunc in the active run, optionally registering it. Returns ModelInfo."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from exfm.models.snapshot import save_snapshot
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / SNAPSHOT_FILE
+        save_snapshot(model, path, extra)
+        signature = None
+        if sample is not None:
+            from exfm.data.schema import DatasetSchema
+            from exfm.models.snapshot import predict_table
+
+            schema = DatasetSchema.model_validate(extra["schema"])
+            preds = predict_table(model, sample, schema)
+            import pandas as pd
+            out = pd.DataFrame({f"pred_{t}": preds[:, i] for i, t in enumerate(extra["tasks"])})
+            signature = infer_signature(sample.slice(0, 5).to_pandas(), out.head(5))
+        return mlflow.pyfunc.log_model(
+            name=name, python_model=_pyfunc_class()(), artifacts={"snapshot": str(path)},
+            signature=signature, pip_requirements=_pip_requirements(),
+            registered_model_name=registered_name, await_registration_for=60,
+            tags=tags,
+        )
+
+
+def _tag_version(client, name: str, version: str, tags: dict[str, Any]) -> None:
+    for k, v in tags.items():
+        if v is None:
+            continue
+        client.set_model_version_tag(name, version, k, v if isinstance(v, str) else json.dumps(v))
+
+
+def register_fm(cfg: ExfmConfig, model, day: str, rows_seen: int, data_uris: list[str],
+                extra: dict[str, Any], sample=None, tags: dict[str, Any] | None = None) -> str:
+    """Log + register an FM snapshot in ``exfm-fm`` from inside an active MLflow run.
+
+    ``extra`` must hold ``schema`` (dict) and ``tasks`` (list); returns the version string.
+    """
+    client = connect(cfg)
+    info = log_snapshot(model, "fm", extra, sample=sample, registered_name=FM_MODEL)
+    version = str(info.registered_model_version)
+    _tag_version(client, FM_MODEL, version, {"day": day, "rows_seen": str(rows_seen),
+                                             "data_uris": data_uris, "git_rev": git_rev(),
+                                             "model_uri": info.model_uri, **(tags or {})})
+    return version
+
+
+def register_vm(cfg: ExfmConfig, vm: str, model, day: str, rows_seen: int, data_uris: list[str],
+                fm_version: str | None, extra: dict[str, Any], sample=None,
+                tags: dict[str, Any] | None = None) -> str:
+    """Log + register a VM snapshot in ``exfm-vm-<vm>``, tagged with the FM version that taught it."""
+    client = connect(cfg)
+    name = vm_model_name(vm)
+    info = log_snapshot(model, "vm", extra, sample=sample, registered_name=name)
+    version = str(info.registered_model_version)
+    _tag_version(client, name, version, {"day": day, "rows_seen": str(rows_seen),
+                                         "data_uris": data_uris, "fm_version": fm_version or "none",
+                                         "git_rev": git_rev(), "model_uri": info.model_uri,
+                                         **(tags or {})})
+    return version
+
+
+def latest_version(cfg: ExfmConfig, name: str, before_day: str | None = None) -> str | None:
+    """Highest version of ``name`` (whose ``day`` tag is < ``before_day`` if given), or None."""
+    from mlflow.exceptions import MlflowException
+
+    client = connect(cfg)
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return None
+    ok = [v for v in versions
+          if before_day is None or (v.tags.get("day") or "9999") < before_day]
+    ok = [v for v in ok if v.tags.get("archived") != "true"]
+    return str(max(int(v.version) for v in ok)) if ok else None
+
+
+def latest_fm_version(cfg: ExfmConfig, before_day: str | None = None) -> str | None:
+    return latest_version(cfg, FM_MODEL, before_day)
+
+
+def load_snapshot_version(cfg: ExfmConfig, name: str, version: str | None = "latest"):
+    """Download and load version ``version`` (a number, ``latest`` or ``@alias``) of ``name``.
+
+    Returns ``(model, extra, version)``. Raises :class:`RegistryError` naming what is missing.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from exfm.models.snapshot import load_snapshot
+
+    client = connect(cfg)
+    try:
+        if version in (None, "latest"):
+            version = latest_version(cfg, name)
+            if version is None:
+                raise RegistryError(f"registry {cfg.tracking_uri}: model '{name}' has no versions")
+        elif str(version).startswith("@"):
+            version = client.get_model_version_by_alias(name, str(version)[1:]).version
+        mv = client.get_model_version(name, str(version))
+    except MlflowException as e:
+        raise RegistryError(f"registry {cfg.tracking_uri}: {name} version {version!r} "
+                            f"does not exist: {e.message}") from None
+    uri = mv.tags.get("model_uri") or mv.source
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        found = sorted(local.rglob(SNAPSHOT_FILE))
+        if not found:
+            raise RegistryError(f"registry: {name} v{mv.version} ({uri}) holds no {SNAPSHOT_FILE}")
+        model, extra = load_snapshot(found[0])
+    return model, extra, str(mv.version)
+
+
+def load_fm(cfg: ExfmConfig, version: str | None = "latest"):
+    """``(model, extra, version)`` of an ``exfm-fm`` snapshot."""
+    return load_snapshot_version(cfg, FM_MODEL, version)
+
+
+def log_dataset_input(uri: str, digest: str, name: str, context: str = "training",
+                      sample=None) -> None:
+    """Record a partition the active run read (lineage), named by URI and manifest digest."""
+    import mlflow
+    import pandas as pd
+
+    df = sample.slice(0, 0).to_pandas() if sample is not None else pd.DataFrame()
+    ds = mlflow.data.from_pandas(df, source=uri, name=name, digest=digest[:36])
+    mlflow.log_input(ds, context=context)
