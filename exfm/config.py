@@ -121,6 +121,34 @@ class GeneratorConfig(_Strict):
     n_items: int = Field(2000, ge=10)
     drift: float = Field(1.0, ge=0, description="0 = stationary; 1 = default drift strength")
     base_rate: float = Field(0.03, gt=0, lt=0.5, description="mean positive rate of the first task")
+    task_rate_ratio: float = Field(
+        0.35, gt=0, le=1, description="each later task's day-1 positive rate = the previous one's x this")
+    task_correlation: float = Field(
+        0.6, ge=0, le=1, description="cosine between the first task's item factors and a later task's")
+    latent_dim: int = Field(16, ge=2, description="width of the hidden user/item interest factors")
+    n_categories: int = Field(50, ge=2, description="item categories (sparse item_cat)")
+    n_user_segments: int = Field(20, ge=2, description="coarse user segments (sparse user_seg)")
+    seq_len: int = Field(20, ge=1, description="max_len of the behaviour sequence hist_item")
+    organic_per_user: float = Field(
+        4.0, ge=0, description="mean organic engagements per active user per day (feed hist_item)")
+    affinity_weight: float = Field(0.8, ge=0, description="weight of user x item factors in the truth")
+    sequence_weight: float = Field(0.4, ge=0, description="weight of sequence x item similarity")
+    domain_spread: float = Field(0.6, ge=0, description="logit gap between the lowest and highest domain")
+    domain_shift: float = Field(
+        0.5, ge=0, description="how far each domain's user x item interaction departs from the shared one")
+    home_domain_prob: float = Field(0.8, ge=0, le=1, description="share of a user's rows in its home domain")
+    fm_feature_noise: float = Field(
+        1.5, ge=0, description="noise sd of the fm_only cross-service features (signal sd ~1)")
+    user_arrival: float = Field(0.08, ge=0, description="new users per day, share of day-1 users (x drift)")
+    user_departure: float = Field(0.04, ge=0, le=1, description="share of active users leaving per day (x drift)")
+    item_arrival: float = Field(0.12, ge=0, description="new items per day, share of day-1 items (x drift)")
+    item_departure: float = Field(0.08, ge=0, le=1, description="share of active items leaving per day (x drift)")
+    interest_walk: float = Field(
+        0.25, ge=0, le=1, description="per-day random-walk step of user interests (x drift, capped at 1)")
+    popularity_walk: float = Field(0.3, ge=0, description="per-day sd of item log-popularity steps (x drift)")
+    truth_columns: bool = Field(
+        False, description="also write truth_<task> (the hidden true probability) for analysis; "
+        "not in the schema, so no model reads it")
 
 
 class DataConfig(_Strict):
@@ -136,14 +164,40 @@ class ModelsConfig(_Strict):
     """Model zoo choices and the one-pass trainer's defaults (shared by FM and VMs)."""
 
     fm: Literal["dcn", "dcnv2", "dmin", "mtl"] = "dcnv2"
-    embed_dim: int = Field(16, ge=2)
-    fm_embed_dim: int = Field(32, ge=2)
+    embed_dim: int = Field(16, ge=2, description="VM embedding width")
+    fm_embed_dim: int = Field(
+        64, ge=2, description="FM embedding width; with fm_hidden it sizes the FM at >= 15x a "
+        "default VM on the generator's default vocabularies (the paper: 15x-600x)")
     batch_size: int = Field(512, ge=1)
     lr: float = Field(3e-3, gt=0)
     embedding_lr: float = Field(3e-2, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     torch_threads: int | None = Field(None, ge=1, description="None = cores available")
     seed: int = 0
+    min_steps_per_day: int = Field(
+        200, ge=0, description="one pass over a small day at batch_size is too few optimizer "
+        "steps to learn anything: the batch shrinks (not below min_batch_size) so that a day "
+        "gives at least this many steps; 0 = always batch_size")
+    min_batch_size: int = Field(64, ge=1, description="floor of the shrunk batch")
+    fm_hidden: list[int] = Field(default_factory=lambda: [1024, 1024, 512],
+                                 description="FM deep tower widths (dcn, dcnv2, dmin, mtl bottom)")
+    fm_cross_layers: int = Field(3, ge=1, description="cross layers of dcn/dcnv2/mtl")
+    fm_cross_rank: int | None = Field(
+        None, ge=1, description="dcnv2: None = full-rank W; r = mixture of low-rank experts")
+    fm_cross_experts: int = Field(4, ge=1, description="dcnv2 low rank: experts under the gate")
+    fm_interests: int = Field(4, ge=1, description="dmin: interests (attention heads)")
+    fm_tower_hidden: list[int] = Field(default_factory=lambda: [256, 128],
+                                       description="mtl: widths of each task's tower")
+    vm_hidden: list[int] = Field(default_factory=lambda: [128, 64],
+                                 description="VM deep part (deepfam DNN, dlrm top, towers)")
+    head_hidden: list[int] = Field(
+        default_factory=list, description="VM heads (serving, AH, SA): hidden widths; [] = linear")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout after hidden layers")
+    embedding_optimizer: Literal["sparse_adam", "adam"] = Field(
+        "sparse_adam", description="optimizer of the embedding tables (at embedding_lr): "
+        "sparse_adam = sparse gradients, only looked-up rows move (CPU, gloo DDP); adam = dense "
+        "gradients (NCCL DDP cannot all-reduce sparse ones)")
+    log_every: int = Field(50, ge=1, description="trainer: report every this many steps")
 
 
 class DistillationConfig(_Strict):
@@ -156,6 +210,15 @@ class DistillationConfig(_Strict):
     sa_weight: float = Field(1.0, ge=0)
     sa_hidden: int = Field(16, ge=1)
     sa_lr: float = Field(1e-2, gt=0)
+
+
+class DasConfig(_Strict):
+    """The Data Augmentation Service: batch inference of the leased FM snapshot."""
+
+    lease_ttl_s: float = Field(86400.0, gt=0, description="lease length; extended while no newer snapshot")
+    keep_last: int = Field(3, ge=1, description="FM versions never garbage-collected")
+    max_actors: int = Field(2, ge=1, description="Ray Data actor-pool size for FM inference")
+    batch_size: int = Field(8192, ge=1, description="rows per inference batch")
 
 
 class VMConfig(_Strict):
@@ -193,6 +256,7 @@ class ExfmConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     distillation: DistillationConfig = Field(default_factory=DistillationConfig)
+    das: DasConfig = Field(default_factory=DasConfig)
     vms: list[VMConfig] = Field(default_factory=_default_vms)
 
     # -- resolved values ------------------------------------------------------------------

@@ -1,0 +1,95 @@
+"""The foundation model (teacher): one large multi-task model over every field, fm_only included.
+
+Kinds (``models.fm``):
+    dcn    DCN v1 cross net || deep MLP, parallel, then one linear layer to T logits.
+    dcnv2  DCNv2 cross net (full rank, or a gated mixture of low-rank experts) || deep MLP.
+    dmin   behaviour refiner + multi-interest extractor per sequence, concatenated with the other
+           field vectors into a deep MLP (no sequence: an MLP over the field vectors).
+    mtl    hard parameter sharing: a DCNv2 shared bottom, one MLP tower per task.
+Sequences are pooled with DIN target attention (dcn, dcnv2, mtl). ``forward(batch) -> (B, T)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from exfm.data.schema import DatasetSchema
+from exfm.models.attention import BehaviourRefiner, MultiInterestExtractor
+from exfm.models.blocks import MLP
+from exfm.models.embeddings import FieldEncoder, set_sparse_gradients
+from exfm.models.interactions import CrossNet, CrossNetV2
+
+FM_KINDS = ("dcn", "dcnv2", "dmin", "mtl")
+
+# Hyper-parameters an FM is rebuilt from (ModelsConfig field names).
+FM_HPARAMS = ("fm_embed_dim", "fm_hidden", "fm_cross_layers", "fm_cross_rank", "fm_cross_experts",
+              "fm_interests", "fm_tower_hidden", "dropout", "embedding_optimizer")
+
+
+class FoundationModel(nn.Module):
+    """The teacher. ``forward(batch) -> logits (B, T)``, one per task in ``tasks``.
+
+    Args:
+        kind: one of :data:`FM_KINDS`. schema: every field it reads. tasks: the T label names.
+        hp: the :data:`FM_HPARAMS` values (a plain dict, so a snapshot can rebuild it).
+
+    Example:
+        >>> fm = build_fm(schema, ["click"], load_config())        # doctest: +SKIP
+        >>> fm(batch).shape                                          # doctest: +SKIP
+        torch.Size([512, 1])
+    """
+
+    role = "fm"
+
+    def __init__(self, kind: str, schema: DatasetSchema, tasks: list[str], hp: dict):
+        super().__init__()
+        if kind not in FM_KINDS:
+            raise ValueError(f"unknown FM kind {kind!r}; expected one of {FM_KINDS}")
+        self.kind, self.schema, self.tasks, self.hp = kind, schema, list(tasks), dict(hp)
+        D, T, drop = hp["fm_embed_dim"], len(tasks), hp["dropout"]
+        seq_pool = "none" if kind == "dmin" else "target"
+        self.encoder = FieldEncoder(schema, D, seq_pool=seq_pool)
+        width = self.encoder.num_fields * D
+        if kind == "dmin":
+            H = hp["fm_interests"]
+            heads = next(h for h in (4, 2, 1) if D % h == 0)
+            self.refiners = nn.ModuleList(BehaviourRefiner(D, heads) for _ in schema.sequences)
+            self.extractors = nn.ModuleList(MultiInterestExtractor(D, H, q.max_len)
+                                            for q in schema.sequences)
+            width += len(schema.sequences) * H * D
+            self.deep = MLP(width, hp["fm_hidden"], None, drop)
+            self.out = nn.Linear(self.deep.out_dim, T)
+        else:
+            self._build_cross(kind, width, tasks, hp)
+        set_sparse_gradients(self, hp.get("embedding_optimizer", "sparse_adam") == "sparse_adam")
+
+    def _build_cross(self, kind: str, width: int, tasks: list[str], hp: dict) -> None:
+        drop, T = hp["dropout"], len(tasks)
+        cross = (CrossNet(width, hp["fm_cross_layers"]) if kind == "dcn" else
+                 CrossNetV2(width, hp["fm_cross_layers"], hp["fm_cross_rank"],
+                            hp["fm_cross_experts"]))
+        self.cross = cross
+        self.deep = MLP(width, hp["fm_hidden"], None, drop)
+        joined = width + self.deep.out_dim
+        if kind == "mtl":
+            self.towers = nn.ModuleList(MLP(joined, hp["fm_tower_hidden"], 1, drop)
+                                        for _ in tasks)
+        else:
+            self.out = nn.Linear(joined, T)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        v = self.encoder(batch)  # (B, F, D)
+        x0 = v.flatten(1)
+        if self.kind == "dmin":
+            parts = [x0]
+            seqs = self.encoder.sequence_embeddings(batch)
+            for k, (e, mask) in enumerate(seqs):
+                target = v[:, self.encoder.seq_of[k]]
+                refined = self.refiners[k](e, mask)
+                parts.append(self.extractors[k](target, refined, mask))
+            return self.out(self.deep(torch.cat(parts, dim=1)))
+        h = torch.cat([self.cross(x0), self.deep(x0)], dim=1)
+        if self.kind == "mtl":
+            return torch.cat([tower(h) for tower in self.towers], dim=1)
+        return self.out(h)

@@ -1,0 +1,258 @@
+"""The one-pass streaming trainer: each row of a day is seen once, in arrival order.
+
+``train_fm_day`` trains the teacher on all its tasks; ``train_vm_day`` runs Algorithm 1 of
+METHOD.md per batch (SA step, sg(p_SA) from the updated SA, VM step on the mode's loss).
+Reporting goes through ``report`` (a callable taking a dict): tests pass ``list.append``, Ray
+passes ``ray.train.report``, a local run an MLflow logger. A DDP-wrapped model works as is; the
+Ray loop differs from the local one by the wrapping and its data shard only.
+
+Example:
+    >>> res = train_vm_day(vm, table, schema, cfg.vms[0], cfg, report=print)   # doctest: +SKIP
+    >>> res.steps, res.metrics["train/auc"]                                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from exfm.config import ExfmConfig, VMConfig
+from exfm.data.batches import TableTensors
+from exfm.data.schema import DatasetSchema
+from exfm.distill import StudentAdapter, distillation_loss, student_adapter_step
+from exfm.models.build import unwrap
+from exfm.train.metrics import all_metrics
+from exfm.train.optim import (effective_batch_size, load_optimizer_states, make_optimizers,
+                              optimizer_states, set_torch_threads)
+
+Report = Callable[[dict[str, Any]], Any]
+
+
+@dataclass
+class TrainResult:
+    """What one day of training returns.
+
+    rows_seen: rows this model has trained on in total (warm start included).
+    steps: optimizer steps of this day. metrics: progressive metrics of the day (each batch scored
+    before it is trained on) and mean losses. state: the trainer state to warm-start the next day
+    (optimizers, SA, counters; tensors and primitives only).
+    """
+
+    rows_seen: int
+    steps: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+def _device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    m = unwrap(model)
+    if device is None:
+        return next(m.parameters()).device
+    device = torch.device(device)
+    m.to(device)
+    return device
+
+
+def _day_tensors(model: nn.Module, table: pa.Table, tasks: list[str], device) -> TableTensors:
+    tt = TableTensors.from_table(table, unwrap(model).schema, tasks)
+    if tt.labels is None:
+        raise ValueError(f"training needs the label columns {tasks}")
+    return tt.to(device)
+
+
+class _Meter:
+    """Running sums kept on the device: one host sync per report, not per step."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.n = 0
+
+    def add(self, parts: dict[str, torch.Tensor]) -> None:
+        for k, v in parts.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.n += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: float(v) / max(self.n, 1) for k, v in self.sums.items()}
+
+
+def _progressive(labels: list[torch.Tensor], preds: list[torch.Tensor], tasks: list[str],
+                 prefix: str = "train/") -> dict[str, float]:
+    if not preds:
+        return {}
+    y, p = torch.cat(labels).cpu().numpy(), torch.cat(preds).float().cpu().numpy()
+    if len(tasks) == 1:
+        return {f"{prefix}{k}": v for k, v in all_metrics(y[:, 0], p[:, 0]).items()}
+    out = {}
+    for t, name in enumerate(tasks):
+        out.update({f"{prefix}{name}/{k}": v for k, v in all_metrics(y[:, t], p[:, t]).items()})
+    return out
+
+
+def _emit(report: Report | None, payload: dict[str, Any]) -> None:
+    if report is not None:
+        report(payload)
+
+
+def train_fm_day(model: nn.Module, table: pa.Table, schema: DatasetSchema, cfg: ExfmConfig,
+                 report: Report | None = None, state: dict | None = None,
+                 device: str | torch.device | None = None,
+                 optimizer_state: dict | None = None) -> TrainResult:
+    """One pass of the FM over ``table``: loss = sum over tasks of BCE(y_t, z_t).
+
+    Args:
+        model: an FM (or its DDP wrapper), warm from the previous day if any.
+        state: the previous day's ``TrainResult.state`` (``optimizer_state`` is an alias).
+        device: where to train (default: where the model is).
+    """
+    state = state if state is not None else (optimizer_state or {})
+    m, mcfg = unwrap(model), cfg.models
+    device = _device(model, device)
+    set_torch_threads(mcfg, device)
+    tt = _day_tensors(model, table, m.tasks, device)
+    bs = effective_batch_size(len(tt), mcfg)
+    opts = make_optimizers(m, mcfg)
+    load_optimizer_states(opts, state.get("optimizers", {}))
+    model.train()
+    meter, labels, preds = _Meter(), [], []
+    steps, t0 = 0, time.perf_counter()
+    for batch in tt.batches(bs):
+        logits = model(batch)  # (B, T)
+        per_task = F.binary_cross_entropy_with_logits(logits, batch["labels"],
+                                                      reduction="none").mean(0)
+        loss = per_task.sum()
+        for o in opts.values():
+            o.zero_grad(set_to_none=True)
+        loss.backward()
+        for o in opts.values():
+            o.step()
+        steps += 1
+        labels.append(batch["labels"])
+        preds.append(torch.sigmoid(logits.detach()))
+        meter.add({"loss/total": loss.detach()})
+        if steps % mcfg.log_every == 0:  # .item() below is a host sync: only every log_every
+            _emit(report, {"step": steps, "rows": steps * bs, **meter.means()})
+    rows_seen = int(state.get("rows_seen", 0)) + len(tt)
+    metrics = {**meter.means(), **_progressive(labels, preds, m.tasks), "steps": steps,
+               "batch_size": bs, "rows": len(tt),
+               "train/examples_per_s": len(tt) / max(time.perf_counter() - t0, 1e-9)}
+    _emit(report, {"step": steps, "rows_seen": rows_seen, **metrics})
+    new_state = {"rows_seen": rows_seen, "steps": int(state.get("steps", 0)) + steps,
+                 "optimizers": optimizer_states(opts)}
+    return TrainResult(rows_seen, steps, metrics, new_state)
+
+
+def resolve_mode(vm: VMConfig, cfg: ExfmConfig) -> str:
+    return vm.mode or cfg.distillation.mode
+
+
+def train_vm_day(model: nn.Module, table: pa.Table, schema: DatasetSchema, vm: VMConfig,
+                 cfg: ExfmConfig, report: Report | None = None, state: dict | None = None,
+                 device: str | torch.device | None = None) -> TrainResult:
+    """One pass of a VM over its rows of ``table`` with FM supervision (Algorithm 1).
+
+    ``table`` must hold ``fm_pred_<vm.task>`` unless the mode is ``none``. The Student Adapter
+    lives in the trainer state (it is never served).
+    """
+    state = state or {}
+    m, mcfg, dcfg = unwrap(model), cfg.models, cfg.distillation
+    mode = resolve_mode(vm, cfg)
+    device = _device(model, device)
+    set_torch_threads(mcfg, device)
+    tt = _day_tensors(model, table, [m.task], device)
+    if mode != "none" and tt.fm_pred is None:
+        raise ValueError(f"VM '{vm.name}' (mode {mode}) needs column fm_pred_{m.task}")
+    bs = effective_batch_size(len(tt), mcfg)
+    opts = make_optimizers(m, mcfg)
+    load_optimizer_states(opts, state.get("optimizers", {}))
+    sa = sa_opt = None
+    if mode == "ah_sa":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(mcfg.seed)
+            sa = StudentAdapter(dcfg.sa_hidden)
+        sa.to(device)
+        sa_opt = torch.optim.Adam(sa.parameters(), lr=dcfg.sa_lr)
+        if state.get("sa") is not None:
+            sa.load_state_dict(state["sa"])
+            load_optimizer_states({"sa": sa_opt}, {"sa": state["sa_optimizer"]})
+    model.train()
+    meter, labels, preds = _Meter(), [], []
+    steps, t0 = 0, time.perf_counter()
+    for batch in tt.batches(bs):
+        y = batch["labels"][:, 0]
+        p_fm = batch["fm_pred"][:, 0] if "fm_pred" in batch else None
+        p_sa = None
+        parts: dict[str, torch.Tensor] = {}
+        if sa is not None:  # Algorithm 1 (i)+(ii): SA step, then sg(p_SA) from the updated SA
+            parts["loss/sa"], p_sa = student_adapter_step(sa, sa_opt, p_fm, y)
+        z = model(batch, gs=dcfg.gs)  # (iii) through __call__, so DDP syncs the gradients
+        loss, vm_parts = distillation_loss(mode, z, y, p_fm, p_sa, lw=dcfg.lw, ls=dcfg.ls,
+                                           sa_weight=dcfg.sa_weight)
+        for o in opts.values():
+            o.zero_grad(set_to_none=True)
+        loss.backward()
+        for o in opts.values():
+            o.step()
+        steps += 1
+        labels.append(batch["labels"])
+        preds.append(torch.sigmoid(z[0].detach()).unsqueeze(1))
+        meter.add({**vm_parts, **parts})
+        if steps % mcfg.log_every == 0:
+            _emit(report, {"step": steps, "rows": steps * bs, **meter.means()})
+    rows_seen = int(state.get("rows_seen", 0)) + len(tt)
+    metrics = {**meter.means(), **_progressive(labels, preds, [m.task]), "steps": steps,
+               "batch_size": bs, "rows": len(tt),
+               "train/examples_per_s": len(tt) / max(time.perf_counter() - t0, 1e-9)}
+    _emit(report, {"step": steps, "rows_seen": rows_seen, "mode": mode, **metrics})
+    new_state: dict[str, Any] = {"rows_seen": rows_seen,
+                                 "steps": int(state.get("steps", 0)) + steps,
+                                 "optimizers": optimizer_states(opts), "mode": mode}
+    if sa is not None:
+        new_state["sa"] = {k: v.detach().clone() for k, v in sa.state_dict().items()}
+        new_state["sa_optimizer"] = optimizer_states({"sa": sa_opt})["sa"]
+    return TrainResult(rows_seen, steps, metrics, new_state)
+
+
+@torch.no_grad()
+def predict_tensors(model: nn.Module, tt: TableTensors, batch_size: int = 8192) -> np.ndarray:
+    """Probabilities (N, T) of the serving output over already-converted tensors."""
+    m = unwrap(model)
+    was = m.training
+    m.eval()
+    out = [torch.sigmoid(m(b)).float().cpu() for b in tt.batches(batch_size)]
+    m.train(was)
+    return torch.cat(out).numpy() if out else np.zeros((0, len(m.tasks)), np.float32)
+
+
+def evaluate(model: nn.Module, table: pa.Table, schema: DatasetSchema | None = None,
+             task: str | None = None, batch_size: int = 8192,
+             device: str | torch.device | None = None) -> dict[str, float]:
+    """Metrics of the served prediction on ``table`` (VMs: serving head only).
+
+    One task (a VM, or ``task`` given, or a one-task FM): ``{"auc","logloss","ne","calibration",
+    "rows"}``. A multi-task FM with ``task=None``: the same keys per task, ``"<task>/auc"``, ...
+    """
+    m = unwrap(model)
+    device = _device(model, device)
+    tt = TableTensors.from_table(table, m.schema, m.tasks)
+    if tt.labels is None:
+        raise ValueError(f"evaluation needs the label columns {m.tasks}")
+    p = predict_tensors(m, tt.to(device), batch_size)
+    y = tt.labels.numpy()
+    if task is not None or len(m.tasks) == 1:
+        t = m.tasks.index(task) if task is not None and task in m.tasks else 0
+        if task is not None and task not in m.tasks:
+            y = TableTensors.from_table(table, m.schema, [task]).labels.numpy()
+        return {**all_metrics(y[:, 0 if y.shape[1] == 1 else t], p[:, t]), "rows": len(tt)}
+    out: dict[str, float] = {"rows": len(tt)}
+    for t, name in enumerate(m.tasks):
+        out.update({f"{name}/{k}": v for k, v in all_metrics(y[:, t], p[:, t]).items()})
+    return out
