@@ -1,0 +1,342 @@
+"""Batch augmentation: infer the leased FM once per row of a day and commit ``augmented/day=d``.
+
+Ray Data reads the committed parts of the day (the manifest names them); a class-based actor
+pool runs the FM. Each actor is a full DAS worker: an updater (polls the registry, CAS-moves the
+lease) and a loader (loads the leased snapshot in the background and swaps it in once fully
+loaded), so no worker is special. The driver commits the result through :class:`PartitionStore`
+(parts, then the manifest). Each row gets one ``fm_pred_<task>`` column per FM task and the
+``fm_version`` that produced it; however many VMs read the day, the FM runs once per row (VMs read
+slices of this one partition).
+
+Two ways a day lands:
+- joined: ``raw/day=d`` holds features and labels (``exfm data ingest``);
+- split (late labels): ``raw/features/day=d`` lands first, ``raw/labels/day=l`` later (keyed by
+  the schema's request id; ``l`` is the day the label arrived, d <= l <= d + label_window_days).
+  DAS infers on the features as soon as they land (``das/pending/day=d``) and commits
+  ``augmented/day=d`` when the label window has closed; rows whose label never arrived are
+  dropped and counted.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from exfm.config import ExfmConfig
+from exfm.das.lease import LeaseStore, make_engine
+from exfm.das.snapshots import SnapshotLoader, SnapshotUpdater
+from exfm.db import database_url
+from exfm.registry.mlflow_registry import FM_MODEL, latest_fm_version, load_fm
+from exfm.storage.partitions import Manifest, PartitionStore, load_remote_schema
+
+RAW, FEATURES, LABELS, PENDING, AUGMENTED = "raw", "raw/features", "raw/labels", "das/pending", "augmented"
+VERSION_COL = "fm_version"
+PRED_PREFIX = "fm_pred_"
+
+
+class AugmentError(RuntimeError):
+    """The augmentation of a day could not run; nothing was committed."""
+
+
+def lease_store(cfg: ExfmConfig) -> LeaseStore:
+    store = LeaseStore(make_engine(database_url(cfg, "exfm")), ttl_s=cfg.das.lease_ttl_s)
+    store.create_tables()
+    return store
+
+
+def registry_latest(cfg: ExfmConfig, day: str, fm_name: str = FM_MODEL):
+    """The updater's view of the SPD: newest FM version trained *before* ``day`` (a backfilled
+    day sees the teacher it would have seen), as ``(version, uri)`` or None."""
+    def latest():
+        v = latest_fm_version(cfg, before_day=day)
+        return None if v is None else (v, f"models:/{fm_name}/{v}")
+    return latest
+
+
+def update_lease(cfg: ExfmConfig, day: str, fm_name: str = FM_MODEL) -> str:
+    """One updater poll for ``day``: 'set', 'lost', 'extended' or 'none'."""
+    return SnapshotUpdater(lease_store(cfg), fm_name, registry_latest(cfg, day, fm_name)).poll_once()
+
+
+class FMPredictor:
+    """Ray Data actor = one DAS worker: ``pa.Table`` batch -> the batch + ``fm_pred_<task>`` +
+    ``fm_version``.
+
+    A background thread polls the registry (updater) and the lease (loader) every
+    ``cfg.das.refresh_s``; a new snapshot loads beside the old one, which keeps serving until the
+    swap. A batch reads the served ``(version, model)`` pair once, so all its rows carry one
+    version. ``batch_delay_s`` slows each batch (tests of a switch mid-job).
+    """
+
+    def __init__(self, cfg_dump: dict, day: str, fm_name: str = FM_MODEL, device: str = "cpu",
+                 batch_delay_s: float = 0.0, torch_threads: int = 1):
+        import torch
+
+        torch.set_num_threads(torch_threads)
+        self.cfg = ExfmConfig.model_validate(cfg_dump)
+        self.device, self.batch_delay_s = device, batch_delay_s
+        self.worker = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        store = lease_store(self.cfg)
+        self.updater = SnapshotUpdater(store, fm_name, registry_latest(self.cfg, day, fm_name))
+        self.loader = SnapshotLoader(store, fm_name, self._load, worker=self.worker)
+        self.loader.refresh()  # the first snapshot loads before the first batch
+        self.loader.current()  # fail now, with a clear message, if nothing is leased
+        self._stop = threading.Event()
+        threading.Thread(target=self._refresh_loop, daemon=True, name="das-refresh").start()
+
+    def _load(self, version: str, uri: str):
+        model, _v = load_fm(self.cfg, version)
+        return model.to(self.device)
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.cfg.das.refresh_s):
+            try:
+                self.updater.poll_once()
+                self.loader.refresh()
+            except Exception as e:  # noqa: BLE001 - keep serving the old snapshot
+                print(f"DAS worker {self.worker}: refresh failed, still serving "
+                      f"v{self.loader.current()[0]}: {e}", file=sys.stderr, flush=True)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from exfm.models.snapshot import predict_table
+
+        version, model = self.loader.current()  # one (version, model) pair for the whole batch
+        if self.batch_delay_s:
+            time.sleep(self.batch_delay_s)
+        preds = predict_table(model, batch, device=self.device)
+        for i, task in enumerate(model.tasks):
+            batch = batch.append_column(PRED_PREFIX + task, pa.array(preds[:, i], pa.float32()))
+        return batch.append_column(VERSION_COL, pa.array([version] * batch.num_rows, pa.string()))
+
+    def __del__(self):
+        self._stop.set()
+
+
+def infer_partition(cfg: ExfmConfig, m: Manifest, day: str, batch_delay_s: float = 0.0,
+                    fm_name: str = FM_MODEL) -> pa.Table:
+    """Run the actor pool over the parts ``m`` names; rows come back in their stored order."""
+    import ray
+
+    from exfm.storage.s3 import arrow_fs
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # rows stay in arrival order: re-runs are identical
+    ds = ray.data.read_parquet([f"{cfg.storage.bucket}/{k}" for k in m.parts],
+                               filesystem=arrow_fs(cfg), override_num_blocks=max(len(m.parts), 2))
+    gpu = cfg.ray.use_gpu
+    out = ds.map_batches(
+        FMPredictor,
+        fn_constructor_kwargs={"cfg_dump": cfg.model_dump(mode="python"), "day": day,
+                               "fm_name": fm_name, "device": "cuda" if gpu else "cpu",
+                               "batch_delay_s": batch_delay_s},
+        batch_format="pyarrow", batch_size=cfg.das.batch_size,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.das.max_actors),
+        num_gpus=1 if gpu else 0, num_cpus=1)
+    tables = [ray.get(ref) for ref in out.to_arrow_refs()]
+    table = pa.concat_tables(tables) if tables else pa.table({})
+    if table.num_rows != m.rows:
+        raise AugmentError(f"DAS {day}: inferred {table.num_rows} rows of {m.rows}; not committed")
+    if table.num_rows and table.column(VERSION_COL).null_count:
+        raise AugmentError(f"DAS {day}: rows without an FM version; not committed")
+    return table
+
+
+@dataclass
+class AugmentResult:
+    """What one DAS run did (also the ``EXFM_RESULT`` line of ``ray_jobs.das_infer``)."""
+
+    day: str
+    status: str  # committed | pending_labels
+    rows: int
+    fm_version: str | None
+    fm_day: str | None
+    freshness_gap_days: int | None
+    seconds: float
+    rows_per_s: float
+    uri: str
+    digest: str | None
+    versions_seen: list[str] = field(default_factory=list)
+    inferred_rows: int = 0
+    dropped_unlabeled: int = 0
+    collected_versions: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _day_gap(a: str, b: str) -> int:
+    return (date.fromisoformat(a) - date.fromisoformat(b)).days
+
+
+def _fm_day(cfg: ExfmConfig, version: str | None) -> str | None:
+    from exfm.registry.mlflow_registry import connect
+
+    if version is None:
+        return None
+    return connect(cfg).get_model_version(FM_MODEL, version).tags.get("day")
+
+
+def _lease_for(cfg: ExfmConfig, day: str, progress: Callable[[str], None]) -> str:
+    outcome = update_lease(cfg, day)
+    lease = lease_store(cfg).get(FM_MODEL)
+    if lease is None:
+        raise AugmentError(f"no FM snapshot trained before {day} in the registry "
+                           f"({cfg.tracking_uri}, model {FM_MODEL}): train one first")
+    progress(f"DAS {day}: updater {outcome}; lease -> {FM_MODEL} v{lease.version} "
+             f"(generation {lease.generation})")
+    return lease.version
+
+
+def _infer(cfg: ExfmConfig, src: PartitionStore, dst: PartitionStore, day: str, producer: str,
+           progress: Callable[[str], None], batch_delay_s: float) -> tuple[Manifest, Manifest, float]:
+    m = src.manifest(day)
+    if m is None:
+        raise AugmentError(f"{src.uri(day)}: no committed partition for {day}")
+    _lease_for(cfg, day, progress)
+    t0 = time.time()
+    table = infer_partition(cfg, m, day, batch_delay_s=batch_delay_s)
+    secs = time.time() - t0
+    versions = sorted(set(table.column(VERSION_COL).to_pylist())) if table.num_rows else []
+    fm_version = max(versions, key=int) if versions else None
+    progress(f"DAS {day}: inferred {table.num_rows} rows in {secs:.1f}s "
+             f"({table.num_rows / max(secs, 1e-9):,.0f} rows/s), FM version(s) {versions}")
+    out = dst.write_day(day, table, producer=producer, fm_version=fm_version,
+                        extra={"fm_versions": versions, "source": src.uri(day),
+                               "source_digest": m.digest})
+    return m, out, secs
+
+
+def _result(cfg: ExfmConfig, day: str, status: str, man: Manifest | None, uri: str, secs: float,
+            inferred: int, dropped: int = 0) -> AugmentResult:
+    fm_version = man.fm_version if man else None
+    fm_day = _fm_day(cfg, fm_version)
+    rows = man.rows if man else 0
+    return AugmentResult(day=day, status=status, rows=rows, fm_version=fm_version, fm_day=fm_day,
+                         freshness_gap_days=_day_gap(day, fm_day) if fm_day else None,
+                         seconds=secs, rows_per_s=inferred / max(secs, 1e-9), uri=uri,
+                         digest=man.digest if man else None,
+                         versions_seen=list(man.extra.get("fm_versions", [])) if man else [],
+                         inferred_rows=inferred, dropped_unlabeled=dropped)
+
+
+def augment_day(cfg: ExfmConfig, day: str, progress: Callable[[str], None] = print,
+                producer: str = "das", batch_delay_s: float = 0.0, gc: bool = True) -> AugmentResult:
+    """Augment ``day``: infer the leased FM (joined ``raw/day=d``, or split features + late labels)
+    and commit ``augmented/day=d``. Idempotent: a re-run replaces the day whole.
+
+    Raises:
+        AugmentError: no raw partition, no FM snapshot before ``day``, or a failed job (nothing
+            committed). StorageError / RegistryError name the object or version at fault.
+    """
+    raw, features = PartitionStore(cfg, RAW), PartitionStore(cfg, FEATURES)
+    aug = PartitionStore(cfg, AUGMENTED)
+    if raw.manifest(day) is not None:
+        _m, out, secs = _infer(cfg, raw, aug, day, producer, progress, batch_delay_s)
+        res = _result(cfg, day, "committed", out, aug.uri(day), secs, out.rows)
+    elif features.manifest(day) is not None:
+        res = augment_split_day(cfg, day, progress, producer, batch_delay_s)
+    else:
+        raise AugmentError(f"{raw.uri(day)} and {features.uri(day)}: no committed partition for "
+                           f"{day} (land it first: `exfm data ingest`)")
+    if gc:
+        from exfm.das.gc import collect_snapshots
+
+        res.collected_versions = collect_snapshots(cfg)
+    if res.status == "committed":
+        progress(f"DAS {day}: committed {res.rows} rows -> {res.uri} (FM v{res.fm_version}, "
+                 f"freshness gap {res.freshness_gap_days} day(s), digest {res.digest[:12]})")
+    return res
+
+
+# -- late labels ------------------------------------------------------------------------------
+def augment_split_day(cfg: ExfmConfig, day: str, progress: Callable[[str], None] = print,
+                      producer: str = "das", batch_delay_s: float = 0.0,
+                      final: bool = False) -> AugmentResult:
+    """Split mode: infer ``raw/features/day=d`` once (skipped if already inferred for these
+    features), then :func:`join_labels`."""
+    features, pending = PartitionStore(cfg, FEATURES), PartitionStore(cfg, PENDING)
+    fm = features.manifest(day)
+    pm = pending.manifest(day)
+    secs, inferred = 0.0, 0
+    if fm is None:
+        raise AugmentError(f"{features.uri(day)}: no committed features for {day}")
+    if pm is None or pm.extra.get("source_digest") != fm.digest:
+        _m, pm, secs = _infer(cfg, features, pending, day, producer, progress, batch_delay_s)
+        inferred = pm.rows
+    else:
+        progress(f"DAS {day}: features already inferred (FM v{pm.fm_version}); joining labels")
+    return join_labels(cfg, day, progress, producer, final=final, _secs=secs, _inferred=inferred)
+
+
+def label_days(cfg: ExfmConfig, day: str) -> list[str]:
+    d = date.fromisoformat(day)
+    return [(d + timedelta(days=k)).isoformat() for k in range(cfg.data.label_window_days + 1)]
+
+
+def join_labels(cfg: ExfmConfig, day: str, progress: Callable[[str], None] = print,
+                producer: str = "das", final: bool = False, _secs: float = 0.0,
+                _inferred: int = 0) -> AugmentResult:
+    """Join the labels that arrived for ``day``'s inferred features (by request id) and commit
+    ``augmented/day=d`` once the window closed (the labels of day d + label_window_days have
+    landed, or ``final``); rows still without a label are then dropped and counted."""
+    pending, labels, aug = (PartitionStore(cfg, PENDING), PartitionStore(cfg, LABELS),
+                            PartitionStore(cfg, AUGMENTED))
+    pm = pending.manifest(day)
+    if pm is None:
+        raise AugmentError(f"{pending.uri(day)}: features of {day} not inferred yet")
+    schema = load_remote_schema(cfg)
+    rid = schema.request_id
+    if rid is None:
+        raise AugmentError(f"dataset '{schema.name}': late labels need a request_id column in "
+                           "schema.yaml (labels are joined to features by it)")
+    window = label_days(cfg, day)
+    landed = [d for d in window if labels.manifest(d) is not None]
+    closed = final or window[-1] in landed
+    table = pending.read_day(day)
+    table = table.append_column("__row", pa.array(range(table.num_rows), pa.int64()))
+    if landed:
+        lab = pa.concat_tables([labels.read_day(d, columns=[rid] + schema.labels) for d in landed],
+                               promote_options="default")
+        lab = lab.append_column("__li", pa.array(range(lab.num_rows), pa.int64()))
+        first = lab.group_by(rid).aggregate([("__li", "min")]).column("__li_min")
+        lab = lab.take(pc.sort_indices(first)).drop_columns(["__li"])  # first label per request
+    else:
+        lab = pa.table({rid: pa.array([], table.schema.field(rid).type),
+                        **{t: pa.array([], pa.int64()) for t in schema.labels}})
+    table = table.drop_columns([c for c in schema.labels if c in table.column_names])
+    joined = table.join(lab, keys=rid, join_type="left outer")
+    joined = joined.take(pc.sort_indices(joined.column("__row"))).drop_columns(["__row"])
+    has_label = pc.is_valid(joined.column(schema.labels[0]))
+    labeled = int(pc.sum(has_label).as_py() or 0)
+    dropped = joined.num_rows - labeled
+    if not closed:
+        progress(f"DAS {day}: {labeled}/{joined.num_rows} rows labeled so far (label days landed "
+                 f"{landed} of {window}); augmented/{day} commits when the window closes")
+        res = _result(cfg, day, "pending_labels", None, aug.uri(day), _secs, _inferred, dropped)
+        res.rows, res.fm_version = labeled, pm.fm_version
+        return res
+    out_cols = [c for c in joined.column_names if c not in schema.labels]
+    kept = joined.filter(has_label)
+    # the labelled table in the column order of a joined day: features, labels, FM columns
+    fm_cols = [c for c in out_cols if c.startswith(PRED_PREFIX) or c == VERSION_COL]
+    base = [c for c in out_cols if c not in fm_cols]
+    kept = kept.select(base + schema.labels + fm_cols)
+    kept = kept.cast(pa.schema([f.with_type(pa.int64()) if f.name in schema.labels else f
+                                for f in kept.schema]))
+    man = aug.write_day(day, kept, producer=producer, fm_version=pm.fm_version,
+                        extra={**pm.extra, "label_days": landed, "dropped_unlabeled": dropped,
+                               "pending_digest": pm.digest})
+    if dropped:
+        progress(f"DAS {day}: dropped {dropped} row(s) whose label never arrived within "
+                 f"{cfg.data.label_window_days} day(s)")
+    return _result(cfg, day, "committed", man, aug.uri(day), _secs, _inferred, dropped)

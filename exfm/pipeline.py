@@ -1,0 +1,119 @@
+"""One day of the pipeline as plain functions: what the Airflow tasks and ``exfm run-day`` call.
+
+Each step reads and writes the partition of its own day (never "the latest"), is idempotent for
+that day, and returns a small dict (ids, URIs, counts) fit for XCom. Heavy work runs as Ray jobs
+submitted through the Jobs API; this module only wires config, storage and submission.
+
+    land(d) -> train_fm(d) (Ray Train) ┐
+            -> augment(d) (DAS, FM_{d-1}) -> train_vm(d, vm) for each VM (fan-out)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from exfm.config import ExfmConfig, load_config
+
+log_ = logging.getLogger("exfm.pipeline")
+RESOLVED_CONFIG = "params.resolved.yaml"
+
+
+def pipeline_config(path: str | None = None, overrides: tuple[str, ...] = ()) -> ExfmConfig:
+    """The config a task uses: an explicit path, else $EXFM_CONFIG, else ./params.yaml."""
+    return load_config(path, overrides)
+
+
+def write_resolved_config(cfg: ExfmConfig) -> Path:
+    """Dump ``cfg`` (no secrets: those travel in env vars) for Ray jobs to load by path."""
+    path = cfg.state_path / RESOLVED_CONFIG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = cfg.model_dump(mode="json", exclude={"storage": {"access_key", "secret_key"},
+                                                "database": {"url"}})
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def data_dir(cfg: ExfmConfig) -> Path:
+    """The local bring-your-own-format folder days are landed from; created on first use for
+    the built-in sources (generator, MovieLens)."""
+    d = Path(cfg.data.dir)
+    if (d / "schema.yaml").exists():
+        return d
+    if cfg.data.source == "generate":
+        from exfm.data.generator import generate
+
+        generate(cfg.data.generator, d)
+    elif cfg.data.source == "movielens":
+        from exfm.data.movielens import write_movielens
+
+        write_movielens(d)
+    else:
+        raise FileNotFoundError(f"data.dir {d}: no schema.yaml (data.source: dir expects a folder "
+                                "in the bring-your-own format, see DESIGN.md)")
+    return d
+
+
+def land(cfg: ExfmConfig, day: str, log: Callable[[str], None] = print) -> dict:
+    """Validate day ``day`` of the local dataset and commit it to ``raw/day=day``."""
+    from exfm.storage.partitions import ingest_dataset
+    from exfm.storage.s3 import ensure_bucket
+
+    ensure_bucket(cfg)
+    [m] = ingest_dataset(cfg, data_dir(cfg), [day], progress=log)
+    from exfm.storage.partitions import PartitionStore
+
+    return {"day": day, "rows": m.rows, "uri": PartitionStore(cfg, "raw").uri(day), "digest": m.digest}
+
+
+def _job(cfg: ExfmConfig, module: str, day: str, submission_id: str, extra: list[str] = (),
+         log: Callable[[str], None] = print) -> dict:
+    from exfm.rayjobs.submit import submit_and_wait
+
+    argv = ["-m", f"ray_jobs.{module}", "--day", day, "--config", str(write_resolved_config(cfg)),
+            *extra]
+    return submit_and_wait(cfg, argv, submission_id=submission_id, log=log)
+
+
+def train_fm(cfg: ExfmConfig, day: str, submission_id: str | None = None,
+             log: Callable[[str], None] = print) -> dict:
+    """Train the FM one pass on ``raw/day=day`` on Ray Train; registers a new ``exfm-fm`` version."""
+    from exfm.registry.mlflow_registry import ensure_experiments
+
+    ensure_experiments(cfg)
+    return _job(cfg, "train_fm", day, submission_id or f"exfm-fm-{day}", log=log)
+
+
+def augment(cfg: ExfmConfig, day: str, submission_id: str | None = None,
+            log: Callable[[str], None] = print) -> dict:
+    """DAS: infer FM_{<day} on ``raw/day=day`` into ``augmented/day=day``. On the very first day no
+    older FM exists: VMs then train on ``raw/`` without distillation (returned as skipped)."""
+    from exfm.registry.mlflow_registry import ensure_experiments, latest_fm_version
+
+    ensure_experiments(cfg)
+    if latest_fm_version(cfg, before_day=day) is None:
+        log(f"DAS {day}: no FM snapshot trained before {day}; VMs train without FM today")
+        return {"day": day, "skipped": True, "fm_version": None}
+    return _job(cfg, "das_infer", day, submission_id or f"exfm-das-{day}", log=log)
+
+
+def train_vm(cfg: ExfmConfig, day: str, vm: str, submission_id: str | None = None,
+             log: Callable[[str], None] = print) -> dict:
+    """Score VM ``vm`` on day ``day`` (progressive), train it one pass, register it."""
+    names = [v.name for v in cfg.vms]
+    if vm not in names:
+        raise ValueError(f"vms: no VM named '{vm}' (configured: {names})")
+    return _job(cfg, "train_vm", day, submission_id or f"exfm-vm-{vm}-{day}",
+                extra=["--vm", vm], log=log)
+
+
+def run_day(cfg: ExfmConfig, day: str, log: Callable[[str], None] = print) -> dict:
+    """The whole day without Airflow (``exfm run-day``): same steps, same order."""
+    out: dict = {"day": day, "land": land(cfg, day, log)}
+    out["augment"] = augment(cfg, day, log=log)
+    out["fm"] = train_fm(cfg, day, log=log)
+    out["vms"] = {v.name: train_vm(cfg, day, v.name, log=log) for v in cfg.vms}
+    return out

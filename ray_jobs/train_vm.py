@@ -1,0 +1,165 @@
+"""One VM's day: ``python -m ray_jobs.train_vm --day D --vm NAME [--config C]``.
+
+1. Its slice of ``augmented/day=D`` (a filter on domain / stage, never a copy); on a day with no
+   augmented partition (no FM existed before D) the slice of ``raw/day=D``, trained without FM.
+2. Progressive metric: yesterday's snapshot of this VM scored on today's slice first.
+3. One pass, warm-started (weights from the registry, trainer state incl. the Student Adapter
+   from the bucket), with the VM's distillation mode; registered as ``exfm-vm-<name>`` with the
+   FM version that supervised it. With ``control: true`` the same VM without FM trains beside
+   it as ``exfm-vm-<name>-control`` (the apple-to-apple baseline).
+
+VMs are small: the job trains in its driver process (one worker), on the GPU when ``use_gpu``.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+from ray_jobs.common import job_parser, load_job_config, print_result
+
+
+def vm_slice_filter(vm, schema):
+    """The pyarrow filter of a VM's rows (None = every row)."""
+    import pyarrow.compute as pc
+
+    expr = None
+    for col, want in ((schema.domain, vm.domain), (schema.stage, vm.stage)):
+        if want is None:
+            continue
+        if col is None:
+            raise ValueError(f"VM '{vm.name}' filters on {want!r} but the schema has no such column")
+        term = pc.field(col) == want
+        expr = term if expr is None else expr & term
+    return expr
+
+
+def state_key(name: str, day: str) -> str:
+    return f"state/vm/{name}/day={day}/trainer_state.pt"
+
+
+def _load_state(cfg, key: str | None) -> dict:
+    import torch
+
+    from exfm.storage.s3 import s3_client
+
+    if not key:
+        return {}
+    body = s3_client(cfg).get_object(Bucket=cfg.storage.bucket, Key=key)["Body"].read()
+    return torch.load(io.BytesIO(body), weights_only=True)
+
+
+def _save_state(cfg, key: str, state: dict) -> None:
+    import torch
+
+    from exfm.storage.s3 import s3_client
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    s3_client(cfg).put_object(Bucket=cfg.storage.bucket, Key=key, Body=buf.getvalue())
+
+
+def train_one(cfg, day: str, vm, table, schema, data_uri: str, digest: str, fm_version,
+              registered: str, arm: str) -> dict:
+    """Progressive score, train, register one arm. Returns its summary."""
+    import mlflow
+    import torch
+
+    from exfm.models.build import build_vm
+    from exfm.registry.mlflow_registry import (connect, latest_version, load_snapshot_version,
+                                               log_dataset_input, register_vm)
+    from exfm.train.trainer import evaluate, resolve_mode, train_vm_day
+
+    client = connect(cfg)
+    device = torch.device("cuda" if cfg.ray.use_gpu else "cpu")
+    prev = latest_version(cfg, registered, before_day=day)
+    progressive = None
+    state = {}
+    if prev is not None:
+        model, _, _ = load_snapshot_version(cfg, registered, prev)
+        model.to(device).train()
+        progressive = evaluate(model, table, task=vm.task, device=device)
+        state = _load_state(cfg, client.get_model_version(registered, prev).tags.get("state_key"))
+    else:
+        model = build_vm(vm, schema, cfg).to(device)
+    mode = resolve_mode(vm, cfg)
+    with mlflow.start_run(run_name=f"{registered}-{day}", tags={
+            "day": day, "component": "vm", "vm": vm.name, "arm": arm, "mode": mode, "task": vm.task,
+            "domain": vm.domain or "all", "stage": vm.stage or "all", "model": vm.model,
+            "fm_version": fm_version or "none"}) as run:
+        log_dataset_input(data_uri, digest, name=f"{data_uri.rstrip('/').split('/')[-2]}-{day}",
+                          sample=table.slice(0, 0))
+        mlflow.log_params({"vm.model": vm.model, "vm.mode": mode, "vm.task": vm.task,
+                           "distillation.gs": cfg.distillation.gs, "distillation.ls": cfg.distillation.ls,
+                           "distillation.lw": cfg.distillation.lw, "models.batch_size": cfg.models.batch_size})
+        if progressive is not None:
+            mlflow.log_metrics({f"eval/{k}": float(v) for k, v in progressive.items()})
+        t0 = time.time()
+        res = train_vm_day(model, table, schema, vm, cfg, state=state, device=device)
+        mlflow.log_metrics({(k if "/" in k else f"train/{k}"): float(v)
+                            for k, v in res.metrics.items() if isinstance(v, (int, float))})
+        mlflow.log_metric("train/seconds", time.time() - t0)
+        key = state_key(registered, day)
+        _save_state(cfg, key, res.state)
+        version = register_vm(cfg, registered.removeprefix("exfm-vm-"), model, day, res.rows_seen,
+                              [data_uri], fm_version, extra={"day": day, "mode": mode},
+                              sample=table.slice(0, 64), tags={"state_key": key, "mode": mode,
+                                                               "run_id": run.info.run_id})
+    return {"registered": registered, "version": version, "mode": mode, "steps": res.steps,
+            "rows": table.num_rows, "previous_version": prev, "run_id": run.info.run_id,
+            "progressive": progressive, "train": {k: v for k, v in res.metrics.items()
+                                                  if isinstance(v, (int, float))}}
+
+
+def run(cfg, day: str, vm_name: str) -> dict:
+    import mlflow
+
+    from exfm.registry.mlflow_registry import (connect, ensure_experiments, experiment_name,
+                                               vm_model_name)
+    from exfm.storage.partitions import DayNotFound, PartitionStore, load_remote_schema
+
+    vms = {v.name: v for v in cfg.vms}
+    if vm_name not in vms:
+        raise ValueError(f"vms: no VM named '{vm_name}' (configured: {sorted(vms)})")
+    vm = vms[vm_name]
+    schema = load_remote_schema(cfg)
+    aug = PartitionStore(cfg, "augmented")
+    m = aug.manifest(day)
+    store = aug
+    if m is None:  # no FM existed before this day: train on raw, without FM
+        store = PartitionStore(cfg, "raw")
+        m = store.manifest(day)
+        if m is None:
+            raise DayNotFound(f"{store.uri(day)}: neither augmented nor raw partition for {day}")
+        vm = vm.model_copy(update={"mode": "none"})
+    fm_version = m.fm_version
+    table = store.read_day(day, filter=vm_slice_filter(vm, schema))
+    if table.num_rows == 0:
+        raise ValueError(f"VM '{vm_name}': its slice of {store.uri(day)} is empty "
+                         f"(domain={vm.domain}, stage={vm.stage})")
+    connect(cfg)
+    names = [vm_name] + ([f"{vm_name}-control"] if vm.control else [])
+    ensure_experiments(cfg, vms=names)
+    mlflow.set_experiment(experiment_name(cfg, "vm"))
+    arms = {"fm": train_one(cfg, day, vm, table, schema, store.uri(day), m.digest, fm_version,
+                            vm_model_name(vm_name), arm="fm")}
+    if vm.control:
+        control = vm.model_copy(update={"mode": "none"})
+        arms["control"] = train_one(cfg, day, control, table, schema, store.uri(day), m.digest,
+                                    None, vm_model_name(f"{vm_name}-control"), arm="control")
+    return {"day": day, "vm": vm_name, "fm_version": fm_version, "rows": table.num_rows,
+            "source": store.prefix, "arms": arms}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = job_parser(__doc__.splitlines()[0])
+    p.add_argument("--vm", required=True, help="the VM's name in config `vms`")
+    args = p.parse_args(argv)
+    cfg = load_job_config(args)
+    out = run(cfg, args.day, args.vm)
+    print_result(out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
