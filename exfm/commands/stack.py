@@ -1,0 +1,84 @@
+"""``exfm stack up|down|status``: the embedded services (SeaweedFS, MLflow, Ray, Airflow)."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from exfm.commands.options import config_options
+
+SERVICE_CHOICE = click.Choice(["s3", "mlflow", "ray", "airflow"])
+
+
+@click.group()
+def stack() -> None:
+    """Start, stop and inspect the embedded stack (state under state_dir, ports from ports.*)."""
+
+
+def _print_status(statuses) -> None:
+    for s in statuses:
+        mark = "healthy" if s.healthy else ("DOWN" if s.pid is None else "UNHEALTHY")
+        pid = f"pid {s.pid}" if s.pid else ""
+        click.echo(f"  {s.name:<8} {mark:<10} {s.url:<28} {pid:<10} {s.detail}")
+
+
+@stack.command()
+@click.argument("services", nargs=-1, type=SERVICE_CHOICE)
+@click.option("--dags-folder", type=click.Path(file_okay=False), default=None,
+              help="Airflow dags folder (default: the repository's dags/)")
+@config_options
+def up(cfg, services: tuple[str, ...], dags_folder: str | None) -> None:
+    """Start SERVICES (default: all) and what they depend on; already running ones are kept."""
+    from pathlib import Path
+
+    from exfm.stack import StackError, stack_up
+
+    t = time.monotonic()
+    try:
+        statuses = stack_up(cfg, list(services) or None, log=click.echo,
+                            dags_folder=Path(dags_folder).resolve() if dags_folder else None)
+    except StackError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"stack up in {time.monotonic() - t:.1f} s (state: {cfg.state_path})")
+    _print_status(statuses)
+    if not all(s.healthy for s in statuses):
+        raise click.ClickException("some services are not healthy")
+    click.echo("client environment: eval \"$(exfm stack env)\"")
+
+
+@stack.command()
+@click.argument("services", nargs=-1, type=SERVICE_CHOICE)
+@config_options
+def down(cfg, services: tuple[str, ...]) -> None:
+    """Stop SERVICES (default: all) that `up` started; data is kept."""
+    from exfm.stack import stack_down
+
+    t = time.monotonic()
+    stack_down(cfg, list(services) or None, log=click.echo)
+    click.echo(f"stack down in {time.monotonic() - t:.1f} s")
+
+
+@stack.command()
+@config_options
+def status(cfg) -> None:
+    """Show each service's URL and health; exit 1 if one is down."""
+    from exfm.stack import stack_status
+
+    statuses = stack_status(cfg)
+    click.echo(f"state: {cfg.state_path}")
+    _print_status(statuses)
+    if not all(s.healthy for s in statuses):
+        raise click.exceptions.Exit(1)
+
+
+@stack.command("env")
+@config_options
+def env_cmd(cfg) -> None:
+    """Print `export` lines a shell needs to reach the stack (holds secrets: do not log)."""
+    import shlex
+
+    from exfm.stack import client_env
+
+    for k, v in sorted(client_env(cfg).items()):
+        click.echo(f"export {k}={shlex.quote(v)}")

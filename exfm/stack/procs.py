@@ -1,0 +1,274 @@
+"""Process plumbing of the embedded stack: PID files, process groups, ports, health waits.
+
+Every service process is started in its own session (``start_new_session=True``), so it leads a
+process group; stopping signals exactly that group (never a name-based kill), waits, then
+SIGKILLs what is left. A PID file (JSON) records pid, pgid, the command line and the log file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+
+class StackError(RuntimeError):
+    """A stack operation failed; the message says which service and where to look."""
+
+
+@dataclass
+class ServiceStatus:
+    """One line of ``exfm stack status``."""
+
+    name: str
+    url: str
+    healthy: bool
+    pid: int | None = None
+    detail: str = ""
+
+
+@dataclass
+class ProcSpec:
+    """One OS process of a service (Airflow has four)."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    cwd: Path | None = None
+    stop_signal: int = signal.SIGTERM
+    stop_timeout: float = 20.0
+    signal_leader_only: bool = False  # first signal only the leader (it stops its children)
+    extra: dict = field(default_factory=dict)
+
+
+# --- PID files ---------------------------------------------------------------------------------
+def pid_file(run_dir: Path, proc: str) -> Path:
+    return run_dir / f"{proc}.pid"
+
+
+def read_pid(run_dir: Path, proc: str) -> dict | None:
+    p = pid_file(run_dir, proc)
+    if not p.exists():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _proc_cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [a for a in raw.decode(errors="replace").split("\0") if a]
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def pid_alive(info: dict | None) -> bool:
+    """True if the recorded process still runs (and is the same program, not a reused PID)."""
+    if not info:
+        return False
+    pid = int(info["pid"])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    if _is_zombie(pid):
+        return False
+    cmd = _proc_cmdline(pid)
+    if cmd is None:
+        return False
+    # setproctitle may rewrite argv (airflow, ray); only a start-time match is reliable
+    started = info.get("start_ticks")
+    return started is None or started == _start_ticks(pid)
+
+
+def group_alive(pgid: int) -> bool:
+    """Any non-zombie process left in process group ``pgid``?"""
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+        except (OSError, IndexError, ValueError):
+            continue
+    return False
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def start_proc(spec: ProcSpec, run_dir: Path) -> dict:
+    """Start ``spec`` detached in its own session; write and return its PID-file record."""
+    spec.log.parent.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(spec.log, "ab") as logf:
+        logf.write(f"\n=== exfm stack: starting {spec.name} at {time.ctime()}\n".encode())
+        logf.flush()
+        p = subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, stdout=logf,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True, close_fds=True)
+    info = {"pid": p.pid, "pgid": p.pid, "argv": spec.argv, "log": str(spec.log),
+            "stop_signal": int(spec.stop_signal), "stop_timeout": spec.stop_timeout,
+            "signal_leader_only": spec.signal_leader_only,
+            "start_ticks": _start_ticks(p.pid), "started": time.time()}
+    pid_file(run_dir, spec.name).write_text(json.dumps(info))
+    # keep the Popen object referenced so Python does not warn; reaped on stop via waitpid
+    _CHILDREN[p.pid] = p
+    return info
+
+
+_CHILDREN: dict[int, subprocess.Popen] = {}
+
+
+def _reap(pid: int) -> None:
+    p = _CHILDREN.get(pid)
+    if p is not None:
+        try:
+            p.poll()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def stop_proc(run_dir: Path, proc: str, log: Callable[[str], None] = print) -> bool:
+    """Signal the recorded process group, wait, then SIGKILL; remove the PID file.
+
+    Returns True if something was running.
+    """
+    info = read_pid(run_dir, proc)
+    if info is None:
+        return False
+    pgid = int(info["pgid"])
+    sig = int(info.get("stop_signal", signal.SIGTERM))
+    timeout = float(info.get("stop_timeout", 20.0))
+    was_running = pid_alive(info) or group_alive(pgid)
+    if was_running:
+        log(f"  stopping {proc} (pid {info['pid']})")
+        try:
+            if info.get("signal_leader_only") and pid_alive(info):
+                os.kill(int(info["pid"]), sig)
+            else:
+                os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            _reap(int(info["pid"]))
+            if not group_alive(pgid):
+                break
+            time.sleep(0.2)
+        else:
+            log(f"  {proc} did not exit in {timeout:.0f} s: SIGKILL")
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            for _ in range(50):
+                _reap(int(info["pid"]))
+                if not group_alive(pgid):
+                    break
+                time.sleep(0.1)
+    _reap(int(info["pid"]))
+    _CHILDREN.pop(int(info["pid"]), None)
+    pid_file(run_dir, proc).unlink(missing_ok=True)
+    return was_running
+
+
+def processes_referencing(needles: list[str], exclude: set[int] | None = None) -> list[int]:
+    """PIDs of processes whose command line contains one of ``needles`` (our state/temp dirs)."""
+    exclude = (exclude or set()) | {os.getpid()}
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) in exclude:
+            continue
+        cmd = _proc_cmdline(int(d.name))
+        if not cmd or _is_zombie(int(d.name)):
+            continue
+        joined = " ".join(cmd)
+        if any(n in joined for n in needles):
+            out.append(int(d.name))
+    return out
+
+
+def kill_pids(pids: list[int], timeout: float = 10.0) -> None:
+    """SIGTERM then SIGKILL exactly these PIDs (our own stragglers)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = [p for p in pids if _proc_cmdline(p) is not None and not _is_zombie(p)]
+        if not left:
+            return
+        time.sleep(0.2)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+# --- ports and health --------------------------------------------------------------------------
+def port_in_use(host: str, port: int) -> bool:
+    """True if something listens on host:port (or the port cannot be bound)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.3)
+        if s.connect_ex((host, port)) == 0:
+            return True
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # servers set SO_REUSEADDR too: a TIME_WAIT left by a stopped stack is no conflict
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def http_get(url: str, timeout: float = 2.0, headers: dict | None = None) -> tuple[int, str]:
+    """(status, body) of a GET; (0, error) when nothing answers."""
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read(65536).decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(4096).decode(errors="replace")
+    except Exception as e:  # noqa: BLE001
+        return 0, str(e)
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        data = Path(path).read_bytes()[-20000:].decode(errors="replace")
+    except OSError:
+        return "(no log yet)"
+    return "\n".join(data.splitlines()[-lines:])

@@ -1,0 +1,455 @@
+"""The embedded services: SeaweedFS (S3), MLflow, a Ray head and Airflow 3.
+
+Each service knows its ports (all derived from ``cfg.ports`` so two stacks can coexist), the
+processes it runs (:class:`ProcSpec`), a health check and a start timeout. ``exfm.stack`` starts
+and stops them in dependency order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets as _secrets
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+from exfm.config import SECRETS_FILE, ExfmConfig, read_state_secrets
+from exfm.stack.procs import ProcSpec, http_get
+
+SERVICES = ["s3", "mlflow", "ray", "airflow"]
+DEPENDS = {"s3": [], "mlflow": ["s3"], "ray": [], "airflow": []}
+START_TIMEOUT = {"s3": 60.0, "mlflow": 120.0, "ray": 120.0, "airflow": 180.0}
+
+RAY_WORKER_PORTS = 100  # min..max worker ports per head
+RAY_OBJECT_STORE_BYTES = 2 * 1024**3
+
+
+# --- layout ------------------------------------------------------------------------------------
+def run_dir(cfg: ExfmConfig) -> Path:
+    return cfg.state_path / "run"
+
+
+def log_dir(cfg: ExfmConfig) -> Path:
+    return cfg.state_path / "logs"
+
+
+def ray_temp_dir(cfg: ExfmConfig) -> Path:
+    """Short temp dir for the Ray head (unix socket paths must stay under ~107 chars)."""
+    h = hashlib.sha1(str(cfg.state_path).encode()).hexdigest()[:8]
+    return Path("/tmp") / f"exfm-ray-{h}"
+
+
+def airflow_home(cfg: ExfmConfig) -> Path:
+    return cfg.state_path / "airflow"
+
+
+def default_dags_folder() -> Path:
+    import exfm
+
+    return Path(os.environ.get("EXFM_AIRFLOW_DAGS_FOLDER")
+                or Path(exfm.__file__).resolve().parents[1] / "dags")
+
+
+def config_dump_path(cfg: ExfmConfig) -> Path:
+    return cfg.state_path / "exfm-config.yaml"
+
+
+def venv_bin() -> Path:
+    return Path(sys.executable).parent
+
+
+def _exe(name: str) -> str:
+    p = venv_bin() / name
+    if p.exists():
+        return str(p)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"'{name}' not found next to {sys.executable} nor on PATH")
+    return found
+
+
+# --- ports -------------------------------------------------------------------------------------
+def service_ports(cfg: ExfmConfig) -> dict[str, dict[str, int]]:
+    """Every port each service binds, derived from ``cfg.ports`` (label -> port)."""
+    p = cfg.ports
+    admin = p.seaweed_master + 1
+    gcs = p.ray_gcs
+    ray = {
+        "gcs": gcs, "dashboard": p.ray_dashboard, "client": p.ray_client,
+        "node-manager": gcs + 1, "object-manager": gcs + 2, "dashboard-agent-grpc": gcs + 3,
+        "dashboard-agent-listen": gcs + 4, "metrics-export": gcs + 5, "runtime-env-agent": gcs + 6,
+    }
+    return {
+        "s3": {"s3": p.s3, "s3-grpc": p.s3 + 10000, "master": p.seaweed_master,
+               "master-grpc": p.seaweed_master + 10000, "volume": p.seaweed_volume,
+               "volume-grpc": p.seaweed_volume + 10000, "filer": p.seaweed_filer,
+               "filer-grpc": p.seaweed_filer + 10000, "admin": admin, "admin-grpc": admin + 10000},
+        "mlflow": {"mlflow": p.mlflow},
+        "ray": ray,
+        "airflow": {"api-server": p.airflow, "worker-log-server": p.airflow_log,
+                    "trigger-log-server": p.airflow_trigger_log},
+    }
+
+
+def ray_worker_port_range(cfg: ExfmConfig) -> tuple[int, int]:
+    lo = cfg.ports.ray_gcs + 11
+    return lo, lo + RAY_WORKER_PORTS - 1
+
+
+def all_ports(cfg: ExfmConfig, services: list[str] | None = None) -> list[tuple[str, str, int]]:
+    """(service, label, port) for every fixed port of ``services`` (worker ranges included)."""
+    out = []
+    for svc, ports in service_ports(cfg).items():
+        if services is not None and svc not in services:
+            continue
+        out += [(svc, label, port) for label, port in ports.items()]
+        if svc == "ray":
+            lo, hi = ray_worker_port_range(cfg)
+            out += [(svc, "worker", port) for port in range(lo, hi + 1)]
+    return out
+
+
+# --- secrets -----------------------------------------------------------------------------------
+def ensure_secrets(cfg: ExfmConfig) -> tuple[dict[str, str], list[str]]:
+    """Load ``state_dir/secrets.json``, generating missing keys (mode 0600).
+
+    Returns (secrets, names of keys generated now).
+    """
+    from cryptography.fernet import Fernet
+
+    path = cfg.state_path / SECRETS_FILE
+    cfg.state_path.mkdir(parents=True, exist_ok=True)
+    data = dict(read_state_secrets(cfg.state_path))
+    gen = {
+        "s3_access_key": lambda: "exfm" + _secrets.token_hex(8),
+        "s3_secret_key": lambda: _secrets.token_urlsafe(30),
+        "airflow_password": lambda: _secrets.token_urlsafe(12),
+        "airflow_jwt_secret": lambda: _secrets.token_urlsafe(32),
+        "airflow_secret_key": lambda: _secrets.token_urlsafe(32),
+        "airflow_fernet_key": lambda: Fernet.generate_key().decode(),
+        "ray_auth_token": lambda: _secrets.token_hex(32),
+    }
+    made = []
+    if cfg.storage.access_key and cfg.storage.secret_key:  # configured keys win
+        for k, v in (("s3_access_key", cfg.storage.access_key.get_secret_value()),
+                     ("s3_secret_key", cfg.storage.secret_key.get_secret_value())):
+            if data.get(k) != v:
+                data[k] = v
+                made.append(k)
+    for k, fn in gen.items():
+        if not data.get(k):
+            data[k] = fn()
+            made.append(k)
+    if made or not path.exists():
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, path)
+    os.chmod(path, 0o600)
+    return data, made
+
+
+def s3_keys(cfg: ExfmConfig) -> tuple[str, str]:
+    """Keys the embedded SeaweedFS accepts (configured keys, else the generated ones)."""
+    if cfg.storage.access_key and cfg.storage.secret_key:
+        return cfg.storage.access_key.get_secret_value(), cfg.storage.secret_key.get_secret_value()
+    s = read_state_secrets(cfg.state_path)
+    return s["s3_access_key"], s["s3_secret_key"]
+
+
+# --- client environment ------------------------------------------------------------------------
+def client_env(cfg: ExfmConfig) -> dict[str, str]:
+    """What a child process (Ray job, Airflow task, test) needs to reach this stack."""
+    env: dict[str, str] = {
+        "MLFLOW_TRACKING_URI": cfg.tracking_uri,
+        "MLFLOW_S3_ENDPOINT_URL": cfg.s3_endpoint,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "RAY_ADDRESS": cfg.ray_address,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        # keeps ray.init on loopback: without it Ray rewrites 127.0.0.1 to the host's IP
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "EXFM_STATE_DIR": str(cfg.state_path),
+        "AWS_DEFAULT_REGION": cfg.storage.region,
+        "AWS_ENDPOINT_URL_S3": cfg.s3_endpoint,
+    }
+    try:
+        a, s = cfg.s3_credentials()
+        env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = a, s
+    except Exception:  # noqa: BLE001 - no keys yet (before the first up)
+        pass
+    st = read_state_secrets(cfg.state_path)
+    if cfg.ray.address is None and st.get("ray_auth_token"):
+        env["RAY_AUTH_MODE"] = "token"
+        env["RAY_AUTH_TOKEN"] = st["ray_auth_token"]
+    if os.environ.get("EXFM_CONFIG"):
+        env["EXFM_CONFIG"] = str(Path(os.environ["EXFM_CONFIG"]).resolve())
+    elif config_dump_path(cfg).exists():
+        env["EXFM_CONFIG"] = str(config_dump_path(cfg))
+    return env
+
+
+def write_config_dump(cfg: ExfmConfig) -> Path:
+    """The effective config (file + env + --set) for child processes; 0600 (may hold a DB URL)."""
+    import yaml
+
+    data = cfg.model_dump(mode="json", exclude={"storage": {"access_key", "secret_key"}})
+    data["database"]["url"] = cfg.database.url.get_secret_value()
+    data["state_dir"] = str(cfg.state_path)
+    path = config_dump_path(cfg)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("# written by `exfm stack up`: the config the stack's services were started with\n")
+        yaml.safe_dump(data, f, sort_keys=False)
+    return path
+
+
+def _base_env(cfg: ExfmConfig) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(client_env(cfg))
+    env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+# --- SeaweedFS ---------------------------------------------------------------------------------
+def s3_procs(cfg: ExfmConfig) -> list[ProcSpec]:
+    ports = service_ports(cfg)["s3"]
+    data = cfg.state_path / "s3"
+    logs = log_dir(cfg) / "seaweedfs"
+    data.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    access, secret = s3_keys(cfg)
+    s3conf = cfg.state_path / "s3-identities.json"
+    fd = os.open(s3conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"identities": [{"name": "exfm",
+                                   "credentials": [{"accessKey": access, "secretKey": secret}],
+                                   "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}, f)
+    # weed saves its flags to DIR/mini.options and reloads them: ours are always complete
+    (data / "mini.options").unlink(missing_ok=True)
+    h = cfg.host
+    argv = [_exe("weed"), f"-logdir={logs}", "mini", f"-dir={data}", f"-ip={h}", f"-ip.bind={h}",
+            f"-s3.config={s3conf}", "-master.telemetry=false", "-webdav=false",
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false",
+            f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3-grpc']}",
+            f"-master.port={ports['master']}", f"-master.port.grpc={ports['master-grpc']}",
+            f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume-grpc']}",
+            f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer-grpc']}",
+            f"-admin.port={ports['admin']}", f"-admin.port.grpc={ports['admin-grpc']}",
+            f"-bucket={cfg.storage.bucket}"]
+    env = _base_env(cfg)
+    return [ProcSpec("s3", argv, env, log_dir(cfg) / "s3.log", cwd=cfg.state_path,
+                     stop_signal=signal.SIGTERM, stop_timeout=15)]
+
+
+def s3_client(cfg: ExfmConfig, timeout: float = 3.0):
+    import boto3
+    from botocore.config import Config
+
+    a, s = s3_keys(cfg)
+    return boto3.client("s3", endpoint_url=cfg.s3_endpoint, aws_access_key_id=a,
+                        aws_secret_access_key=s, region_name=cfg.storage.region,
+                        config=Config(s3={"addressing_style": "path"}, connect_timeout=timeout,
+                                      read_timeout=timeout, retries={"max_attempts": 1}))
+
+
+def s3_health(cfg: ExfmConfig) -> tuple[bool, str]:
+    code, body = http_get(cfg.s3_endpoint + "/", timeout=2)
+    if code == 0:
+        return False, body
+    try:
+        c = s3_client(cfg)
+        try:
+            c.head_bucket(Bucket=cfg.storage.bucket)
+        except Exception:  # noqa: BLE001 - missing bucket: create it (idempotent)
+            c.create_bucket(Bucket=cfg.storage.bucket)
+            c.head_bucket(Bucket=cfg.storage.bucket)
+        return True, f"bucket {cfg.storage.bucket}"
+    except Exception as e:  # noqa: BLE001
+        return False, f"{type(e).__name__}: {e}"
+
+
+# --- MLflow ------------------------------------------------------------------------------------
+def mlflow_procs(cfg: ExfmConfig) -> list[ProcSpec]:
+    from exfm.db import database_url
+
+    env = _base_env(cfg)
+    a, s = s3_keys(cfg)
+    env.update({"AWS_ACCESS_KEY_ID": a, "AWS_SECRET_ACCESS_KEY": s,
+                "MLFLOW_S3_ENDPOINT_URL": cfg.s3_endpoint,
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"})
+    argv = [_exe("mlflow"), "server", "--backend-store-uri", database_url(cfg, "mlflow"),
+            "--artifacts-destination", f"s3://{cfg.storage.bucket}/mlflow", "--serve-artifacts",
+            "--host", cfg.host, "--port", str(cfg.ports.mlflow), "--workers", "1"]
+    return [ProcSpec("mlflow", argv, env, log_dir(cfg) / "mlflow.log", cwd=cfg.state_path,
+                     stop_signal=signal.SIGTERM, stop_timeout=15)]
+
+
+def mlflow_health(cfg: ExfmConfig) -> tuple[bool, str]:
+    code, body = http_get(cfg.tracking_uri + "/health", timeout=2)
+    return code == 200, (body.strip()[:60] if code else body)
+
+
+# --- Ray ---------------------------------------------------------------------------------------
+def ray_num_cpus(cfg: ExfmConfig) -> int:
+    return cfg.ray.head_num_cpus or max(4, os.cpu_count() or 1)
+
+
+def ray_procs(cfg: ExfmConfig) -> list[ProcSpec]:
+    p = service_ports(cfg)["ray"]
+    lo, hi = ray_worker_port_range(cfg)
+    tmp = ray_temp_dir(cfg)
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = _base_env(cfg)
+    token = read_state_secrets(cfg.state_path)["ray_auth_token"]
+    env.update({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0",
+                # SIGTERM otherwise drains the node for 30 s before stopping (no Serve here)
+                "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"})
+    env.pop("RAY_ADDRESS", None)  # ray start --head must not try to join
+    argv = [_exe("ray"), "start", "--head", "--block", "--disable-usage-stats",
+            f"--node-ip-address={cfg.host}", f"--port={p['gcs']}",
+            "--include-dashboard=true", f"--dashboard-host={cfg.host}",
+            f"--dashboard-port={p['dashboard']}", f"--ray-client-server-port={p['client']}",
+            f"--node-manager-port={p['node-manager']}",
+            f"--object-manager-port={p['object-manager']}",
+            f"--dashboard-agent-grpc-port={p['dashboard-agent-grpc']}",
+            f"--dashboard-agent-listen-port={p['dashboard-agent-listen']}",
+            f"--metrics-export-port={p['metrics-export']}",
+            f"--runtime-env-agent-port={p['runtime-env-agent']}",
+            f"--min-worker-port={lo}", f"--max-worker-port={hi}",
+            f"--temp-dir={tmp}", f"--num-cpus={ray_num_cpus(cfg)}",
+            f"--object-store-memory={RAY_OBJECT_STORE_BYTES}"]
+    if cfg.ray.use_gpu:
+        pass  # let Ray detect GPUs
+    else:
+        argv.append("--num-gpus=0")
+    return [ProcSpec("ray", argv, env, log_dir(cfg) / "ray.log", cwd=cfg.state_path,
+                     stop_signal=signal.SIGTERM, stop_timeout=25, signal_leader_only=True)]
+
+
+def ray_auth_headers(cfg: ExfmConfig) -> dict[str, str]:
+    tok = read_state_secrets(cfg.state_path).get("ray_auth_token")
+    return {"Authorization": f"Bearer {tok}"} if tok else {}
+
+
+def ray_health(cfg: ExfmConfig) -> tuple[bool, str]:
+    code, body = http_get(cfg.ray_dashboard_url + "/api/version", timeout=2,
+                          headers=ray_auth_headers(cfg))
+    if code != 200:
+        return False, f"HTTP {code} {body[:80]}" if code else body
+    try:
+        return True, "ray " + json.loads(body).get("ray_version", "?")
+    except ValueError:
+        return True, body[:40]
+
+
+# --- Airflow -----------------------------------------------------------------------------------
+AIRFLOW_PROCS = ["airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
+                 "airflow-triggerer"]
+
+
+def airflow_url(cfg: ExfmConfig) -> str:
+    return f"http://{cfg.host}:{cfg.ports.airflow}"
+
+
+def airflow_env(cfg: ExfmConfig, dags_folder: Path | None = None) -> dict[str, str]:
+    """Airflow's configuration as ``AIRFLOW__*`` variables (plus client_env for tasks)."""
+    from exfm.db import database_url
+
+    st = read_state_secrets(cfg.state_path)
+    home = airflow_home(cfg)
+    home.mkdir(parents=True, exist_ok=True)
+    pwfile = home / "simple_auth_manager_passwords.json"
+    env = _base_env(cfg)
+    url = airflow_url(cfg)
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder or default_dags_folder()),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(cfg.airflow.parallelism),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__FERNET_KEY": st["airflow_fernet_key"],
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{cfg.airflow.admin_user}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(pwfile),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url(cfg, "airflow"),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(cfg.ports.airflow_log),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(cfg.ports.airflow_trigger_log),
+        "AIRFLOW__API__HOST": cfg.host,
+        "AIRFLOW__API__PORT": str(cfg.ports.airflow),
+        "AIRFLOW__API__BASE_URL": url,
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API__SECRET_KEY": st["airflow_secret_key"],
+        "AIRFLOW__API_AUTH__JWT_SECRET": st["airflow_jwt_secret"],
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "True",
+        "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
+    })
+    return env
+
+
+def write_airflow_passwords(cfg: ExfmConfig) -> None:
+    st = read_state_secrets(cfg.state_path)
+    pwfile = airflow_home(cfg) / "simple_auth_manager_passwords.json"
+    pwfile.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({cfg.airflow.admin_user: st["airflow_password"]}, f)
+
+
+def airflow_procs(cfg: ExfmConfig, dags_folder: Path | None = None) -> list[ProcSpec]:
+    env = airflow_env(cfg, dags_folder)
+    airflow = _exe("airflow")
+    out = []
+    for name in AIRFLOW_PROCS:
+        sub = name.removeprefix("airflow-")
+        sig = signal.SIGINT if sub == "api-server" else signal.SIGTERM
+        out.append(ProcSpec(name, [airflow, sub], env, log_dir(cfg) / f"{name}.log",
+                            cwd=airflow_home(cfg), stop_signal=sig, stop_timeout=30))
+    return out
+
+
+def airflow_health(cfg: ExfmConfig) -> tuple[bool, str]:
+    code, body = http_get(airflow_url(cfg) + "/api/v2/monitor/health", timeout=3)
+    if code != 200:
+        return False, f"HTTP {code} {body[:80]}" if code else body
+    try:
+        h = json.loads(body)
+    except ValueError:
+        return False, body[:80]
+    bad = [k for k, v in h.items() if isinstance(v, dict) and v.get("status") not in (None, "healthy")]
+    if bad:
+        return False, "unhealthy: " + ", ".join(bad)
+    return True, "scheduler, dag processor, triggerer healthy"
+
+
+def airflow_token(cfg: ExfmConfig, timeout: float = 10.0) -> str:
+    """A JWT from ``POST /auth/token`` with the admin user and the generated password."""
+    import urllib.request
+
+    st = read_state_secrets(cfg.state_path)
+    req = urllib.request.Request(
+        airflow_url(cfg) + "/auth/token", method="POST",
+        data=json.dumps({"username": cfg.airflow.admin_user,
+                         "password": st["airflow_password"]}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())["access_token"]
+
+
+SERVICE_URL = {
+    "s3": lambda cfg: cfg.s3_endpoint,
+    "mlflow": lambda cfg: cfg.tracking_uri,
+    "ray": lambda cfg: cfg.ray_dashboard_url,
+    "airflow": airflow_url,
+}
+HEALTH = {"s3": s3_health, "mlflow": mlflow_health, "ray": ray_health, "airflow": airflow_health}
+
+
+def proc_names(service: str) -> list[str]:
+    return AIRFLOW_PROCS if service == "airflow" else [service]
