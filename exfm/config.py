@@ -101,6 +101,12 @@ class RayConfig(_Strict):
     max_failures: int = Field(2, ge=0)
     job_timeout_s: int = Field(3600, ge=10, description="Ray job wall-clock limit (PENDING included)")
     head_num_cpus: int | None = Field(None, ge=1, description="CPUs the embedded head advertises")
+    checkpoints_per_day: int = Field(
+        4, ge=1, description="FM job: checkpoints to the bucket per day (chunks of each worker's "
+        "shard); a killed worker resumes from the last one, losing at most one chunk of work")
+    pending_timeout_s: int = Field(
+        600, ge=5, description="a submitted job still PENDING after this (no resources for its "
+        "driver, runtime env stuck) is stopped; Ray itself never times it out")
 
 
 class AirflowConfig(_Strict):
@@ -179,7 +185,7 @@ class ModelsConfig(_Strict):
         "steps to learn anything: the batch shrinks (not below min_batch_size) so that a day "
         "gives at least this many steps; 0 = always batch_size")
     min_batch_size: int = Field(64, ge=1, description="floor of the shrunk batch")
-    fm_hidden: list[int] = Field(default_factory=lambda: [1024, 1024, 512],
+    fm_hidden: list[int] = Field(default_factory=lambda: [1024, 1024, 1024, 512],
                                  description="FM deep tower widths (dcn, dcnv2, dmin, mtl bottom)")
     fm_cross_layers: int = Field(3, ge=1, description="cross layers of dcn/dcnv2/mtl")
     fm_cross_rank: int | None = Field(
@@ -219,6 +225,9 @@ class DasConfig(_Strict):
     keep_last: int = Field(3, ge=1, description="FM versions never garbage-collected")
     max_actors: int = Field(2, ge=1, description="Ray Data actor-pool size for FM inference")
     batch_size: int = Field(8192, ge=1, description="rows per inference batch")
+    refresh_s: float = Field(
+        10.0, gt=0, description="how often each DAS worker polls the registry (updater) and the "
+        "lease (loader); a new snapshot loads in the background while the old one serves")
 
 
 class VMConfig(_Strict):

@@ -90,7 +90,8 @@ class FieldEncoder(nn.Module):
         if not self.sparse_names:
             raise ValueError(f"schema '{schema.name}' has no sparse fields to embed")
         self.embedding = FusedEmbedding([f.vocab for f in schema.sparse], dim, sparse_grad)
-        self.dense_vectors = nn.Parameter(torch.randn(self.n_dense, dim) * 0.01)
+        self.dense_vectors = (nn.Parameter(torch.randn(self.n_dense, dim) * 0.01)
+                              if self.n_dense else None)
         if seq_pool == "target":
             from exfm.models.attention import TargetAttention
 

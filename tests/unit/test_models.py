@@ -1,0 +1,150 @@
+"""Model zoo: layer formulas against brute force, every model's forward/backward, sizes."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from exfm.config import VMConfig, load_config
+from exfm.data.batches import TableTensors
+from exfm.models import (FM_KINDS, VM_KINDS, build_fm, build_vm, count_parameters, load_snapshot,
+                         predict_table, save_snapshot)
+from exfm.models.attention import MultiInterestExtractor, TargetAttention
+from exfm.models.embeddings import FusedEmbedding
+from exfm.models.interactions import (CrossNet, CrossNetV2, DotInteraction, FmFMInteraction,
+                                      FMInteraction)
+from exfm.models.vertical import two_tower_split
+
+
+def test_fused_embedding_offsets_and_padding():
+    emb = FusedEmbedding([3, 2], 4, sparse_grad=False)
+    out = emb(torch.tensor([[2, 1], [-1, 5]]))
+    w = emb.table.weight
+    assert torch.equal(out[0, 0], w[2]) and torch.equal(out[0, 1], w[3 + 1])
+    assert torch.equal(out[1, 0], torch.zeros(4)) and torch.equal(out[1, 1], torch.zeros(4))
+    out.sum().backward()
+    assert torch.equal(emb.table.weight.grad[5], torch.zeros(4))  # padding row never trained
+
+
+def test_fm_interaction_is_rendle_pairwise_sum():
+    v = torch.randn(3, 5, 4)
+    brute = sum((v[:, i] * v[:, j]).sum(-1) for i in range(5) for j in range(i + 1, 5))
+    torch.testing.assert_close(FMInteraction()(v).sum(-1), brute)
+
+
+def test_fmfm_projects_the_lower_field():
+    layer = FmFMInteraction(3, 4)
+    with torch.no_grad():
+        layer.W.normal_()
+    v = torch.randn(2, 3, 4)
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    brute = sum(((v[:, i] @ layer.W[p]) * v[:, j]).sum(-1) for p, (i, j) in enumerate(pairs))
+    torch.testing.assert_close(layer(v).sum(-1), brute)
+
+
+def test_cross_layers_follow_their_formulas():
+    x0 = torch.randn(2, 6)
+    c1 = CrossNet(6, 1)
+    w, b = c1.w[0], c1.b[0]
+    torch.testing.assert_close(c1(x0), x0 * (x0 @ w).unsqueeze(-1) + b + x0)
+    c2 = CrossNetV2(6, 1)
+    lin = c2.layers[0]
+    torch.testing.assert_close(c2(x0), x0 * lin(x0) + x0)
+    assert CrossNetV2(6, 2, rank=2, experts=3)(x0).shape == (2, 6)
+    v = torch.randn(2, 3, 4)
+    torch.testing.assert_close(DotInteraction(3)(v)[:, 1], (v[:, 0] * v[:, 2]).sum(-1))
+
+
+def test_attention_ignores_padding():
+    torch.manual_seed(0)
+    din, dmin = TargetAttention(4), MultiInterestExtractor(4, 2, 3)
+    t, k = torch.randn(2, 4), torch.randn(2, 3, 4)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    k2 = k.clone()
+    k2[~mask] = 100.0
+    torch.testing.assert_close(din(t, k, mask), din(t, k2, mask))
+    torch.testing.assert_close(dmin(t, k, mask), dmin(t, k2, mask))
+    empty = torch.zeros(2, 3, dtype=torch.bool)
+    assert torch.isfinite(dmin(t, k, empty)).all()
+
+
+@pytest.mark.parametrize("kind", FM_KINDS)
+def test_every_fm_forward_backward(kind, tiny_schema, tiny_cfg, tiny_batch):
+    fm = build_fm(tiny_schema, None, tiny_cfg, kind)
+    logits = fm(tiny_batch)
+    assert logits.shape == (16, 2)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in fm.parameters())
+    assert "xsvc_id" in fm.schema.sparse_names  # the FM reads fm_only fields
+
+
+def test_low_rank_dcnv2(tiny_schema, tiny_cfg, tiny_batch):
+    cfg = tiny_cfg.model_copy(deep=True)
+    cfg.models.fm_cross_rank = 2
+    assert build_fm(tiny_schema, ["click"], cfg, "dcnv2")(tiny_batch).shape == (16, 1)
+
+
+@pytest.mark.parametrize("kind", VM_KINDS)
+def test_every_vm_forward_backward(kind, tiny_schema, tiny_cfg, tiny_table):
+    vm = build_vm(VMConfig(name="v", model=kind, task="like"), tiny_schema, tiny_cfg)
+    assert "xsvc_id" not in vm.schema.sparse_names and "xsvc_ctr" not in vm.schema.dense
+    batch = next(TableTensors.from_table(tiny_table, vm.schema, ["like"]).batches(16))
+    assert vm(batch).shape == (16, 1)
+    z_s, z_d, z_d2 = vm(batch, gs=2.0)
+    torch.testing.assert_close(z_s, vm(batch).squeeze(-1))
+    (z_s.sum() + z_d.sum() + z_d2.sum()).backward()
+    assert all(p.grad is not None for p in vm.parameters())
+
+
+def test_vm_without_dense_or_sequences(tiny_schema, tiny_cfg, tiny_table):
+    schema = tiny_schema.model_copy(update={"dense": [], "sequences": [], "fm_only": []})
+    for kind in VM_KINDS:
+        vm = build_vm(VMConfig(name="v", model=kind), schema, tiny_cfg)
+        assert vm(next(TableTensors.from_table(tiny_table, schema).batches(4))).shape == (4, 1)
+
+
+def test_fam_starts_as_textbook_fm(tiny_schema, tiny_cfg, tiny_table):
+    vm = build_vm(VMConfig(name="v", model="fam"), tiny_schema, tiny_cfg)
+    batch = next(TableTensors.from_table(tiny_table, vm.schema).batches(8))
+    h = vm.backbone(batch)
+    torch.testing.assert_close(vm(batch).squeeze(-1), h.sum(-1))
+
+
+def test_two_tower_split(tiny_schema):
+    user, item = two_tower_split(tiny_schema.fields_for("vm"))
+    # fields: user_id, item_id, item_cat, price, hist_item
+    assert item == [1, 2] and user == [0, 3, 4]
+
+
+def test_fm_is_15x_a_vm_by_default():
+    from exfm.config import GeneratorConfig
+    from exfm.data.generator import generator_schema
+
+    cfg = load_config(None, env={})
+    schema = generator_schema(GeneratorConfig())
+    biggest_vm = max(count_parameters(build_vm(VMConfig(name="v", model=k), schema, cfg))
+                     for k in VM_KINDS)
+    smallest_fm = min(count_parameters(build_fm(schema, None, cfg, k)) for k in FM_KINDS)
+    assert smallest_fm >= 15 * biggest_vm
+
+
+@pytest.mark.parametrize("role", ["fm", "vm"])
+def test_snapshot_round_trip(role, tiny_schema, tiny_cfg, tiny_table):
+    model = (build_fm(tiny_schema, None, tiny_cfg) if role == "fm"
+             else build_vm(VMConfig(name="v", model="deepfam"), tiny_schema, tiny_cfg))
+    buf = io.BytesIO()
+    save_snapshot(model, buf, {"day": "2026-01-05", "rows_seen": 10})
+    torch.load(io.BytesIO(buf.getvalue()), weights_only=True)  # tensors and primitives only
+    buf.seek(0)
+    loaded, extra = load_snapshot(buf)
+    assert extra == {"day": "2026-01-05", "rows_seen": 10}
+    p = predict_table(model, tiny_table, tiny_schema, batch_size=100)
+    assert p.shape == (256, 2 if role == "fm" else 1) and ((p >= 0) & (p <= 1)).all()
+    np.testing.assert_array_equal(p, predict_table(loaded, tiny_table, tiny_schema, batch_size=100))
+
+
+def test_predict_table_without_labels(tiny_schema, tiny_cfg, tiny_table):
+    fm = build_fm(tiny_schema, None, tiny_cfg)
+    p = predict_table(fm, tiny_table.drop(["click", "like"]), tiny_schema)
+    assert p.shape == (256, 2)
