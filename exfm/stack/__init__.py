@@ -155,6 +155,10 @@ def stack_up(cfg: ExfmConfig, services: Iterable[str] | None = None, log: Log = 
     S.log_dir(cfg).mkdir(parents=True, exist_ok=True)
     secrets, made = S.ensure_secrets(cfg)
     S.write_config_dump(cfg)
+    # a taken port fails before anything starts
+    for service in order:
+        if not _running(cfg, service):
+            _check_ports(cfg, service)
     for service in order:
         running = _running(cfg, service)
         if running and len(running) == len(S.proc_names(service)):
