@@ -1,0 +1,38 @@
+"""``exfm run-day --day D``: one day through the real parts without Airflow (for debugging)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from exfm.commands.options import config_options
+
+
+@click.command("run-day")
+@click.option("--day", required=True, help="logical date YYYY-MM-DD")
+@click.option("--step", type=click.Choice(["all", "land", "augment", "train-fm", "train-vm"]),
+              default="all", show_default=True, help="run one step only")
+@click.option("--vm", default=None, help="with --step train-vm: the VM to train")
+@config_options
+def run_day(cfg, day: str, step: str, vm: str | None) -> None:
+    """Land day D, augment it with FM_{<D} (DAS), train the FM on it and every VM, as the DAG
+    does; each heavy step is a Ray job on the configured cluster."""
+    from exfm import pipeline
+
+    t = time.monotonic()
+    if step == "all":
+        out = pipeline.run_day(cfg, day, log=click.echo)
+    elif step == "land":
+        out = pipeline.land(cfg, day, log=click.echo)
+    elif step == "augment":
+        out = pipeline.augment(cfg, day, log=click.echo)
+    elif step == "train-fm":
+        out = pipeline.train_fm(cfg, day, log=click.echo)
+    else:
+        if not vm:
+            raise click.UsageError("--step train-vm needs --vm NAME")
+        out = pipeline.train_vm(cfg, day, vm, log=click.echo)
+    click.echo(json.dumps(out, indent=1, default=str))
+    click.echo(f"run-day {day} ({step}) done in {time.monotonic() - t:.0f} s")
