@@ -10,24 +10,28 @@ import click
 from exfm.commands.options import config_options
 
 
-def airflow_dags_test(cfg, day: str, log=click.echo) -> None:
+def airflow_dags_test(cfg, day: str, log_path, log=click.echo) -> None:
     """Run ``exfm_daily`` for ``day`` through Airflow (``airflow dags test``: the real DAG, its
     tasks in this process, the run recorded in Airflow's DB so the UI shows it)."""
     from exfm.stack.services import airflow_env
 
     env = airflow_env(cfg)
     cmd = ["airflow", "dags", "test", "exfm_daily", day]
-    log(f"$ {' '.join(cmd)}")
-    proc = subprocess.run(cmd, env=env, text=True, capture_output=True)
-    lines = (proc.stdout + proc.stderr).splitlines()
-    for line in lines:
-        if any(k in line for k in ("EXFM", "DAS ", "ingested", "Marking task", "ray job",
-                                   "ERROR", "Traceback", "failed")):
-            log("  " + line[-220:])
-    if proc.returncode != 0 or any("state=failed" in x or "DagRun Finished" in x and "failed" in x
-                                   for x in lines):
-        tail = "\n".join(lines[-40:])
-        raise click.ClickException(f"exfm_daily failed for {day}:\n{tail}")
+    log(f"$ {' '.join(cmd)}   (full log: {log_path})")
+    keys = ("EXFM_RESULT", "DAS ", "ingested", "ray job", "ERROR", "Traceback", "state=",
+            "Task failed", "no FM snapshot")
+    tail: list[str] = []
+    with open(log_path, "a") as full, subprocess.Popen(
+            cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+        for line in proc.stdout:  # stream: a long day shows its progress as it goes
+            full.write(line)
+            tail = (tail + [line.rstrip()])[-60:]
+            if any(k in line for k in keys) and "great_expectations" not in line:
+                log("  " + line.rstrip()[-200:])
+        rc = proc.wait()
+    if rc != 0 or any("state=failed" in x for x in tail):
+        raise click.ClickException(f"exfm_daily failed for {day} (see {log_path}):\n"
+                                   + "\n".join(tail[-25:]))
 
 
 def results_table(cfg) -> list[dict]:
@@ -94,7 +98,7 @@ def demo(cfg, days: int, keep_up: bool) -> None:
         click.echo(f"== 3/4 exfm_daily over {days} day(s)")
         for day in available[:days]:
             t = time.monotonic()
-            airflow_dags_test(cfg, day)
+            airflow_dags_test(cfg, day, cfg.state_path / "logs" / f"demo-{day}.log")
             click.echo(f"day {day} done in {time.monotonic() - t:.0f} s")
         click.echo("== 4/4 results (from MLflow)")
         print_table(results_table(cfg))
