@@ -66,10 +66,13 @@ def status(cfg) -> None:
     from exfm.stack import stack_status
 
     statuses = stack_status(cfg)
-    click.echo(f"state: {cfg.state_path}")
+    click.echo(f"state: {cfg.state_path} (logs: {cfg.state_path / 'logs'}, "
+               f"secrets: {cfg.state_path / 'secrets.json'})")
     _print_status(statuses)
-    if not all(s.healthy for s in statuses):
-        raise click.exceptions.Exit(1)
+    down = [s.name for s in statuses if not s.healthy]
+    if down:
+        # click's Exit is swallowed by exfm.cli.main (standalone_mode=False): fail with a reason
+        raise click.ClickException(f"not healthy: {', '.join(down)}")
 
 
 @stack.command("env")

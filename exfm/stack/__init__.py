@@ -28,10 +28,10 @@ from exfm.stack.procs import (
     kill_pids,
     pid_alive,
     port_in_use,
-    processes_referencing,
+    processes_with_env,
     read_pid,
     start_proc,
-    stop_proc,
+    stop_procs,
     tail,
 )
 from exfm.stack.services import SERVICES, client_env
@@ -40,6 +40,7 @@ __all__ = ["SERVICES", "ServiceStatus", "StackError", "client_env", "stack_down"
            "stack_up", "resolve_services"]
 
 Log = Callable[[str], None]
+PROGRESS_EVERY_S = 10.0
 
 
 def resolve_services(services: Iterable[str] | None) -> list[str]:
@@ -76,15 +77,19 @@ def _check_ports(cfg: ExfmConfig, service: str) -> None:
         if port_in_use(cfg.host, port):
             raise StackError(
                 f"port {port} on {cfg.host} ({svc} {label}) is already in use: stop what holds it "
-                f"or move this stack's ports (e.g. --set ports.{_port_key(svc, label)}=...)")
+                f"or move this stack's ports (e.g. --set ports.{_port_key(svc, label)}=...)",
+                service=svc)
 
 
 def _port_key(svc: str, label: str) -> str:
     return {("s3", "s3"): "s3", ("mlflow", "mlflow"): "mlflow", ("ray", "gcs"): "ray_gcs",
             ("ray", "dashboard"): "ray_dashboard", ("ray", "client"): "ray_client",
             ("airflow", "api-server"): "airflow", ("airflow", "worker-log-server"): "airflow_log",
-            ("airflow", "trigger-log-server"): "airflow_trigger_log"}.get(
-        (svc, label), {"s3": "seaweed_master", "ray": "ray_gcs"}.get(svc, svc))
+            ("airflow", "trigger-log-server"): "airflow_trigger_log",
+            ("s3", "volume"): "seaweed_volume", ("s3", "volume-grpc"): "seaweed_volume",
+            ("s3", "filer"): "seaweed_filer", ("s3", "filer-grpc"): "seaweed_filer"}.get(
+        (svc, label), {"s3": "seaweed_master" if label != "s3-grpc" else "s3",
+                       "ray": "ray_gcs"}.get(svc, svc))
 
 
 def _fail(cfg: ExfmConfig, service: str, why: str) -> StackError:
@@ -92,32 +97,42 @@ def _fail(cfg: ExfmConfig, service: str, why: str) -> StackError:
     for proc in S.proc_names(service):
         log = S.log_dir(cfg) / f"{proc}.log"
         parts.append(f"--- last lines of {log} ---\n{tail(log)}")
-    return StackError("\n".join(parts))
+    return StackError("\n".join(parts), service=service)
 
 
-def _wait_healthy(cfg: ExfmConfig, service: str, timeout: float, log: Log) -> str:
-    start = time.monotonic()
-    last_note = start
-    health = S.HEALTH[service]
-    detail = ""
-    while True:
-        ok, detail = health(cfg)
-        if ok:
-            return detail
-        infos = [read_pid(S.run_dir(cfg), p) for p in S.proc_names(service)]
-        dead = [p for p, i in zip(S.proc_names(service), infos) if not pid_alive(i)]
-        if dead:
-            raise _fail(cfg, service, f"process {', '.join(dead)} exited")
-        now = time.monotonic()
-        if now - start > timeout:
-            raise _fail(cfg, service, f"not healthy after {timeout:.0f} s ({detail})")
-        if now - last_note >= 10:
-            log(f"  ... waiting for {service} ({now - start:.0f} s: {detail[:80]})")
-            last_note = now
-        time.sleep(0.5)
+def _poll(cfg: ExfmConfig, service: str) -> tuple[bool, str]:
+    """(healthy, detail); raises if one of the service's processes has exited."""
+    ok, detail = S.HEALTH[service](cfg)
+    if ok:
+        return ok, detail
+    dead = [p for p in S.proc_names(service) if not pid_alive(read_pid(S.run_dir(cfg), p))]
+    if dead:
+        raise _fail(cfg, service, f"process {', '.join(dead)} exited")
+    return ok, detail
 
 
-def _start_service(cfg: ExfmConfig, service: str, log: Log, dags_folder: Path | None) -> None:
+def _airflow_migrate(cfg: ExfmConfig, dags_folder: Path | None, log: Log) -> None:
+    log("  airflow db migrate ...")
+    t = time.monotonic()
+    mig_log = S.log_dir(cfg) / "airflow-db-migrate.log"
+    with open(mig_log, "wb") as f:
+        r = subprocess.run(S.airflow_argv("db", "migrate"), env=S.airflow_env(cfg, dags_folder),
+                           cwd=S.airflow_home(cfg), stdout=f, stderr=subprocess.STDOUT,
+                           timeout=S.START_TIMEOUT["airflow"])
+    if r.returncode != 0:
+        raise StackError(f"airflow db migrate failed (exit {r.returncode}):\n"
+                         f"--- last lines of {mig_log} ---\n{tail(mig_log)}", service="airflow")
+    log(f"  airflow db migrate done in {time.monotonic() - t:.0f} s")
+
+
+def _launch(cfg: ExfmConfig, service: str, dags_folder: Path | None, log: Log) -> None:
+    """Start the service's processes (returns at once; health is polled by the caller)."""
+    for proc in S.proc_names(service):  # stale PID files of a crashed run
+        (S.run_dir(cfg) / f"{proc}.pid").unlink(missing_ok=True)
+    if service == "s3":
+        for sock in S.seaweed_socket_files(cfg):  # left by a killed SeaweedFS of this stack
+            sock.unlink(missing_ok=True)
+    log(f"{service}: starting (log: {S.log_dir(cfg)})")
     if service == "s3":
         specs = S.s3_procs(cfg)
     elif service == "mlflow":
@@ -126,17 +141,8 @@ def _start_service(cfg: ExfmConfig, service: str, log: Log, dags_folder: Path | 
         specs = S.ray_procs(cfg)
     else:
         S.write_airflow_passwords(cfg)
+        _airflow_migrate(cfg, dags_folder, log)
         specs = S.airflow_procs(cfg, dags_folder)
-        log("  airflow db migrate ...")
-        t = time.monotonic()
-        mig_log = S.log_dir(cfg) / "airflow-db-migrate.log"
-        with open(mig_log, "wb") as f:
-            r = subprocess.run([specs[0].argv[0], "db", "migrate"], env=specs[0].env,
-                               cwd=S.airflow_home(cfg), stdout=f, stderr=subprocess.STDOUT)
-        if r.returncode != 0:
-            raise StackError(f"airflow db migrate failed (exit {r.returncode}):\n"
-                             f"--- last lines of {mig_log} ---\n{tail(mig_log)}")
-        log(f"  airflow db migrate done in {time.monotonic() - t:.0f} s")
     for spec in specs:
         start_proc(spec, S.run_dir(cfg))
 
@@ -145,20 +151,23 @@ def stack_up(cfg: ExfmConfig, services: Iterable[str] | None = None, log: Log = 
              dags_folder: Path | None = None) -> list[ServiceStatus]:
     """Start ``services`` (default all) and their dependencies; idempotent.
 
+    A service starts as soon as what it depends on is healthy (MLflow after S3; Ray and Airflow
+    at once), so independent services boot side by side. ``dags_folder`` overrides Airflow's
+    (default ``$EXFM_AIRFLOW_DAGS_FOLDER`` or the repository's ``dags/``).
+
     Raises:
         StackError: a port is taken (names port and service) or a service did not become healthy
-            (with the tail of its log and the log's path).
+            in time (with the tail of its log and the log's path). The failed service is stopped;
+            services already healthy keep running (``up`` again resumes, ``down`` stops them).
     """
     order = resolve_services(services)
-    cfg.state_path.mkdir(parents=True, exist_ok=True)
-    S.run_dir(cfg).mkdir(parents=True, exist_ok=True)
-    S.log_dir(cfg).mkdir(parents=True, exist_ok=True)
-    secrets, made = S.ensure_secrets(cfg)
+    for d in (cfg.state_path, S.run_dir(cfg), S.log_dir(cfg)):
+        d.mkdir(parents=True, exist_ok=True)
+    secrets, made = S.ensure_secrets(cfg, airflow="airflow" in order)
     S.write_config_dump(cfg)
-    # a taken port fails before anything starts
-    for service in order:
-        if not _running(cfg, service):
-            _check_ports(cfg, service)
+
+    pending: list[str] = []
+    healthy: set[str] = set()
     for service in order:
         running = _running(cfg, service)
         if running and len(running) == len(S.proc_names(service)):
@@ -166,64 +175,125 @@ def stack_up(cfg: ExfmConfig, services: Iterable[str] | None = None, log: Log = 
             if ok:
                 log(f"{service}: already running (pid {running[0]['pid']}) at "
                     f"{S.SERVICE_URL[service](cfg)}")
-                continue
-            log(f"{service}: running but not healthy yet ({detail}); waiting")
-            _wait_healthy(cfg, service, S.START_TIMEOUT[service], log)
+                healthy.add(service)
+            else:
+                log(f"{service}: running but not healthy yet ({detail}); waiting")
+                pending.append(service)
             continue
-        if running:  # partially running (e.g. one Airflow process died): restart cleanly
+        if running:  # partially running (e.g. one Airflow process died): restart it cleanly
             log(f"{service}: partially running; restarting it")
             _stop_service(cfg, service, log)
-        for proc in S.proc_names(service):  # stale PID files
-            (S.run_dir(cfg) / f"{proc}.pid").unlink(missing_ok=True)
-        _check_ports(cfg, service)
-        log(f"{service}: starting (log: {S.log_dir(cfg)})")
-        t = time.monotonic()
-        try:
-            _start_service(cfg, service, log, dags_folder)
-            detail = _wait_healthy(cfg, service, S.START_TIMEOUT[service], log)
-            if service == "airflow":
-                S.airflow_token(cfg)  # the generated admin password must work
-        except BaseException:
-            _stop_service(cfg, service, lambda m: None)
-            raise
-        log(f"{service}: healthy in {time.monotonic() - t:.1f} s at "
-            f"{S.SERVICE_URL[service](cfg)} ({detail})")
-        if service == "airflow" and "airflow_password" in made:
-            log(f"airflow: user '{cfg.airflow.admin_user}', password '{secrets['airflow_password']}'"
-                f" (shown once; kept in {cfg.state_path / 'secrets.json'})")
+        pending.append(service)
+    # a taken port fails before anything starts
+    for service in pending:
+        if not _running(cfg, service):
+            _check_ports(cfg, service)
+
+    started: dict[str, float] = {}  # service -> monotonic start time
+    waiting = [s for s in pending if _running(cfg, s)]
+    for s in waiting:
+        started[s] = time.monotonic()
+    last_note = time.monotonic()
+    try:
+        while len(healthy) < len(order):
+            # launch what is unblocked: the fast ones first, Airflow (blocking migrate) last
+            for service in pending:
+                if service in started or any(d not in healthy for d in S.DEPENDS[service]):
+                    continue
+                if service == "airflow" and any(s not in started for s in pending if s != service):
+                    continue  # its `db migrate` blocks: let the others boot meanwhile
+                started[service] = time.monotonic()
+                _launch(cfg, service, dags_folder, log)
+            for service in [s for s in started if s not in healthy]:
+                ok, detail = _poll(cfg, service)
+                elapsed = time.monotonic() - started[service]
+                if ok:
+                    if service == "airflow":
+                        _check_airflow_login(cfg)
+                    healthy.add(service)
+                    log(f"{service}: healthy in {elapsed:.1f} s at "
+                        f"{S.SERVICE_URL[service](cfg)} ({detail})")
+                    if service == "airflow" and "airflow_password" in made:
+                        log(f"airflow: user '{cfg.airflow.admin_user}', password "
+                            f"'{secrets['airflow_password']}' (shown once; kept in "
+                            f"{cfg.state_path / 'secrets.json'})")
+                elif elapsed > S.START_TIMEOUT[service]:
+                    raise _fail(cfg, service, f"not healthy after {elapsed:.0f} s ({detail})")
+            now = time.monotonic()
+            if len(healthy) < len(order) and now - last_note >= PROGRESS_EVERY_S:
+                waits = [f"{s} {now - started[s]:.0f} s" for s in started if s not in healthy]
+                log(f"  ... waiting for {', '.join(waits)}")
+                last_note = now
+            if len(healthy) < len(order):
+                time.sleep(0.5)
+    except BaseException as e:
+        # the failed service is stopped again; on Ctrl-C, everything not yet healthy
+        failed = e.service if isinstance(e, StackError) else None
+        for service in started:
+            if service not in healthy and (failed is None or service == failed):
+                _stop_service(cfg, service, lambda m: None)
+        raise
     return stack_status(cfg, order)
 
 
+def _check_airflow_login(cfg: ExfmConfig) -> None:
+    """The generated admin password must work against ``POST /auth/token``."""
+    try:
+        S.airflow_token(cfg)
+    except Exception as e:  # noqa: BLE001
+        raise _fail(cfg, "airflow", f"login as '{cfg.airflow.admin_user}' with the generated "
+                    f"password failed: {e}") from e
+
+
+def _stop_services(cfg: ExfmConfig, services: list[str], log: Log) -> list[str]:
+    """Stop the services' recorded process groups all at once; then their leftovers (processes
+    carrying this stack's id and the service's name in their environment). Returns the services
+    that were running."""
+    procs = [p for s in services for p in reversed(S.proc_names(s))]
+    stopped = set(stop_procs(S.run_dir(cfg), procs, log))
+    was_running = []
+    for service in services:
+        leftovers = processes_with_env({S.STACK_ID_ENV: S.stack_id(cfg),
+                                        S.STACK_SERVICE_ENV: service})
+        if leftovers:
+            log(f"  stopping {len(leftovers)} leftover {service} process(es): {leftovers}")
+            kill_pids(leftovers)
+        if service == "s3":
+            for sock in S.seaweed_socket_files(cfg):
+                sock.unlink(missing_ok=True)
+        if service == "ray":
+            shutil.rmtree(S.ray_temp_dir(cfg), ignore_errors=True)
+        if stopped & set(S.proc_names(service)) or leftovers:
+            was_running.append(service)
+    return was_running
+
+
 def _stop_service(cfg: ExfmConfig, service: str, log: Log) -> bool:
-    any_running = False
-    # stop Airflow's API server last so running tasks can still report
-    for proc in reversed(S.proc_names(service)):
-        any_running |= stop_proc(S.run_dir(cfg), proc, log)
-    return any_running
+    return bool(_stop_services(cfg, [service], log))
 
 
-def _our_needles(cfg: ExfmConfig) -> list[str]:
-    return [str(cfg.state_path) + "/", str(S.ray_temp_dir(cfg)) + "/"]
+def _stack_pids(cfg: ExfmConfig) -> list[int]:
+    return processes_with_env({S.STACK_ID_ENV: S.stack_id(cfg)})
 
 
 def stack_down(cfg: ExfmConfig, services: Iterable[str] | None = None, log: Log = print) -> None:
-    """Stop what ``stack_up`` started (reverse order): the process groups in the PID files,
-    then any straggler whose command line names this stack's state or Ray temp dir."""
+    """Stop what ``stack_up`` started: each process group named in a PID file gets its stop
+    signal (all at once), then SIGKILL after its timeout; then any process left that carries this
+    stack's id in its environment (a Ray worker or Airflow task that escaped its group) is
+    stopped too. Data is kept."""
     order = list(reversed(resolve_services(services) if services else SERVICES))
+    running = _stop_services(cfg, order, log)
     for service in order:
-        if _stop_service(cfg, service, log):
-            log(f"{service}: stopped")
-        else:
-            log(f"{service}: not running")
-    if services is None or "ray" in services:
-        stragglers = processes_referencing(_our_needles(cfg))
+        log(f"{service}: {'stopped' if service in running else 'not running'}")
+    if services is None:
+        stragglers = _stack_pids(cfg)
         if stragglers:
             log(f"  stopping {len(stragglers)} leftover process(es) of this stack: {stragglers}")
             kill_pids(stragglers)
-        shutil.rmtree(S.ray_temp_dir(cfg), ignore_errors=True)
 
 
 def stack_status(cfg: ExfmConfig, services: Iterable[str] | None = None) -> list[ServiceStatus]:
+    """One :class:`ServiceStatus` per service: URL, health, leader PID, a short detail."""
     out = []
     for service in resolve_services(services) if services else SERVICES:
         running = _running(cfg, service)

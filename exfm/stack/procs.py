@@ -23,6 +23,10 @@ from typing import Callable
 class StackError(RuntimeError):
     """A stack operation failed; the message says which service and where to look."""
 
+    def __init__(self, message: str, service: str | None = None):
+        super().__init__(message)
+        self.service = service
+
 
 @dataclass
 class ServiceStatus:
@@ -48,6 +52,9 @@ class ProcSpec:
     stop_timeout: float = 20.0
     signal_leader_only: bool = False  # first signal only the leader (it stops its children)
     extra: dict = field(default_factory=dict)
+
+
+MARK_KEYS = ("EXFM_STACK_ID", "EXFM_STACK_SERVICE")
 
 
 # --- PID files ---------------------------------------------------------------------------------
@@ -102,21 +109,6 @@ def pid_alive(info: dict | None) -> bool:
     return started is None or started == _start_ticks(pid)
 
 
-def group_alive(pgid: int) -> bool:
-    """Any non-zombie process left in process group ``pgid``?"""
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-        except (OSError, IndexError, ValueError):
-            continue
-    return False
-
-
 def _start_ticks(pid: int) -> int | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -138,7 +130,9 @@ def start_proc(spec: ProcSpec, run_dir: Path) -> dict:
     info = {"pid": p.pid, "pgid": p.pid, "argv": spec.argv, "log": str(spec.log),
             "stop_signal": int(spec.stop_signal), "stop_timeout": spec.stop_timeout,
             "signal_leader_only": spec.signal_leader_only,
-            "start_ticks": _start_ticks(p.pid), "started": time.time()}
+            "start_ticks": _start_ticks(p.pid), "started": time.time(),
+            # the stack's id from the environment: only processes carrying it count as ours
+            "mark": {k: v for k, v in spec.env.items() if k in MARK_KEYS}}
     pid_file(run_dir, spec.name).write_text(json.dumps(info))
     # keep the Popen object referenced so Python does not warn; reaped on stop via waitpid
     _CHILDREN[p.pid] = p
@@ -157,48 +151,80 @@ def _reap(pid: int) -> None:
             pass
 
 
-def stop_proc(run_dir: Path, proc: str, log: Callable[[str], None] = print) -> bool:
-    """Signal the recorded process group, wait, then SIGKILL; remove the PID file.
-
-    Returns True if something was running.
-    """
-    info = read_pid(run_dir, proc)
-    if info is None:
-        return False
-    pgid = int(info["pgid"])
-    sig = int(info.get("stop_signal", signal.SIGTERM))
-    timeout = float(info.get("stop_timeout", 20.0))
-    was_running = pid_alive(info) or group_alive(pgid)
-    if was_running:
-        log(f"  stopping {proc} (pid {info['pid']})")
+def _group_members(pgid: int, mark: dict[str, str] | None) -> list[int]:
+    """Live members of process group ``pgid``; with ``mark``, only those whose environment holds
+    it (a recycled PID leading someone else's group is never taken for ours)."""
+    needles = {f"{k}={v}".encode() for k, v in (mark or {}).items()}
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
         try:
-            if info.get("signal_leader_only") and pid_alive(info):
-                os.kill(int(info["pid"]), sig)
-            else:
-                os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            _reap(int(info["pid"]))
-            if not group_alive(pgid):
-                break
-            time.sleep(0.2)
-        else:
-            log(f"  {proc} did not exit in {timeout:.0f} s: SIGKILL")
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid or fields[0] == "Z":
+                continue
+            if needles and not needles <= set((d / "environ").read_bytes().split(b"\0")):
+                continue
+        except (OSError, IndexError, ValueError):
+            continue
+        out.append(int(d.name))
+    return out
+
+
+def stop_procs(run_dir: Path, procs: list[str], log: Callable[[str], None] = print) -> list[str]:
+    """Signal every recorded process group at once, wait for each (its own timeout), SIGKILL what
+    is left; remove the PID files. Returns the names that were running."""
+    live: dict[str, dict] = {}
+    for proc in procs:
+        info = read_pid(run_dir, proc)
+        if info is None:
+            continue
+        pgid, mark = int(info["pgid"]), info.get("mark")
+        if pid_alive(info) or _group_members(pgid, mark):
+            live[proc] = info
+            log(f"  stopping {proc} (pid {info['pid']})")
+            sig = int(info.get("stop_signal", signal.SIGTERM))
             try:
-                os.killpg(pgid, signal.SIGKILL)
+                if info.get("signal_leader_only") and pid_alive(info):
+                    os.kill(int(info["pid"]), sig)
+                else:
+                    os.killpg(pgid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
-            for _ in range(50):
-                _reap(int(info["pid"]))
-                if not group_alive(pgid):
-                    break
-                time.sleep(0.1)
-    _reap(int(info["pid"]))
-    _CHILDREN.pop(int(info["pid"]), None)
-    pid_file(run_dir, proc).unlink(missing_ok=True)
-    return was_running
+        else:
+            pid_file(run_dir, proc).unlink(missing_ok=True)
+    start = time.monotonic()
+    waiting = dict(live)
+    while waiting:
+        for proc, info in list(waiting.items()):
+            pid, pgid = int(info["pid"]), int(info["pgid"])
+            _reap(pid)
+            if not _group_members(pgid, info.get("mark")):
+                del waiting[proc]
+            elif time.monotonic() - start > float(info.get("stop_timeout", 20.0)):
+                log(f"  {proc} did not exit in {info.get('stop_timeout', 20.0):.0f} s: SIGKILL")
+                try:
+                    os.killpg(pgid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                for _ in range(50):
+                    _reap(pid)
+                    if not _group_members(pgid, info.get("mark")):
+                        break
+                    time.sleep(0.1)
+                del waiting[proc]
+        if waiting:
+            time.sleep(0.2)
+    for proc, info in live.items():
+        _reap(int(info["pid"]))
+        _CHILDREN.pop(int(info["pid"]), None)
+        pid_file(run_dir, proc).unlink(missing_ok=True)
+    return list(live)
+
+
+def stop_proc(run_dir: Path, proc: str, log: Callable[[str], None] = print) -> bool:
+    """Stop one recorded process group (see :func:`stop_procs`); True if it was running."""
+    return bool(stop_procs(run_dir, [proc], log))
 
 
 def processes_referencing(needles: list[str], exclude: set[int] | None = None) -> list[int]:
@@ -213,6 +239,27 @@ def processes_referencing(needles: list[str], exclude: set[int] | None = None) -
             continue
         joined = " ".join(cmd)
         if any(n in joined for n in needles):
+            out.append(int(d.name))
+    return out
+
+
+def processes_with_env(env: dict[str, str], exclude: set[int] | None = None) -> list[int]:
+    """PIDs of live processes whose environment holds every ``key=value`` of ``env``.
+
+    The stack stamps ``EXFM_STACK_ID`` into every process it starts; Ray workers, job drivers and
+    Airflow task processes inherit it even when they rename themselves (``ray::IDLE``).
+    """
+    exclude = (exclude or set()) | {os.getpid()}
+    needles = {f"{k}={v}".encode() for k, v in env.items()}
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) in exclude:
+            continue
+        try:
+            env_raw = (d / "environ").read_bytes()
+        except OSError:
+            continue
+        if needles <= set(env_raw.split(b"\0")) and not _is_zombie(int(d.name)):
             out.append(int(d.name))
     return out
 

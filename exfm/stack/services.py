@@ -17,11 +17,15 @@ import sys
 from pathlib import Path
 
 from exfm.config import SECRETS_FILE, ExfmConfig, read_state_secrets
-from exfm.stack.procs import ProcSpec, http_get
+from exfm.stack.procs import MARK_KEYS, ProcSpec, http_get
 
 SERVICES = ["s3", "mlflow", "ray", "airflow"]
 DEPENDS = {"s3": [], "mlflow": ["s3"], "ray": [], "airflow": []}
-START_TIMEOUT = {"s3": 60.0, "mlflow": 120.0, "ray": 120.0, "airflow": 180.0}
+# generous: on a loaded 2-core machine MLflow took 60 s and Ray 40 s (7-10 s when idle)
+START_TIMEOUT = {"s3": 90.0, "mlflow": 240.0, "ray": 240.0, "airflow": 360.0}
+# every process the stack starts carries these in its environment (inherited by Ray workers, job
+# drivers and Airflow task processes), so `down` can find exactly this stack's leftovers
+STACK_ID_ENV, STACK_SERVICE_ENV = MARK_KEYS
 
 RAY_WORKER_PORTS = 100  # min..max worker ports per head
 RAY_OBJECT_STORE_BYTES = 2 * 1024**3
@@ -40,6 +44,20 @@ def ray_temp_dir(cfg: ExfmConfig) -> Path:
     """Short temp dir for the Ray head (unix socket paths must stay under ~107 chars)."""
     h = hashlib.sha1(str(cfg.state_path).encode()).hexdigest()[:8]
     return Path("/tmp") / f"exfm-ray-{h}"
+
+
+def stack_id(cfg: ExfmConfig) -> str:
+    """A short id of this stack (its state folder), stamped into every process it starts."""
+    return hashlib.sha1(str(cfg.state_path).encode()).hexdigest()[:12]
+
+
+def seaweed_socket_files(cfg: ExfmConfig) -> list[Path]:
+    """Unix sockets SeaweedFS leaves in /tmp, named after this stack's ports."""
+    p = service_ports(cfg)["s3"]
+    names = [f"s3-{p['s3']}", f"s3-grpc-{p['s3-grpc']}", f"filer-{p['filer']}",
+             f"filer-grpc-{p['filer-grpc']}", f"master-grpc-{p['master-grpc']}",
+             f"volume-grpc-{p['volume-grpc']}", f"admin-grpc-{p['admin-grpc']}"]
+    return [Path("/tmp") / f"seaweedfs-{n}.sock" for n in names]
 
 
 def airflow_home(cfg: ExfmConfig) -> Path:
@@ -113,10 +131,11 @@ def all_ports(cfg: ExfmConfig, services: list[str] | None = None) -> list[tuple[
 
 
 # --- secrets -----------------------------------------------------------------------------------
-def ensure_secrets(cfg: ExfmConfig) -> tuple[dict[str, str], list[str]]:
+def ensure_secrets(cfg: ExfmConfig, airflow: bool = True) -> tuple[dict[str, str], list[str]]:
     """Load ``state_dir/secrets.json``, generating missing keys (mode 0600).
 
-    Returns (secrets, names of keys generated now).
+    Airflow's keys are generated only with ``airflow`` (the first ``up`` that starts Airflow, the
+    one that prints the admin password). Returns (secrets, names of keys generated now).
     """
     from cryptography.fernet import Fernet
 
@@ -140,7 +159,7 @@ def ensure_secrets(cfg: ExfmConfig) -> tuple[dict[str, str], list[str]]:
                 data[k] = v
                 made.append(k)
     for k, fn in gen.items():
-        if not data.get(k):
+        if not data.get(k) and (airflow or not k.startswith("airflow_")):
             data[k] = fn()
             made.append(k)
     if made or not path.exists():
@@ -207,11 +226,13 @@ def write_config_dump(cfg: ExfmConfig) -> Path:
     return path
 
 
-def _base_env(cfg: ExfmConfig) -> dict[str, str]:
+def _base_env(cfg: ExfmConfig, service: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(client_env(cfg))
     env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env[STACK_ID_ENV] = stack_id(cfg)
+    env[STACK_SERVICE_ENV] = service
     return env
 
 
@@ -241,7 +262,7 @@ def s3_procs(cfg: ExfmConfig) -> list[ProcSpec]:
             f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer-grpc']}",
             f"-admin.port={ports['admin']}", f"-admin.port.grpc={ports['admin-grpc']}",
             f"-bucket={cfg.storage.bucket}"]
-    env = _base_env(cfg)
+    env = _base_env(cfg, "s3")
     return [ProcSpec("s3", argv, env, log_dir(cfg) / "s3.log", cwd=cfg.state_path,
                      stop_signal=signal.SIGTERM, stop_timeout=15)]
 
@@ -277,7 +298,7 @@ def s3_health(cfg: ExfmConfig) -> tuple[bool, str]:
 def mlflow_procs(cfg: ExfmConfig) -> list[ProcSpec]:
     from exfm.db import database_url
 
-    env = _base_env(cfg)
+    env = _base_env(cfg, "mlflow")
     a, s = s3_keys(cfg)
     env.update({"AWS_ACCESS_KEY_ID": a, "AWS_SECRET_ACCESS_KEY": s,
                 "MLFLOW_S3_ENDPOINT_URL": cfg.s3_endpoint,
@@ -304,7 +325,7 @@ def ray_procs(cfg: ExfmConfig) -> list[ProcSpec]:
     lo, hi = ray_worker_port_range(cfg)
     tmp = ray_temp_dir(cfg)
     tmp.mkdir(parents=True, exist_ok=True)
-    env = _base_env(cfg)
+    env = _base_env(cfg, "ray")
     token = read_state_secrets(cfg.state_path)["ray_auth_token"]
     env.update({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
                 "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0",
@@ -338,6 +359,12 @@ def ray_auth_headers(cfg: ExfmConfig) -> dict[str, str]:
 
 
 def ray_health(cfg: ExfmConfig) -> tuple[bool, str]:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        if s.connect_ex((cfg.host, cfg.ports.ray_gcs)) != 0:
+            return False, f"GCS {cfg.host}:{cfg.ports.ray_gcs} not reachable"
     code, body = http_get(cfg.ray_dashboard_url + "/api/version", timeout=2,
                           headers=ray_auth_headers(cfg))
     if code != 200:
@@ -365,7 +392,7 @@ def airflow_env(cfg: ExfmConfig, dags_folder: Path | None = None) -> dict[str, s
     home = airflow_home(cfg)
     home.mkdir(parents=True, exist_ok=True)
     pwfile = home / "simple_auth_manager_passwords.json"
-    env = _base_env(cfg)
+    env = _base_env(cfg, "airflow")
     url = airflow_url(cfg)
     env.update({
         "AIRFLOW_HOME": str(home),
@@ -388,7 +415,10 @@ def airflow_env(cfg: ExfmConfig, dags_folder: Path | None = None) -> dict[str, s
         "AIRFLOW__API_AUTH__JWT_SECRET": st["airflow_jwt_secret"],
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "True",
-        "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
+        # the log servers on cfg.host (see exfm/stack/airflow_main.py), and tasks report that
+        # address as their hostname so the API server can fetch a running task's log
+        "EXFM_AIRFLOW_LOG_SERVER_HOST": cfg.host,
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "exfm.stack.airflow_main.loopback_hostname",
     })
     return env
 
@@ -404,14 +434,18 @@ def write_airflow_passwords(cfg: ExfmConfig) -> None:
 
 def airflow_procs(cfg: ExfmConfig, dags_folder: Path | None = None) -> list[ProcSpec]:
     env = airflow_env(cfg, dags_folder)
-    airflow = _exe("airflow")
     out = []
     for name in AIRFLOW_PROCS:
         sub = name.removeprefix("airflow-")
         sig = signal.SIGINT if sub == "api-server" else signal.SIGTERM
-        out.append(ProcSpec(name, [airflow, sub], env, log_dir(cfg) / f"{name}.log",
+        out.append(ProcSpec(name, airflow_argv(sub), env, log_dir(cfg) / f"{name}.log",
                             cwd=airflow_home(cfg), stop_signal=sig, stop_timeout=30))
     return out
+
+
+def airflow_argv(*args: str) -> list[str]:
+    """``airflow ARGS`` through our launcher (loopback log servers), with the venv's Python."""
+    return [sys.executable, "-m", "exfm.stack.airflow_main", *args]
 
 
 def airflow_health(cfg: ExfmConfig) -> tuple[bool, str]:

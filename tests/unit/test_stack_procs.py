@@ -1,0 +1,103 @@
+"""Process plumbing of the stack on real (tiny) processes: groups, PID files, stop, ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+
+from exfm.stack.procs import (
+    ProcSpec,
+    pid_alive,
+    port_in_use,
+    processes_with_env,
+    read_pid,
+    start_proc,
+    stop_proc,
+    tail,
+)
+
+
+def _spec(tmp_path, name, script, **kw):
+    env = dict(os.environ, EXFM_TEST_MARK=f"{tmp_path}-{name}")
+    return ProcSpec(name, ["/bin/sh", "-c", script], env, tmp_path / "logs" / f"{name}.log", **kw)
+
+
+def _wait(pred, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_stop_signals_the_whole_group_and_removes_the_pid_file(tmp_path):
+    run = tmp_path / "run"
+    # a parent with a background child: both must go
+    info = start_proc(_spec(tmp_path, "svc", "sleep 300 & echo started; wait"), run)
+    assert read_pid(run, "svc")["pid"] == info["pid"] and pid_alive(info)
+    mark = {"EXFM_TEST_MARK": f"{tmp_path}-svc"}
+    assert _wait(lambda: len(processes_with_env(mark)) == 2)
+    assert stop_proc(run, "svc", log=lambda m: None) is True
+    assert not pid_alive(info)
+    assert processes_with_env(mark) == []
+    assert not (run / "svc.pid").exists()
+    assert stop_proc(run, "svc", log=lambda m: None) is False
+    assert "started" in tail(tmp_path / "logs" / "svc.log")
+
+
+def test_a_process_ignoring_sigterm_is_killed_after_the_timeout(tmp_path):
+    run = tmp_path / "run"
+    info = start_proc(_spec(tmp_path, "stubborn", "trap '' TERM; echo ready; while :; do sleep 1; done",
+                            stop_timeout=0.5), run)
+    assert _wait(lambda: "ready" in tail(tmp_path / "logs" / "stubborn.log"))
+    msgs = []
+    t = time.monotonic()
+    assert stop_proc(run, "stubborn", log=msgs.append)
+    assert time.monotonic() - t < 10
+    assert not pid_alive(info)
+    assert any("SIGKILL" in m for m in msgs)
+
+
+def test_sigint_stop_for_servers_that_want_it(tmp_path):
+    run = tmp_path / "run"
+    code = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "print('up', flush=True)\n"
+            "try:\n    time.sleep(300)\nexcept KeyboardInterrupt:\n    print('bye', flush=True)\n")
+    spec = ProcSpec("py", [sys.executable, "-c", code], dict(os.environ),
+                    tmp_path / "logs" / "py.log", stop_signal=signal.SIGINT, stop_timeout=10)
+    info = start_proc(spec, run)
+    assert _wait(lambda: "up" in tail(tmp_path / "logs" / "py.log"), 20)
+    msgs = []
+    stop_proc(run, "py", log=msgs.append)
+    assert not pid_alive(info) and not any("SIGKILL" in m for m in msgs)
+    assert "bye" in tail(tmp_path / "logs" / "py.log")
+
+
+def test_a_reused_pid_is_not_taken_for_our_process(tmp_path):
+    run = tmp_path / "run"
+    info = start_proc(_spec(tmp_path, "x", "sleep 300"), run)
+    try:
+        assert pid_alive(info)
+        assert not pid_alive(dict(info, start_ticks=info["start_ticks"] - 1))
+        assert not pid_alive(None)
+    finally:
+        stop_proc(run, "x", log=lambda m: None)
+
+
+def test_port_in_use_sees_a_listener_and_a_bound_socket():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        assert port_in_use("127.0.0.1", port)  # bound, not listening
+        s.listen()
+        assert port_in_use("127.0.0.1", port)
+    assert not port_in_use("127.0.0.1", port)
+
+
+def test_tail_of_a_missing_log():
+    assert tail("/nonexistent/exfm.log") == "(no log yet)"

@@ -1,0 +1,186 @@
+"""The embedded stack's pure parts: ports, dependency order, secrets, command lines, client env."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from exfm.config import load_config
+from exfm.stack import StackError, resolve_services
+from exfm.stack import services as S
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return load_config(None, [f"state_dir={tmp_path / 'state'}"], env={})
+
+
+def test_every_port_of_the_default_stack_is_distinct_and_valid(cfg):
+    ports = [p for _, _, p in S.all_ports(cfg)]
+    assert len(ports) == len(set(ports))
+    assert all(1024 <= p <= 65535 for p in ports)
+    # Redis owns 6379 on this machine; the Ray head must not touch it
+    assert 6379 not in ports
+
+
+def test_moved_ports_move_every_derived_port(cfg, tmp_path):
+    other = load_config(None, [f"state_dir={tmp_path / 'b'}", "ports.s3=20000",
+                               "ports.seaweed_master=20010", "ports.seaweed_volume=20020",
+                               "ports.seaweed_filer=20030", "ports.mlflow=20040",
+                               "ports.ray_dashboard=20050", "ports.ray_client=20051",
+                               "ports.airflow=20060", "ports.airflow_log=20061",
+                               "ports.airflow_trigger_log=20062", "ports.ray_gcs=20100"], env={})
+    a = {p for _, _, p in S.all_ports(cfg)}
+    b = {p for _, _, p in S.all_ports(other)}
+    assert not a & b, "two stacks with different ports.* must be able to coexist"
+
+
+def test_services_resolve_with_dependencies_in_start_order():
+    assert resolve_services(None) == ["s3", "mlflow", "ray", "airflow"]
+    assert resolve_services(["mlflow"]) == ["s3", "mlflow"]
+    assert resolve_services(["airflow", "ray"]) == ["ray", "airflow"]
+    with pytest.raises(StackError, match="unknown service"):
+        resolve_services(["minio"])
+
+
+def test_secrets_are_generated_once_private_and_stable(cfg):
+    first, made = S.ensure_secrets(cfg)
+    path = cfg.state_path / "secrets.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert {"s3_access_key", "s3_secret_key", "airflow_password", "ray_auth_token"} <= set(made)
+    again, made_again = S.ensure_secrets(cfg)
+    assert again == first and made_again == []
+    assert cfg.s3_credentials() == (first["s3_access_key"], first["s3_secret_key"])
+
+
+def test_configured_s3_keys_win_over_generated_ones(tmp_path):
+    cfg = load_config(None, [f"state_dir={tmp_path}", "storage.access_key=AK",
+                             "storage.secret_key=SK"], env={})
+    sec, _ = S.ensure_secrets(cfg)
+    assert (sec["s3_access_key"], sec["s3_secret_key"]) == ("AK", "SK")
+    assert S.s3_keys(cfg) == ("AK", "SK")
+
+
+def test_client_env_carries_what_clients_need_and_no_stack_marker(cfg, monkeypatch):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "EXFM_S3_ACCESS_KEY",
+                "EXFM_S3_SECRET_KEY", "EXFM_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    S.ensure_secrets(cfg)
+    S.write_config_dump(cfg)
+    env = S.client_env(cfg)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3",
+                "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_DISABLE_TELEMETRY",
+                "RAY_ADDRESS", "RAY_AUTH_TOKEN", "EXFM_CONFIG", "EXFM_STATE_DIR"):
+        assert env.get(key), key
+    assert env["RAY_ADDRESS"] == f"127.0.0.1:{cfg.ports.ray_gcs}"
+    assert env["AWS_ENDPOINT_URL_S3"] == f"http://127.0.0.1:{cfg.ports.s3}"
+    # the dumped config reloads to the same stack
+    dumped = load_config(env["EXFM_CONFIG"], env={})
+    assert dumped.state_path == cfg.state_path and dumped.ports == cfg.ports
+    assert stat.S_IMODE(Path(env["EXFM_CONFIG"]).stat().st_mode) == 0o600
+    # a client must not look like one of the stack's own processes to `down`
+    assert S.STACK_ID_ENV not in env and S.STACK_SERVICE_ENV not in env
+
+
+def test_ray_head_command_pins_every_port_and_a_short_temp_dir(cfg):
+    S.ensure_secrets(cfg)
+    (spec,) = S.ray_procs(cfg)
+    argv = " ".join(spec.argv)
+    p = S.service_ports(cfg)["ray"]
+    for flag, port in [("--port", p["gcs"]), ("--dashboard-port", p["dashboard"]),
+                       ("--ray-client-server-port", p["client"]),
+                       ("--node-manager-port", p["node-manager"]),
+                       ("--object-manager-port", p["object-manager"]),
+                       ("--dashboard-agent-grpc-port", p["dashboard-agent-grpc"]),
+                       ("--dashboard-agent-listen-port", p["dashboard-agent-listen"]),
+                       ("--metrics-export-port", p["metrics-export"]),
+                       ("--runtime-env-agent-port", p["runtime-env-agent"])]:
+        assert f"{flag}={port}" in argv
+    lo, hi = S.ray_worker_port_range(cfg)
+    assert f"--min-worker-port={lo}" in argv and f"--max-worker-port={hi}" in argv
+    assert "--node-ip-address=127.0.0.1" in argv and "--dashboard-host=127.0.0.1" in argv
+    assert "--block" in argv and "--head" in argv
+    assert f"--num-cpus={S.ray_num_cpus(cfg)}" in argv and S.ray_num_cpus(cfg) >= 4
+    tmp = S.ray_temp_dir(cfg)
+    assert f"--temp-dir={tmp}" in argv and len(str(tmp)) <= 24
+    assert "RAY_ADDRESS" not in spec.env  # `ray start --head` must not try to join
+    assert spec.env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+    assert spec.env[S.STACK_ID_ENV] == S.stack_id(cfg)
+
+
+def test_seaweedfs_command_binds_loopback_on_configured_ports(cfg):
+    S.ensure_secrets(cfg)
+    (spec,) = S.s3_procs(cfg)
+    argv = spec.argv
+    assert argv[1].startswith("-logdir=") and argv[2] == "mini"
+    for flag in ("-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
+                 "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+                 f"-s3.port={cfg.ports.s3}", f"-master.port={cfg.ports.seaweed_master}",
+                 f"-volume.port={cfg.ports.seaweed_volume}",
+                 f"-filer.port={cfg.ports.seaweed_filer}"):
+        assert flag in argv
+    ident = cfg.state_path / "s3-identities.json"
+    assert stat.S_IMODE(ident.stat().st_mode) == 0o600
+
+
+def test_mlflow_command_uses_the_state_db_and_s3_artifacts(cfg):
+    S.ensure_secrets(cfg)
+    (spec,) = S.mlflow_procs(cfg)
+    argv = spec.argv
+    assert argv[argv.index("--backend-store-uri") + 1] == f"sqlite:///{cfg.state_path}/db/mlflow.db"
+    assert argv[argv.index("--artifacts-destination") + 1] == "s3://exfm/mlflow"
+    assert "--serve-artifacts" in argv and argv[argv.index("--workers") + 1] == "1"
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert spec.env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert spec.env["MLFLOW_S3_ENDPOINT_URL"] == cfg.s3_endpoint
+
+
+def test_airflow_env_is_local_small_and_points_at_the_repo_dags(cfg, tmp_path, monkeypatch):
+    monkeypatch.delenv("EXFM_AIRFLOW_DAGS_FOLDER", raising=False)
+    monkeypatch.delenv("EXFM_CONFIG", raising=False)
+    S.ensure_secrets(cfg)
+    S.write_config_dump(cfg)
+    env = S.airflow_env(cfg)
+    repo = Path(__file__).resolve().parents[2]
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(repo / "dags")
+    assert env["AIRFLOW_HOME"] == str(cfg.state_path / "airflow")
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert env["AIRFLOW__CORE__PARALLELISM"] == str(cfg.airflow.parallelism)
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    assert env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] == str(cfg.ports.airflow_log)
+    assert env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] == str(cfg.ports.airflow_trigger_log)
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite:///")
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
+    # tasks reach the stack and the config
+    assert env["MLFLOW_TRACKING_URI"] == cfg.tracking_uri and env["EXFM_CONFIG"]
+    assert S.airflow_env(cfg, tmp_path / "mydags")["AIRFLOW__CORE__DAGS_FOLDER"] == str(
+        tmp_path / "mydags")
+    monkeypatch.setenv("EXFM_AIRFLOW_DAGS_FOLDER", str(tmp_path / "envdags"))
+    assert S.airflow_env(cfg)["AIRFLOW__CORE__DAGS_FOLDER"] == str(tmp_path / "envdags")
+
+
+def test_airflow_password_file_matches_the_secret(cfg):
+    import json
+
+    sec, _ = S.ensure_secrets(cfg)
+    S.write_airflow_passwords(cfg)
+    pw = S.airflow_home(cfg) / "simple_auth_manager_passwords.json"
+    assert json.loads(pw.read_text()) == {"admin": sec["airflow_password"]}
+    assert stat.S_IMODE(pw.stat().st_mode) == 0o600
+
+
+def test_airflow_launcher_rebinds_only_wildcard_hosts(monkeypatch):
+    import uvicorn
+
+    from exfm.stack import airflow_main
+
+    seen = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.append(kw["host"]))
+    airflow_main._bind_log_servers("127.0.0.1")
+    uvicorn.run("x", host="")
+    uvicorn.run("x", host="10.1.2.3")
+    assert seen == ["127.0.0.1", "10.1.2.3"]
+    monkeypatch.setenv(airflow_main.HOST_ENV, "127.0.0.2")
+    assert airflow_main.loopback_hostname() == "127.0.0.2"
