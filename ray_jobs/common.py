@@ -16,7 +16,7 @@ from datetime import date
 from exfm.config import ExfmConfig, load_config
 from exfm.rayjobs.submit import print_result
 
-__all__ = ["job_parser", "load_job_config", "print_result", "init_ray"]
+__all__ = ["job_parser", "load_job_config", "print_result", "init_ray", "main_guard"]
 
 
 def _day(value: str) -> str:
@@ -52,9 +52,15 @@ def init_ray(cfg: ExfmConfig) -> None:
 
 
 def main_guard(fn) -> None:
-    """Run ``fn()``; a known error becomes one readable line and exit code 1."""
+    """Run ``fn()``; on failure print one ``ERROR <type>: <reason>`` line (what
+    :func:`exfm.rayjobs.submit.submit_and_wait` quotes as the job's error) and exit 1."""
     try:
         fn()
-    except Exception as e:  # noqa: BLE001
-        print(f"ERROR {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+    except SystemExit:
         raise
+    except BaseException as e:  # noqa: BLE001
+        import traceback
+
+        traceback.print_exc()
+        print(f"ERROR {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)

@@ -1,176 +1,165 @@
 """FM training for one day on Ray Train: ``python -m ray_jobs.train_fm --day D [--config C]``.
 
-A ``TorchTrainer`` with ``ray.num_workers`` DDP workers (``use_gpu`` from config) reads the
-committed parts of ``raw/day=D`` through Ray Data, each worker one shard (equal split, so every
-worker takes the same number of steps and DDP never waits on a finished peer), one pass in
-arrival order within a shard. It warm-starts from the newest ``exfm-fm`` version trained before
-D, checkpoints to the bucket (``RunConfig(storage_path=bucket/ray, storage_filesystem=S3)``),
-retries failed workers from the last checkpoint (``FailureConfig(max_failures)``), and the
-driver registers the result as a new ``exfm-fm`` version with its tags and lineage.
+1. The committed parts of ``raw/day=D`` (its manifest, never a listing) through Ray Data and the
+   explicit pyarrow S3 filesystem; :class:`~exfm.rayjobs.ingest.OrderedSplit` gives rank ``r`` the
+   contiguous ``r``-th slice of the day in arrival order (every row exactly once).
+2. ``TorchTrainer`` with ``ScalingConfig`` from ``ray.*`` (``use_gpu`` -> CUDA + NCCL), each worker
+   running :func:`exfm.rayjobs.fm_worker.fm_train_loop`: DDP over the plain ``train_fm_day``,
+   warm-started from the newest ``exfm-fm`` version trained before D.
+3. A checkpoint on the bucket after every chunk (``ray.checkpoints_per_day``), under
+   ``RunConfig(name=fm-D-<data digest>-w<warm version>, storage_path=<bucket>/ray/fm)``: a killed
+   worker resumes from it (``FailureConfig(max_failures)``), and so does a re-run of the same day
+   on the same data (an Airflow retry), instead of starting over.
+4. Metrics to MLflow (one run ``fm-D`` in ``exfm-fm``), the snapshot registered as a new
+   ``exfm-fm`` version with its tags. A re-run that finds its version registered returns it.
+
+The last stdout line is ``EXFM_RESULT {"version", "rows_seen", "metrics", ...}``.
 """
 
 from __future__ import annotations
 
-import io
-import tempfile
+import os
 import time
 from pathlib import Path
 
-from ray_jobs.common import init_ray, job_parser, load_job_config, print_result
+from ray_jobs.common import init_ray, job_parser, load_job_config, main_guard, print_result
 
-CKPT_FILE = "model.pt"
-STATE_FILE = "trainer_state.pt"
-
-
-def scaling_config(cfg):
-    """``ray.*`` config -> Ray Train's ScalingConfig (GPU resources only when use_gpu)."""
-    from ray.train import ScalingConfig
-
-    res = {"CPU": cfg.ray.cpus_per_worker}
-    if cfg.ray.use_gpu:
-        res["GPU"] = cfg.ray.gpus_per_worker
-    return ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
-                         resources_per_worker=res)
+STORAGE_SUBDIR = "ray/fm"
 
 
-def train_loop_per_worker(config: dict) -> None:
-    """One worker: build (or resume) the FM, train one pass over its shard, report."""
-    import pyarrow as pa
-    import ray.train
-    import ray.train.torch
-    import torch
+def run_name(day: str, digest: str, warm_version: str | None) -> str:
+    """Deterministic per (day, the day's data, warm start): a retry resumes, new data restarts."""
+    return f"fm-{day}-{digest[:8]}-w{warm_version or 0}"
 
-    from exfm.config import ExfmConfig
-    from exfm.data.schema import DatasetSchema
-    from exfm.models.build import build_fm, unwrap
-    from exfm.models.snapshot import load_snapshot, save_snapshot
-    from exfm.train.trainer import train_fm_day
 
-    cfg = ExfmConfig.model_validate(config["cfg"])
-    schema = DatasetSchema.model_validate(config["schema"])
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
-    device = ray.train.torch.get_device() if cfg.ray.use_gpu else torch.device("cpu")
-    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
+def _registered(cfg, name: str) -> str | None:
+    """The ``exfm-fm`` version an earlier attempt of this exact run registered, if any."""
+    from exfm.registry.mlflow_registry import FM_MODEL, connect
 
-    state = None
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:  # a retry after a failure: resume from the last checkpoint
-        with ckpt.as_directory() as d:
-            model, _ = load_snapshot(Path(d) / CKPT_FILE)
-            if (Path(d) / STATE_FILE).exists():
-                state = torch.load(Path(d) / STATE_FILE, weights_only=True)
-        model.train()
-    elif config.get("warm_start") is not None:
-        model, _ = load_snapshot(config["warm_start"])
-        model.train()
-    else:
-        model = build_fm(schema, None, cfg)
-    model = ray.train.torch.prepare_model(model)
-
-    shard = ray.train.get_dataset_shard("train")
-    parts = list(shard.iter_batches(batch_format="pyarrow", batch_size=65536))
-    table = pa.concat_tables(parts) if parts else None
-    rows_here = 0 if table is None else table.num_rows
-    if config.get("row_log_dir") and config.get("rid"):  # tests: which rows each worker saw
-        import json
-
-        ids = [] if table is None else table.column(config["rid"]).to_pylist()
-        Path(config["row_log_dir"], f"rank-{rank}.json").write_text(json.dumps(ids))
-    t0 = time.time()
-    res = train_fm_day(model, table, schema, cfg, state=state, device=device)
-    metrics = {"rows_seen": rows_here, "steps": res.steps, "seconds": time.time() - t0,
-               "rank": rank, **{(k if "/" in k else f"train/{k}"): v for k, v in res.metrics.items()}}
-    with tempfile.TemporaryDirectory() as d:
-        checkpoint = None
-        if rank == 0:
-            save_snapshot(unwrap(model), Path(d) / CKPT_FILE, {"day": config["day"]})
-            torch.save(res.state, Path(d) / STATE_FILE)
-            checkpoint = ray.train.Checkpoint.from_directory(d)
-        ray.train.report(metrics, checkpoint=checkpoint)
+    try:
+        versions = connect(cfg).search_model_versions(f"name='{FM_MODEL}'")
+    except Exception:  # noqa: BLE001 - no registered model yet
+        return None
+    done = [v for v in versions if v.tags.get("train_run") == name
+            and v.tags.get("archived") != "true"]
+    return str(max(int(v.version) for v in done)) if done else None
 
 
 def run(cfg, day: str, row_log_dir: str | None = None) -> dict:
-    """Train the FM for ``day`` on the cluster and register it. Returns the job's result."""
+    """Train the FM for ``day`` on the cluster, register it, return the job's result."""
     import mlflow
     import pyarrow.parquet as pq
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from exfm.models.snapshot import load_snapshot
+    from exfm.models.snapshot import save_snapshot
+    from exfm.rayjobs.fm_worker import (CKPT_FILE, FAIL_ENV, fm_train_loop,
+                                        summarize_checkpoint_state)
+    from exfm.rayjobs.ingest import (OrderedSplit, chunk_rows, equal_steps_batch_size,
+                                     read_day_dataset, shard_bounds)
+    from exfm.rayjobs.scaling import scaling_config
     from exfm.registry.mlflow_registry import (FM_MODEL, connect, ensure_experiments,
                                                experiment_name, latest_fm_version,
                                                load_snapshot_version, log_dataset_input,
                                                register_fm)
     from exfm.storage.partitions import DayNotFound, PartitionStore, load_remote_schema
     from exfm.storage.s3 import arrow_fs
+    from exfm.train.checkpoint import load_checkpoint
+    from exfm.train.optim import effective_batch_size
 
     raw = PartitionStore(cfg, "raw")
     m = raw.manifest(day)
     if m is None:
         raise DayNotFound(f"{raw.uri(day)}: no committed raw partition; land the day first")
     schema = load_remote_schema(cfg)
-    fs = arrow_fs(cfg)
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True
-    ds = ray.data.read_parquet([f"{cfg.storage.bucket}/{k}" for k in m.parts], filesystem=fs)
+    client = connect(cfg)
+    ensure_experiments(cfg, vms=[])
 
-    warm, warm_version = None, latest_fm_version(cfg, before_day=day)
+    warm_version = latest_fm_version(cfg, before_day=day)
+    name = run_name(day, m.digest, warm_version)
+    done = _registered(cfg, name)
+    if done is not None:  # this exact run finished and registered before (a retried task)
+        mv = client.get_model_version(FM_MODEL, done)
+        print(f"exfm-fm v{done} already holds run {name}; nothing to do", flush=True)
+        return {"day": day, "version": done, "rows_seen": int(mv.tags.get("rows_seen", 0)),
+                "run_name": name, "warm_start": warm_version, "reused": True,
+                "run_id": mv.tags.get("run_id"), "metrics": {}}
+    warm_ref, warm_rows = None, 0
     if warm_version is not None:
-        model, _, _ = load_snapshot_version(cfg, FM_MODEL, warm_version)
-        from exfm.models.snapshot import save_snapshot
+        import io
 
+        model, _, _ = load_snapshot_version(cfg, FM_MODEL, warm_version)
         buf = io.BytesIO()
         save_snapshot(model, buf, {})
-        warm = buf.getvalue()
+        warm_ref = ray.put(buf.getvalue())  # through the object store, not the config pickle
+        warm_rows = int(client.get_model_version(FM_MODEL, warm_version).tags
+                        .get("rows_seen_total", 0))
 
+    world = cfg.ray.num_workers
+    if row_log_dir:
+        Path(row_log_dir).mkdir(parents=True, exist_ok=True)
+    sizes = [b - a for a, b in shard_bounds(m.rows, world)]
+    bs = equal_steps_batch_size(sizes, effective_batch_size(min(sizes), cfg.models))
+    loop_config = {
+        "cfg": cfg.model_dump(mode="python"), "schema": schema.model_dump(mode="json"), "day": day,
+        "batch_size": bs, "chunk_rows": chunk_rows(max(sizes), bs, cfg.ray.checkpoints_per_day),
+        "warm_start": warm_ref, "warm_rows_seen": warm_rows, "row_log_dir": row_log_dir,
+        "fail_spec": os.environ.get(FAIL_ENV)}
+    fs = arrow_fs(cfg)
     trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"cfg": cfg.model_dump(mode="python"), "schema": schema.model_dump(mode="json"),
-                           "day": day, "warm_start": warm, "rid": schema.request_id,
-                           "row_log_dir": row_log_dir},
-        scaling_config=scaling_config(cfg),
+        fm_train_loop, train_loop_config=loop_config, scaling_config=scaling_config(cfg),
+        datasets={"train": read_day_dataset(cfg, m)}, dataset_config=OrderedSplit(),
         run_config=ray.train.RunConfig(
-            name=f"fm-{day}", storage_path=f"{cfg.storage.bucket}/ray", storage_filesystem=fs,
-            failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures)),
-        datasets={"train": ds},
-    )
+            name=name, storage_path=f"{cfg.storage.bucket}/{STORAGE_SUBDIR}", storage_filesystem=fs,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
+    print(f"FM {cfg.models.fm} day {day}: {m.rows} rows on {world} worker(s) "
+          f"(shards {sizes}, batch {bs}, chunk {loop_config['chunk_rows']}), run {name}, "
+          f"warm start {warm_version or 'none'}", flush=True)
     t0 = time.time()
     result = trainer.fit()
     secs = time.time() - t0
     if result.error:
         raise RuntimeError(f"FM training for {day} failed: {result.error}")
     with result.checkpoint.as_directory() as d:
-        model, _ = load_snapshot(Path(d) / CKPT_FILE)
-    rank0 = result.metrics or {}
-    rows_seen = int(rank0.get("rows_seen", 0)) * cfg.ray.num_workers  # equal split per worker
+        model, state = load_checkpoint(Path(d) / CKPT_FILE)
+    summary = summarize_checkpoint_state(state)
+    rows_seen = summary["day_rows"]
+    if rows_seen != m.rows:
+        raise RuntimeError(f"FM day {day}: trained {rows_seen} rows, the manifest has {m.rows}")
+    metrics = summary["metrics"]
 
-    connect(cfg)
-    ensure_experiments(cfg)
     mlflow.set_experiment(experiment_name(cfg, "fm"))
     sample = pq.read_table(f"{cfg.storage.bucket}/{m.parts[0]}", filesystem=fs).slice(0, 64)
-    with mlflow.start_run(run_name=f"fm-{day}", tags={"day": day, "component": "fm",
-                                                      "model": cfg.models.fm}) as run:
+    with mlflow.start_run(run_name=f"fm-{day}", tags={
+            "day": day, "component": "fm", "model": cfg.models.fm, "train_run": name,
+            "warm_start": warm_version or "none"}) as run:
         mlflow.log_params({k: v for k, v in cfg.public_dump().items()
-                           if k.startswith(("models.", "ray.num_workers", "ray.use_gpu"))})
-        log_dataset_input(raw.uri(day), m.digest, name=f"raw-{day}", sample=sample)
-        mlflow.log_metrics({"train/seconds": secs, "train/rows_seen": rows_seen,
+                           if k.startswith(("models.", "ray."))})
+        log_dataset_input(raw.uri(day), m, name=f"raw-{day}", sample=sample)
+        for point in summary["history"]:
+            mlflow.log_metrics({k: float(v) for k, v in point.items()
+                                if k.startswith(("loss/", "train/"))}, step=int(point["day_rows"]))
+        mlflow.log_metrics({**metrics, "train/seconds": secs, "train/rows_seen": rows_seen,
                             "train/rows_per_s": rows_seen / max(secs, 1e-9),
-                            **{k: float(v) for k, v in rank0.items()
-                               if k.startswith("train/") and isinstance(v, (int, float))}})
-        version = register_fm(cfg, model, day, rows_seen, [raw.uri(day)],
-                              extra={"day": day}, sample=sample,
-                              tags={"warm_start": warm_version or "none", "run_id": run.info.run_id})
-    out = {"day": day, "version": version, "rows_seen": rows_seen, "seconds": secs,
-           "warm_start": warm_version, "run_id": run.info.run_id,
-           "metrics": {k: v for k, v in rank0.items() if k.startswith("train/")}}
-    return out
+                            "train/restarts": float(summary["restarts"])})
+        version = register_fm(cfg, model, day, rows_seen, [raw.uri(day)], sample=sample,
+                              extra={"day": day, "train_run": name},
+                              tags={"train_run": name, "warm_start": warm_version or "none",
+                                    "rows_seen_total": str(warm_rows + rows_seen),
+                                    "manifest_digest": m.digest, "num_workers": str(world),
+                                    "use_gpu": str(cfg.ray.use_gpu).lower()})
+    return {"day": day, "version": version, "rows_seen": rows_seen, "seconds": secs,
+            "warm_start": warm_version, "run_id": run.info.run_id, "run_name": name,
+            "num_workers": world, "restarts": summary["restarts"], "chunks": summary["chunks"],
+            "checkpoint": result.checkpoint.path, "reused": False, "metrics": metrics}
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = job_parser(__doc__.splitlines()[0])
-    p.add_argument("--row-log-dir", default=None, help="write each worker's row ids there (tests)")
+    p.add_argument("--row-log-dir", default=None,
+                   help="tests: each worker appends the row ids it trains on there")
     args = p.parse_args(argv)
     cfg = load_job_config(args)
     init_ray(cfg)
@@ -180,4 +169,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    main_guard(main)

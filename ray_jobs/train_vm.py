@@ -8,7 +8,10 @@
    FM version that supervised it. With ``control: true`` the same VM without FM trains beside
    it as ``exfm-vm-<name>-control`` (the apple-to-apple baseline).
 
-VMs are small: the job trains in its driver process (one worker), on the GPU when ``use_gpu``.
+VMs are small: one worker, a Ray task with a training worker's resources (``ray.cpus_per_worker``,
+``gpus_per_worker`` when ``use_gpu``), so on a cluster it lands on a (GPU) worker node, not on
+the head where the job's driver runs. A retry of the same day on the same data and FM finds its
+versions registered and returns them instead of training twice.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import io
 import time
 
-from ray_jobs.common import job_parser, load_job_config, print_result
+from ray_jobs.common import init_ray, job_parser, load_job_config, main_guard, print_result
 
 
 def vm_slice_filter(vm, schema):
@@ -59,6 +62,18 @@ def _save_state(cfg, key: str, state: dict) -> None:
     s3_client(cfg).put_object(Bucket=cfg.storage.bucket, Key=key, Body=buf.getvalue())
 
 
+def _registered(client, registered: str, day: str, digest: str, fm_version) -> str | None:
+    """The version an earlier attempt registered for this day, data and FM, if any."""
+    try:
+        versions = client.search_model_versions(f"name='{registered}'")
+    except Exception:  # noqa: BLE001
+        return None
+    done = [v for v in versions if v.tags.get("day") == day and v.tags.get("data_digest") == digest
+            and v.tags.get("fm_version") == (fm_version or "none")
+            and v.tags.get("archived") != "true"]
+    return str(max(int(v.version) for v in done)) if done else None
+
+
 def train_one(cfg, day: str, vm, table, schema, data_uri: str, digest: str, fm_version,
               registered: str, arm: str) -> dict:
     """Progressive score, train, register one arm. Returns its summary."""
@@ -70,8 +85,14 @@ def train_one(cfg, day: str, vm, table, schema, data_uri: str, digest: str, fm_v
                                                log_dataset_input, register_vm)
     from exfm.train.trainer import evaluate, resolve_mode, train_vm_day
 
+    from exfm.rayjobs.scaling import device_name
+
     client = connect(cfg)
-    device = torch.device("cuda" if cfg.ray.use_gpu else "cpu")
+    done = _registered(client, registered, day, digest, fm_version)
+    if done is not None:
+        print(f"{registered} v{done} already holds day {day} on this data; nothing to do", flush=True)
+        return {"registered": registered, "version": done, "reused": True}
+    device = torch.device(device_name(cfg))
     prev = latest_version(cfg, registered, before_day=day)
     progressive = None
     state = {}
@@ -104,15 +125,19 @@ def train_one(cfg, day: str, vm, table, schema, data_uri: str, digest: str, fm_v
         version = register_vm(cfg, registered.removeprefix("exfm-vm-"), model, day, res.rows_seen,
                               [data_uri], fm_version, extra={"day": day, "mode": mode},
                               sample=table.slice(0, 64), tags={"state_key": key, "mode": mode,
-                                                               "run_id": run.info.run_id})
+                                                               "run_id": run.info.run_id,
+                                                               "data_digest": digest})
     return {"registered": registered, "version": version, "mode": mode, "steps": res.steps,
             "rows": table.num_rows, "previous_version": prev, "run_id": run.info.run_id,
             "progressive": progressive, "train": {k: v for k, v in res.metrics.items()
                                                   if isinstance(v, (int, float))}}
 
 
-def run(cfg, day: str, vm_name: str) -> dict:
+def run_vm(cfg, day: str, vm_name: str) -> dict:
+    """The whole VM day in this process (what the Ray task runs; callable without Ray)."""
     import mlflow
+
+    from exfm.rayjobs.scaling import torch_threads
 
     from exfm.registry.mlflow_registry import (connect, ensure_experiments, experiment_name,
                                                vm_model_name)
@@ -122,6 +147,8 @@ def run(cfg, day: str, vm_name: str) -> dict:
     if vm_name not in vms:
         raise ValueError(f"vms: no VM named '{vm_name}' (configured: {sorted(vms)})")
     vm = vms[vm_name]
+    cfg = cfg.model_copy(update={"models": cfg.models.model_copy(
+        update={"torch_threads": torch_threads(cfg)})})
     schema = load_remote_schema(cfg)
     aug = PartitionStore(cfg, "augmented")
     m = aug.manifest(day)
@@ -151,15 +178,36 @@ def run(cfg, day: str, vm_name: str) -> dict:
             "source": store.prefix, "arms": arms}
 
 
+def run(cfg, day: str, vm_name: str) -> dict:
+    """Run :func:`run_vm` as one Ray task with a training worker's resources."""
+    import ray
+
+    from exfm.rayjobs.scaling import task_options
+
+    if vm_name not in {v.name for v in cfg.vms}:  # fail here, not after scheduling a task
+        raise ValueError(f"vms: no VM named '{vm_name}' (configured: {sorted(v.name for v in cfg.vms)})")
+    from ray_jobs.train_vm import _run_vm_task as fn  # by module name, not as __main__
+
+    task = ray.remote(fn).options(name=f"train_vm:{vm_name}:{day}", **task_options(cfg))
+    return ray.get(task.remote(cfg.model_dump(mode="python"), day, vm_name))
+
+
+def _run_vm_task(cfg_dump: dict, day: str, vm_name: str) -> dict:
+    from exfm.config import ExfmConfig
+
+    return run_vm(ExfmConfig.model_validate(cfg_dump), day, vm_name)
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = job_parser(__doc__.splitlines()[0])
     p.add_argument("--vm", required=True, help="the VM's name in config `vms`")
     args = p.parse_args(argv)
     cfg = load_job_config(args)
+    init_ray(cfg)
     out = run(cfg, args.day, args.vm)
     print_result(out)
     return out
 
 
 if __name__ == "__main__":
-    main()
+    main_guard(main)

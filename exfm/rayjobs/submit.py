@@ -1,29 +1,51 @@
 """Submit a Ray job through the Jobs API, stream its logs, and return its result.
 
-Used by the Airflow tasks and ``exfm run-day``. The job's entrypoint is a ``ray_jobs`` module
-that prints one final line ``EXFM_RESULT {json}``; :func:`submit_and_wait` returns that dict.
+Used by the Airflow tasks, ``exfm run-day`` and ``exfm ray submit``. The job's entrypoint is a
+``ray_jobs`` module that prints one final line ``EXFM_RESULT {json}``; :func:`submit_and_wait`
+returns that dict.
 
-- Deterministic ``submission_id`` (dag, run, task, map index): a retry re-attaches to the job
-  with that id instead of failing on a duplicate (ray#31356); a finished one is returned as is.
+- Deterministic ``submission_id`` (dag, run, task, map index): a retry re-attaches to a job with
+  that id still PENDING/RUNNING, returns the result of one that SUCCEEDED, and after a FAILED or
+  STOPPED one submits ``<id>-r2``, ``<id>-r3``... (Ray refuses duplicate ids, ray#31356).
 - The caller being killed (SIGTERM from Airflow marking the task failed, Ctrl-C) stops the job.
-- Jobs stuck PENDING (no resources) have no Ray-side timeout: ``timeout_s`` owns it.
-- Credentials travel in the job's env vars, never in logs.
+- Jobs stuck PENDING (no resources for the driver, runtime env stuck) have no Ray-side timeout:
+  ``ray.pending_timeout_s`` owns it; ``timeout_s`` (default ``ray.job_timeout_s``) bounds the
+  whole job.
+- Credentials travel in the job's env vars (runtime_env), never in logs.
+
+Code shipping (``runtime_env``), decided per cluster:
+
+- Embedded/local cluster (``ray.address`` unset): the head was started from this venv and sees
+  this checkout, so the job runs ``sys.executable`` with ``PYTHONPATH=<repo>``. Nothing is
+  uploaded; a job starts in about a second and runs exactly the code on disk.
+- Remote cluster (``ray.address`` set, e.g. KubeRay): the image holds the pinned requirements
+  (``infra/ray/``); the checkout is uploaded as ``working_dir`` (without .venv, .git, data,
+  state, bench venvs), and a ``--config`` file outside the checkout is shipped inside it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
-from exfm.config import ExfmConfig
+from exfm.config import ExfmConfig, read_state_secrets
 
 RESULT_PREFIX = "EXFM_RESULT "
 REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKING_DIR_EXCLUDES = [".venv", ".venv-*", ".exfm", "data", ".git", "out", "bench/.venv-peers",
+                        "bench/out", "**/__pycache__", "*.pyc", ".pytest_cache", ".dvc/cache"]
+SHIPPED_CONFIG = ".exfm-job/config.yaml"
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+MAX_RETRY_IDS = 20
 
 
 class RayJobError(RuntimeError):
@@ -47,18 +69,31 @@ def safe_submission_id(*parts: object) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", "_".join(str(p) for p in parts if p is not None))[:200]
 
 
-def job_env(cfg: ExfmConfig, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Env vars a job needs to reach S3 and MLflow and load the same config."""
-    import os
+def retry_ids(submission_id: str):
+    """``id``, ``id-r2``, ``id-r3``...: the ids successive attempts of one task use."""
+    yield submission_id
+    for k in range(2, MAX_RETRY_IDS + 1):
+        yield f"{submission_id}-r{k}"
 
+
+def is_local(cfg: ExfmConfig) -> bool:
+    """The embedded head (same machine, same venv, same checkout)."""
+    return cfg.ray.address is None
+
+
+def job_env(cfg: ExfmConfig, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Env vars a job needs to reach S3 and MLflow (the config's env overrides, see
+    ``exfm.config.ENV_OVERRIDES``). Holds secrets: pass it to Ray, never print it."""
     access, secret = cfg.s3_credentials()
     env = {
         "EXFM_S3_ENDPOINT": cfg.s3_endpoint, "EXFM_S3_ACCESS_KEY": access,
         "EXFM_S3_SECRET_KEY": secret, "EXFM_S3_BUCKET": cfg.storage.bucket,
-        "EXFM_TRACKING_URI": cfg.tracking_uri, "EXFM_STATE_DIR": str(cfg.state_path),
-        "MLFLOW_TRACKING_URI": cfg.tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "true",
+        "EXFM_TRACKING_URI": cfg.tracking_uri, "MLFLOW_TRACKING_URI": cfg.tracking_uri,
+        "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0",
         "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     }
+    if is_local(cfg):  # the state folder (SQLite lease store, secrets) exists only here
+        env["EXFM_STATE_DIR"] = str(cfg.state_path)
     if cfg.database.kind == "postgres":
         env["EXFM_DATABASE"] = "postgres"
         env["EXFM_DATABASE_URL"] = cfg.database.url.get_secret_value()
@@ -66,100 +101,173 @@ def job_env(cfg: ExfmConfig, extra: dict[str, str] | None = None) -> dict[str, s
     return env
 
 
-def runtime_env(cfg: ExfmConfig, env: dict[str, str]) -> dict:
-    """Local cluster: the head shares this venv and checkout, so PYTHONPATH is enough.
-    Remote cluster (``ray.address`` set): ship the checkout as the working dir."""
-    if cfg.ray.address:
-        return {"working_dir": str(REPO_ROOT), "env_vars": env,
-                "excludes": [".venv", ".exfm", "data", ".git", "out", "bench/.venv-peers"]}
-    return {"env_vars": {**env, "PYTHONPATH": str(REPO_ROOT)}}
+def _ship_config(argv: list[str], staging: Path) -> list[str]:
+    """Remote clusters: a ``--config`` path outside the checkout is copied into the uploaded
+    working dir and the argument rewritten to its relative path."""
+    out = list(argv)
+    for i, a in enumerate(out[:-1]):
+        if a == "--config":
+            p = Path(out[i + 1]).resolve()
+            try:
+                out[i + 1] = str(p.relative_to(REPO_ROOT))
+            except ValueError:
+                (staging / SHIPPED_CONFIG).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(p, staging / SHIPPED_CONFIG)
+                out[i + 1] = SHIPPED_CONFIG
+    return out
 
 
-def _client(cfg: ExfmConfig):
+def build_submission(cfg: ExfmConfig, entrypoint: list[str], env: dict[str, str] | None,
+                     staging: Path | None = None) -> tuple[str, dict]:
+    """(entrypoint command line, runtime_env) for ``entrypoint`` argv (after ``python``)."""
+    envv = job_env(cfg, env)
+    if is_local(cfg):
+        pp = os.pathsep.join(p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH")] if p)
+        argv = [sys.executable, *entrypoint]
+        return shlex.join(argv), {"env_vars": {**envv, "PYTHONPATH": pp}}
+    if staging is None:
+        raise ValueError("a remote cluster needs a staging dir for the working_dir upload")
+    shutil.copytree(REPO_ROOT, staging, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(".venv", ".venv-*", ".exfm", ".git", "data",
+                                                  "out", "__pycache__", "*.pyc", ".pytest_cache",
+                                                  "cache"))
+    argv = ["python", *_ship_config(entrypoint, staging)]
+    return shlex.join(argv), {"working_dir": str(staging), "env_vars": envv,
+                              "excludes": WORKING_DIR_EXCLUDES}
+
+
+def auth_headers(cfg: ExfmConfig) -> dict[str, str]:
+    """Bearer token for a head started with token auth (``RAY_AUTH_TOKEN`` env, else the
+    embedded stack's generated one)."""
+    tok = os.environ.get("RAY_AUTH_TOKEN")
+    if not tok and is_local(cfg):
+        tok = read_state_secrets(cfg.state_path).get("ray_auth_token")
+    return {"Authorization": f"Bearer {tok}"} if tok else {}
+
+
+def job_client(cfg: ExfmConfig):
+    """A ``JobSubmissionClient`` for ``cfg.ray_dashboard_url``; a clear error if unreachable."""
     from ray.job_submission import JobSubmissionClient
 
     try:
-        return JobSubmissionClient(cfg.ray_dashboard_url)
+        return JobSubmissionClient(cfg.ray_dashboard_url, headers=auth_headers(cfg))
     except Exception as e:  # noqa: BLE001
-        raise RayJobError(f"Ray Jobs API at {cfg.ray_dashboard_url} is unreachable: {e} "
-                          "(is the stack up? `exfm stack status`)") from None
+        raise RayJobError(f"Ray Jobs API at {cfg.ray_dashboard_url} is unreachable "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); is the stack up "
+                          "(`exfm stack status`) or ray.address right?") from None
+
+
+def _status(client, submission_id: str) -> str | None:
+    try:
+        return str(client.get_job_status(submission_id).value)
+    except Exception as e:  # noqa: BLE001
+        if "does not exist" in str(e) or "404" in str(e) or "not found" in str(e).lower():
+            return None
+        raise
+
+
+def error_text(logs: str, message: str | None, lines: int = 15) -> str:
+    """What to show when a job failed: the job's own ``ERROR <type>: <reason>`` line (printed by
+    ``ray_jobs.common.main_guard``), Ray's one-line reason, then the log tail."""
+    errors = [ln for ln in logs.splitlines() if ln.startswith("ERROR ")]
+    first = (message or "").strip().splitlines()[:1]
+    tail = logs.strip().splitlines()[-lines:]
+    return "\n".join([*errors[-1:], *first, "--- last log lines ---", *tail])
 
 
 def submit_and_wait(cfg: ExfmConfig, entrypoint: list[str], submission_id: str,
                     env: dict[str, str] | None = None, log: Callable[[str], None] = print,
                     timeout_s: float | None = None, poll_s: float = 1.0) -> dict:
-    """Run ``entrypoint`` (argv; python is the cluster's interpreter) as a Ray job; return the
-    job's ``EXFM_RESULT`` dict. Raises :class:`RayJobError` with the job's error text."""
-    import shlex
+    """Run ``entrypoint`` (argv after ``python``, e.g. ``["-m", "ray_jobs.train_fm", "--day",
+    D]``) as a Ray job; stream its logs into ``log``; return the job's ``EXFM_RESULT`` dict.
 
-    from ray.job_submission import JobStatus
-
-    client = _client(cfg)
+    Raises:
+        RayJobError: the cluster is unreachable, the job failed or was stopped (with its error
+            text), stayed PENDING past ``ray.pending_timeout_s``, ran past ``timeout_s``, or
+            succeeded without a result line.
+    """
+    client = job_client(cfg)
     timeout_s = timeout_s or cfg.ray.job_timeout_s
-    argv = [sys.executable if not cfg.ray.address else "python", *entrypoint]
-    try:
-        info = client.get_job_info(submission_id)
-    except Exception:  # noqa: BLE001 - no such job yet
-        info = None
-    if info is not None and info.status in (JobStatus.FAILED, JobStatus.STOPPED):
-        # a failed attempt of the same task: give the retry a fresh id, keep it deterministic
-        submission_id = f"{submission_id}-r{int(time.time())}"
-        info = None
-    if info is None:
-        client.submit_job(entrypoint=" ".join(shlex.quote(a) for a in argv),
-                          submission_id=submission_id,
-                          runtime_env=runtime_env(cfg, job_env(cfg, env)))
-        log(f"ray job {submission_id} submitted to {cfg.ray_dashboard_url}")
+    job_id = None
+    for candidate in retry_ids(submission_id):
+        status = _status(client, candidate)
+        if status in (None, "PENDING", "RUNNING", "SUCCEEDED"):
+            job_id = candidate
+            break
+        log(f"ray job {candidate} is {status}: this retry uses the next id")
+    if job_id is None:
+        raise RayJobError(f"ray job {submission_id}: {MAX_RETRY_IDS} attempts already failed")
+    if status is None:
+        with tempfile.TemporaryDirectory(prefix="exfm-job-") as staging:
+            cmd, runtime_env = build_submission(cfg, entrypoint, env, Path(staging))
+            client.submit_job(entrypoint=cmd, submission_id=job_id, runtime_env=runtime_env)
+        log(f"ray job {job_id} submitted to {cfg.ray_dashboard_url}: {shlex.join(entrypoint)}")
     else:
-        log(f"ray job {submission_id} already exists ({info.status}); re-attaching")
+        log(f"ray job {job_id} already exists ({status}); re-attaching")
+    return wait(cfg, client, job_id, log=log, timeout_s=timeout_s, poll_s=poll_s)
 
+
+def wait(cfg: ExfmConfig, client, job_id: str, log: Callable[[str], None] = print,
+         timeout_s: float | None = None, poll_s: float = 1.0) -> dict:
+    """Follow ``job_id`` to its end (see :func:`submit_and_wait`); stops it if interrupted."""
+    timeout_s = timeout_s or cfg.ray.job_timeout_s
     stopped = {"flag": False}
 
-    def _stop(signum, frame):  # an Airflow task killed must not leave the job running
+    def stop(reason: str) -> None:
         if not stopped["flag"]:
             stopped["flag"] = True
-            log(f"caller got signal {signum}: stopping ray job {submission_id}")
+            log(f"{reason}: stopping ray job {job_id}")
             try:
-                client.stop_job(submission_id)
-            finally:
-                raise KeyboardInterrupt(f"signal {signum}")
+                client.stop_job(job_id)
+            except Exception as e:  # noqa: BLE001
+                log(f"could not stop ray job {job_id}: {e}")
 
     old = None
+
+    def on_sigterm(signum, frame):  # Airflow marking the task failed must not leave a job running
+        stop(f"caller got signal {signum}")
+        if callable(old):
+            old(signum, frame)  # the caller's own handler (e.g. Airflow's) still runs
+        raise KeyboardInterrupt(f"signal {signum}")
+
     try:
-        old = signal.signal(signal.SIGTERM, _stop)
+        old = signal.signal(signal.SIGTERM, on_sigterm)
     except ValueError:  # not the main thread: the caller owns signals
-        pass
-    start = time.time()
-    printed = 0
-    delay = poll_s
+        old = None
+    start = time.monotonic()
+    printed, delay, logs, status = 0, poll_s, "", "PENDING"
     try:
         while True:
-            status = client.get_job_status(submission_id)
-            logs = client.get_job_logs(submission_id)
+            status = _status(client, job_id) or "PENDING"
+            logs = client.get_job_logs(job_id)
             for line in logs[printed:].splitlines():
-                log(f"[{submission_id}] {line}")
+                log(f"[{job_id}] {line}")
             printed = len(logs)
-            if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+            if status in TERMINAL:
                 break
-            if time.time() - start > timeout_s:
-                client.stop_job(submission_id)
-                raise RayJobError(f"ray job {submission_id}: still {status} after {timeout_s:.0f}s "
-                                  "(job_timeout_s); stopped it")
+            waited = time.monotonic() - start
+            if status == "PENDING" and waited > cfg.ray.pending_timeout_s:
+                stop("pending timeout")
+                raise RayJobError(
+                    f"ray job {job_id}: still PENDING after {waited:.0f}s (ray.pending_timeout_s): "
+                    f"the cluster has no resources for its driver or its runtime env could not be "
+                    f"set up; stopped it. {client.get_job_info(job_id).message or ''}")
+            if waited > timeout_s:
+                stop("job timeout")
+                raise RayJobError(f"ray job {job_id}: still {status} after {waited:.0f}s "
+                                  "(ray.job_timeout_s); stopped it")
             time.sleep(delay)
             delay = min(delay * 1.5, 10.0)
-    except KeyboardInterrupt:
-        if not stopped["flag"]:
-            client.stop_job(submission_id)
-            log(f"interrupted: stopped ray job {submission_id}")
+    except BaseException:
+        stop("caller interrupted")
         raise
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
-    if status != JobStatus.SUCCEEDED:
-        info = client.get_job_info(submission_id)
-        tail = "\n".join(logs.strip().splitlines()[-15:])
-        raise RayJobError(f"ray job {submission_id} {status}: {info.message or ''}\n{tail}")
+    if status != "SUCCEEDED":
+        info = client.get_job_info(job_id)
+        raise RayJobError(f"ray job {job_id} {status}: " + error_text(logs, info.message))
     result = parse_result(logs)
     if result is None:
-        raise RayJobError(f"ray job {submission_id} succeeded but printed no {RESULT_PREFIX.strip()}")
+        raise RayJobError(f"ray job {job_id} succeeded but printed no {RESULT_PREFIX.strip()} line")
     return result
