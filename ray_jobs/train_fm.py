@@ -13,7 +13,10 @@
 4. Metrics to MLflow (one run ``fm-D`` in ``exfm-fm``), the snapshot registered as a new
    ``exfm-fm`` version with its tags. A re-run that finds its version registered returns it.
 
-The last stdout line is ``EXFM_RESULT {"version", "rows_seen", "metrics", ...}``.
+The last stdout line is ``EXFM_RESULT {"version", "rows_seen", "rows_day", "metrics", ...}``:
+``rows_day`` = rows of day D trained on (always the manifest's row count: each row's update is in
+the weights exactly once, restarts included); ``rows_seen`` = cumulative over the warm-start chain
+(the version tag ``rows_seen``; ``rows_day`` is tagged too).
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ def run(cfg, day: str, row_log_dir: str | None = None) -> dict:
         mv = client.get_model_version(FM_MODEL, done)
         print(f"exfm-fm v{done} already holds run {name}; nothing to do", flush=True)
         return {"day": day, "version": done, "rows_seen": int(mv.tags.get("rows_seen", 0)),
+                "rows_day": int(mv.tags.get("rows_day", 0)),
                 "run_name": name, "warm_start": warm_version, "reused": True,
                 "run_id": mv.tags.get("run_id"), "metrics": {}}
     warm_ref, warm_rows = None, 0
@@ -93,8 +97,7 @@ def run(cfg, day: str, row_log_dir: str | None = None) -> dict:
         buf = io.BytesIO()
         save_snapshot(model, buf, {})
         warm_ref = ray.put(buf.getvalue())  # through the object store, not the config pickle
-        warm_rows = int(client.get_model_version(FM_MODEL, warm_version).tags
-                        .get("rows_seen_total", 0))
+        warm_rows = int(client.get_model_version(FM_MODEL, warm_version).tags.get("rows_seen", 0))
 
     world = cfg.ray.num_workers
     if row_log_dir:
@@ -125,9 +128,10 @@ def run(cfg, day: str, row_log_dir: str | None = None) -> dict:
     with result.checkpoint.as_directory() as d:
         model, state = load_checkpoint(Path(d) / CKPT_FILE)
     summary = summarize_checkpoint_state(state)
-    rows_seen = summary["day_rows"]
-    if rows_seen != m.rows:
-        raise RuntimeError(f"FM day {day}: trained {rows_seen} rows, the manifest has {m.rows}")
+    rows_day = summary["day_rows"]
+    if rows_day != m.rows:
+        raise RuntimeError(f"FM day {day}: trained {rows_day} rows, the manifest has {m.rows}")
+    rows_seen = warm_rows + rows_day  # cumulative, like TrainResult.rows_seen
     metrics = summary["metrics"]
 
     mlflow.set_experiment(experiment_name(cfg, "fm"))
@@ -141,16 +145,18 @@ def run(cfg, day: str, row_log_dir: str | None = None) -> dict:
         for point in summary["history"]:
             mlflow.log_metrics({k: float(v) for k, v in point.items()
                                 if k.startswith(("loss/", "train/"))}, step=int(point["day_rows"]))
-        mlflow.log_metrics({**metrics, "train/seconds": secs, "train/rows_seen": rows_seen,
-                            "train/rows_per_s": rows_seen / max(secs, 1e-9),
+        mlflow.log_metrics({**metrics, "train/seconds": secs, "train/rows_day": rows_day,
+                            "train/rows_seen": rows_seen,
+                            "train/rows_per_s": rows_day / max(secs, 1e-9),
                             "train/restarts": float(summary["restarts"])})
         version = register_fm(cfg, model, day, rows_seen, [raw.uri(day)], sample=sample,
                               extra={"day": day, "train_run": name},
                               tags={"train_run": name, "warm_start": warm_version or "none",
-                                    "rows_seen_total": str(warm_rows + rows_seen),
+                                    "rows_day": str(rows_day),
                                     "manifest_digest": m.digest, "num_workers": str(world),
                                     "use_gpu": str(cfg.ray.use_gpu).lower()})
-    return {"day": day, "version": version, "rows_seen": rows_seen, "seconds": secs,
+    return {"day": day, "version": version, "rows_seen": rows_seen, "rows_day": rows_day,
+            "seconds": secs,
             "warm_start": warm_version, "run_id": run.info.run_id, "run_name": name,
             "num_workers": world, "restarts": summary["restarts"], "chunks": summary["chunks"],
             "checkpoint": result.checkpoint.path, "reused": False, "metrics": metrics}

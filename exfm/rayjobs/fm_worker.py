@@ -87,7 +87,7 @@ def fm_train_loop(config: dict) -> None:
             model, state = load_checkpoint(Path(d) / CKPT_FILE)
     elif config.get("warm_start") is not None:  # yesterday's registered snapshot
         model, _ = load_snapshot(ray.get(config["warm_start"]))
-        state = {"rows_seen": int(config.get("warm_rows_seen") or 0)}
+        state = {}  # optimizer state is not in the registry: a warm start keeps weights only
     else:
         model = build_fm(schema, None, cfg)
     start_chunk = int(state.get("chunks_done", 0))
