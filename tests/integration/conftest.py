@@ -50,6 +50,26 @@ def _ports_for_base(b: int) -> dict[str, int]:
             "airflow_log": b + 61, "airflow_trigger_log": b + 62, "ray_gcs": b + 100}
 
 
+_LOCK_DIR = Path("/tmp/exfm-test-ports")
+_HELD_LOCKS: list = []  # open lock files: held until this process exits
+
+
+def _reserve_block(base: int) -> bool:
+    """Lock block ``base`` for this process (``flock``), so that concurrent pytest sessions on
+    the machine never pick the same ports between checking them and binding them."""
+    import fcntl
+
+    _LOCK_DIR.mkdir(exist_ok=True)
+    f = open(_LOCK_DIR / f"{base}.lock", "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return False
+    _HELD_LOCKS.append(f)
+    return True
+
+
 def _log(msg: str) -> None:
     print(f"[stack] {msg}", file=sys.stderr, flush=True)
 
@@ -70,7 +90,9 @@ def make_test_config(tmp_path: Path | str, *sets: str, **overrides) -> ExfmConfi
     for b in bases:
         port_items = [f"ports.{k}={v}" for k, v in _ports_for_base(b).items()]
         cfg = load_config(None, port_items + items, env={})
-        if not any(port_in_use(cfg.host, p) for _, _, p in all_ports(cfg)):
+        if any(port_in_use(cfg.host, p) for _, _, p in all_ports(cfg)):
+            continue
+        if _reserve_block(b):
             break
     else:
         raise RuntimeError("no free block of ports for a test stack")
