@@ -1,0 +1,244 @@
+"""Write a reproduce run: ``results.csv`` (one row per cell, seed and reading), ``results.md``
+(mean +/- std per cell in the paper's table layout, steps per day, FM quality), PNG plots.
+
+Mean +/- std: each seed's readings are averaged first, then mean and std are taken over seeds
+(with one seed, over readings, and the table says so).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from exfm.reproduce.protocol import ARMS, RESULT_COLUMNS, ReproduceResult
+
+ARM_LABEL = {"wo": "w/o distill", "vanilla": "vanilla KD", "ah": "AH", "ah_sa": "AH + SA"}
+
+
+def summarize(df: pd.DataFrame, by: list[str], metric: str = "auc") -> pd.DataFrame:
+    """mean, std over seeds (of per-seed means over readings), n seeds; one row per ``by``."""
+    per_seed = df.groupby(by + ["seed"], dropna=False)[metric].mean().reset_index()
+    n_seeds = per_seed["seed"].nunique()
+    if n_seeds > 1:
+        g = per_seed.groupby(by, dropna=False)[metric]
+    else:
+        g = df.groupby(by, dropna=False)[metric]
+    out = g.agg(["mean", "std", "count"]).reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+def ordering(df: pd.DataFrame, metric: str = "auc", tol: float = 0.0) -> pd.DataFrame:
+    """Per (fm, vm) of the main table: the arms' mean AUC and whether AH+SA >= AH >= vanilla >= wo
+    (``holds``, within ``tol``) and whether it holds strictly."""
+    main = df[df.table == "main"]
+    means = main.groupby(["fm", "vm", "arm"])[metric].mean().unstack("arm")
+    rows = []
+    for (fm, vm), r in means.iterrows():
+        vals = [r.get(a, float("nan")) for a in ARMS]
+        ok = all(b >= a - tol for a, b in zip(vals, vals[1:]))
+        strict = all(b > a for a, b in zip(vals, vals[1:]))
+        rows.append(dict(fm=fm, vm=vm, **{a: v for a, v in zip(ARMS, vals)}, holds=ok,
+                         strict=strict))
+    return pd.DataFrame(rows)
+
+
+def _fmt(mean: float, std: float, digits: int = 4) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _arm_grid(df: pd.DataFrame, keys: list[str], metric: str, digits: int = 4) -> str:
+    s = summarize(df, keys + ["arm"], metric)
+    arms = [a for a in ARMS if a in set(s.arm)]
+    rows = []
+    for k, g in s.groupby(keys, sort=True):
+        k = k if isinstance(k, tuple) else (k,)
+        cells = {r.arm: _fmt(r["mean"], r["std"], digits) for _, r in g.iterrows()}
+        rows.append(list(k) + [cells.get(a, "") for a in arms])
+    return _md_table(keys + [ARM_LABEL[a] for a in arms], rows)
+
+
+def _freshness(df: pd.DataFrame, vm_days: list[int]) -> str:
+    f = df[df.table == "freshness"]
+    if f.empty:
+        return ""
+    base = f[f.arm == "wo"].groupby(["seed", "reading"]).auc.mean()
+    rows = []
+    for (fm, arm), g in f[f.arm != "wo"].groupby(["fm", "arm"]):
+        cells = []
+        for r, gr in g.groupby("reading"):
+            gain = (gr.set_index("seed").auc - base.xs(r, level="reading")).dropna()
+            k = fm.split("@")[1]
+            gap = 1 if k == "fresh" else vm_days[int(r) - 1] - int(k[1:])
+            cells.append(f"{1e2 * gain.mean():+.2f} (gap {gap})")
+        rows.append([fm, ARM_LABEL[arm]] + cells)
+    n = int(f.reading.max())
+    return _md_table(["FM snapshot", "arm"] + [f"reading {r}" for r in range(1, n + 1)], rows)
+
+
+def write_markdown(result: ReproduceResult, out: Path, meta: dict[str, Any]) -> str:
+    df = pd.DataFrame(result.rows, columns=RESULT_COLUMNS)
+    parts = [f"# ExFM offline protocol: `{result.dataset}`", ""]
+    parts.append(f"Days: {result.days[0]} .. {result.days[-1]} ({len(result.days)}); "
+                 f"seeds: {df.seed.nunique()}; readings per seed: {df.reading.nunique()}; "
+                 f"run time: {result.seconds / 60:.1f} min.")
+    parts.append("")
+    parts.append("Options: `" + json.dumps(meta, default=str) + "`")
+    parts.append("")
+    one_seed = df.seed.nunique() <= 1
+    parts.append("Cells: mean ± std of " + ("readings (one seed)." if one_seed else
+                 "per-seed means over readings, across seeds."))
+    main = df[df.table == "main"]
+    if not main.empty:
+        parts += ["", "## Main table: FM x VM, AUC", "", _arm_grid(main, ["fm", "vm"], "auc")]
+        o = ordering(df)
+        n, held, strict = len(o), int(o.holds.sum()), int(o.strict.sum())
+        gains = o[["vanilla", "ah", "ah_sa"]].sub(o["wo"], axis=0) * 1e2
+        parts += ["", f"Ordering AH+SA >= AH >= vanilla >= w/o in mean AUC: **{held} of {n}** "
+                  f"pairs ({strict} strictly).", "",
+                  _md_table(["FM", "VM", "vanilla - w/o", "AH - w/o", "AH+SA - w/o", "holds"],
+                            [[r.fm, r.vm, f"{g.vanilla:+.2f}", f"{g.ah:+.2f}", f"{g.ah_sa:+.2f}",
+                              "yes" if r.holds else "no"]
+                             for (_, r), (_, g) in zip(o.iterrows(), gains.iterrows())]),
+                  "", "(gains in AUC points, x100)"]
+        for metric, title, d in (("ne", "NE (lower is better)", 4),
+                                 ("logloss", "LogLoss", 5),
+                                 ("calibration", "calibration (1.0 is perfect)", 3)):
+            parts += ["", f"### Main table: {title}", "", _arm_grid(main, ["fm", "vm"], metric, d)]
+    for table, key, title in (("per_domain", "domain", "One FM, one VM per domain"),
+                              ("per_task", "task", "One FM, one VM per task")):
+        t = df[df.table == table]
+        if not t.empty:
+            parts += ["", f"## {title} ({t.fm.iloc[0]} -> {t.vm.iloc[0]}), AUC", "",
+                      _arm_grid(t, [key], "auc"), "", "NE:", "", _arm_grid(t, [key], "ne")]
+    fr = _freshness(df, result.vm_days)
+    if fr:
+        parts += ["", "## Freshness: AUC gain over w/o (x100) with the FM frozen after day k", "",
+                  fr, "", "gap = VM training day - the last day the FM trained on."]
+    if result.fm_quality:
+        q = pd.DataFrame(result.fm_quality)
+        s = summarize(q.rename(columns={"day": "reading"}), ["fm", "task"], "auc")
+        parts += ["", "## FM quality on the VM's training day (AUC, before training on it)", "",
+                  _md_table(["FM", "task", "AUC"],
+                            [[r.fm, r.task, _fmt(r["mean"], r["std"])] for _, r in s.iterrows()])]
+    if result.steps:
+        st = pd.DataFrame(result.steps)
+        g = st.groupby("model").agg(rows=("rows", "mean"), steps=("steps", "mean"),
+                                    batch=("batch_size", "mean"), n=("steps", "size"))
+        parts += ["", "## Steps per day (one pass)", "",
+                  _md_table(["model", "rows / day", "optimizer steps / day", "batch", "days trained"],
+                            [[m, f"{r.rows:.0f}", f"{r.steps:.0f}", f"{r.batch:.0f}", int(r.n)]
+                             for m, r in g.iterrows()])]
+    text = "\n".join(parts) + "\n"
+    (out / "results.md").write_text(text)
+    return text
+
+
+def write_plots(result: ReproduceResult, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = pd.DataFrame(result.rows, columns=RESULT_COLUMNS)
+    paths = []
+    main = df[df.table == "main"]
+    if not main.empty:
+        s = summarize(main, ["fm", "vm", "arm"], "auc")
+        pairs = sorted({(r.fm, r.vm) for _, r in s.iterrows()})
+        arms = [a for a in ARMS if a in set(s.arm)]
+        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(pairs)), 4))
+        w = 0.8 / len(arms)
+        for j, arm in enumerate(arms):
+            m = [s[(s.fm == f) & (s.vm == v) & (s.arm == arm)]["mean"].mean() for f, v in pairs]
+            e = [s[(s.fm == f) & (s.vm == v) & (s.arm == arm)]["std"].mean() for f, v in pairs]
+            ax.bar([i + j * w for i in range(len(pairs))], m, w, yerr=e, label=ARM_LABEL[arm])
+        ax.set_xticks([i + 0.4 - w / 2 for i in range(len(pairs))])
+        ax.set_xticklabels([f"{f}\n-> {v}" for f, v in pairs], fontsize=8)
+        lo = s["mean"].min() - 2 * s["std"].max() - 0.005
+        ax.set_ylim(max(0.0, lo), min(1.0, s["mean"].max() + 2 * s["std"].max() + 0.005))
+        ax.set_ylabel("AUC on the next day")
+        ax.set_title(f"{result.dataset}: FM x VM")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out / "main_auc.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for arm in arms:
+            r = main[main.arm == arm].groupby("reading").auc.mean()
+            ax.plot(r.index, r.values, marker="o", label=ARM_LABEL[arm])
+        ax.set_xlabel("reading")
+        ax.set_ylabel("mean AUC over FM x VM")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out / "main_by_reading.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    f = df[df.table == "freshness"]
+    if not f.empty:
+        base = f[f.arm == "wo"].groupby("reading").auc.mean()
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for (fm, arm), g in f[f.arm != "wo"].groupby(["fm", "arm"]):
+            gain = (g.groupby("reading").auc.mean() - base) * 1e2
+            ax.plot(gain.index, gain.values, marker="o", label=f"{fm} {ARM_LABEL[arm]}",
+                    linestyle="-" if arm == "ah_sa" else "--")
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_xlabel("reading (the frozen FM grows staler)")
+        ax.set_ylabel("AUC gain over w/o (x100)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        paths.append(out / "freshness.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    for table, key in (("per_domain", "domain"), ("per_task", "task")):
+        t = df[df.table == table]
+        if t.empty:
+            continue
+        base = t[t.arm == "wo"].groupby(key).auc.mean()
+        fig, ax = plt.subplots(figsize=(6, 4))
+        arms = [a for a in ARMS if a != "wo" and a in set(t.arm)]
+        keys = list(base.index)
+        w = 0.8 / max(len(arms), 1)
+        for j, arm in enumerate(arms):
+            gain = (t[t.arm == arm].groupby(key).auc.mean() - base).reindex(keys) * 1e2
+            ax.bar([i + j * w for i in range(len(keys))], gain.values, w, label=ARM_LABEL[arm])
+        ax.set_xticks([i + 0.4 - w / 2 for i in range(len(keys))])
+        ax.set_xticklabels(keys)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_ylabel("AUC gain over w/o (x100)")
+        ax.set_title(table)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out / f"{table}.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    return paths
+
+
+def write_report(result: ReproduceResult, out: str | Path, meta: dict[str, Any]) -> dict[str, Path]:
+    """Write results.csv, steps.csv, fm_quality.csv, results.md and the plots under ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(result.rows, columns=RESULT_COLUMNS).to_csv(out / "results.csv", index=False)
+    pd.DataFrame(result.steps).to_csv(out / "steps.csv", index=False)
+    pd.DataFrame(result.fm_quality).to_csv(out / "fm_quality.csv", index=False)
+    (out / "run.json").write_text(json.dumps(
+        {"dataset": result.dataset, "days": result.days, "vm_days": result.vm_days,
+         "seconds": result.seconds, "options": meta}, indent=2, default=str))
+    write_markdown(result, out, meta)
+    plots = write_plots(result, out)
+    return {"csv": out / "results.csv", "md": out / "results.md",
+            **{p.stem: p for p in plots}}
