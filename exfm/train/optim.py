@@ -48,12 +48,15 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
 
 
 def make_optimizers(model: nn.Module, mcfg: ModelsConfig) -> dict[str, torch.optim.Optimizer]:
-    """{"dense": Adam(lr, weight_decay), "embedding": SparseAdam | Adam (embedding_lr)}."""
+    """{"dense": Adam(lr, weight_decay), "embedding": SparseAdam (sparse-gradient tables) or Adam,
+    at embedding_lr}."""
     emb, dense = split_parameters(model)
     opts: dict[str, torch.optim.Optimizer] = {
         "dense": torch.optim.Adam(dense, lr=mcfg.lr, weight_decay=mcfg.weight_decay)}
     if emb:
-        if mcfg.embedding_optimizer == "sparse_adam":
+        # The model decides (it was built, maybe from a snapshot, with sparse or dense gradients).
+        sparse = any(m.sparse for m in model.modules() if isinstance(m, nn.Embedding))
+        if sparse:
             opts["embedding"] = torch.optim.SparseAdam(emb, lr=mcfg.embedding_lr)
         else:
             opts["embedding"] = torch.optim.Adam(emb, lr=mcfg.embedding_lr)
