@@ -132,7 +132,8 @@ def infer_partition(cfg: ExfmConfig, m: Manifest, day: str, batch_delay_s: float
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # rows stay in arrival order: re-runs are identical
     ds = ray.data.read_parquet([f"{cfg.storage.bucket}/{k}" for k in m.parts],
-                               filesystem=arrow_fs(cfg), override_num_blocks=max(len(m.parts), 2))
+                               filesystem=arrow_fs(cfg), partitioning=None,
+                               override_num_blocks=max(len(m.parts), 2))
     gpu = cfg.ray.use_gpu
     out = ds.map_batches(
         FMPredictor,
@@ -202,6 +203,7 @@ def _infer(cfg: ExfmConfig, src: PartitionStore, dst: PartitionStore, day: str, 
     m = src.manifest(day)
     if m is None:
         raise AugmentError(f"{src.uri(day)}: no committed partition for {day}")
+    src.check_parts(m)  # a corrupt input fails here, by name, before any job starts
     _lease_for(cfg, day, progress)
     t0 = time.time()
     table = infer_partition(cfg, m, day, batch_delay_s=batch_delay_s)

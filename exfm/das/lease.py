@@ -15,8 +15,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import (BigInteger, Column, Float, MetaData, String, Table, create_engine, insert,
-                        select, update)
+from sqlalchemy import (BigInteger, Column, Float, Integer, MetaData, String, Table, create_engine,
+                        insert, select, update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -40,6 +40,17 @@ history = Table(
     Column("uri", String(1024), nullable=False),
     Column("served_until", Float, nullable=False),
     Column("collected", BigInteger, nullable=False, default=0),
+)
+
+# every snapshot load by a DAS worker (observability: a version is loaded once per worker)
+loads = Table(
+    "exfm_snapshot_loads", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("fm_name", String(128), nullable=False),
+    Column("worker", String(128), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("loaded_at", Float, nullable=False),
+    Column("seconds", Float, nullable=False),
 )
 
 
@@ -79,7 +90,17 @@ class LeaseStore:
         self.ttl_s = ttl_s
 
     def create_tables(self) -> None:
-        metadata.create_all(self.engine)
+        """Create the tables if missing; safe when several workers race to do it."""
+        from sqlalchemy.exc import DBAPIError
+
+        for attempt in range(3):
+            try:
+                metadata.create_all(self.engine)
+                return
+            except DBAPIError:  # another process created them between check and CREATE
+                if attempt == 2:
+                    raise
+                time.sleep(0.2)
 
     def get(self, fm_name: str) -> Lease | None:
         with self.engine.connect() as c:
@@ -147,6 +168,19 @@ class LeaseStore:
             keep.add(current.version)
         return [r["version"] for r in rows
                 if r["version"] not in keep and float(r["served_until"]) <= now]
+
+    def record_load(self, fm_name: str, worker: str, version: str, seconds: float) -> None:
+        """Log that ``worker`` finished loading ``version`` (one row per load)."""
+        with self.engine.begin() as c:
+            c.execute(insert(loads).values(fm_name=fm_name, worker=worker, version=version,
+                                           loaded_at=time.time(), seconds=seconds))
+
+    def load_log(self, fm_name: str) -> list[tuple[str, str]]:
+        """``(worker, version)`` of every recorded load, oldest first."""
+        with self.engine.connect() as c:
+            rows = c.execute(select(loads.c.worker, loads.c.version).where(
+                loads.c.fm_name == fm_name).order_by(loads.c.id)).all()
+        return [(r.worker, r.version) for r in rows]
 
     def mark_collected(self, fm_name: str, version: str) -> None:
         with self.engine.begin() as c:

@@ -44,8 +44,9 @@ class SnapshotLoader:
     """Holds the snapshot this worker serves. ``refresh()`` loads the leased version if it is
     new; ``current()`` returns (version, model) atomically."""
 
-    def __init__(self, store: LeaseStore, fm_name: str, load: LoadFn):
+    def __init__(self, store: LeaseStore, fm_name: str, load: LoadFn, worker: str | None = None):
         self.store, self.fm_name, self._load = store, fm_name, load
+        self.worker = worker
         self._current: tuple[str, Any] | None = None
         self._lock = threading.Lock()
         self.loads: list[str] = []  # versions loaded by this worker, in order (observability)
@@ -60,10 +61,16 @@ class SnapshotLoader:
                 return False
             if lease.version in self.loads:  # never load a version twice (e.g. a rollback race)
                 return False
+            t0 = time.time()
             model = self._load(lease.version, lease.uri)  # the old one keeps serving meanwhile
             self.loads.append(lease.version)
             self._current = (lease.version, model)        # the swap: one assignment
-            return True
+        if self.worker is not None:
+            try:
+                self.store.record_load(self.fm_name, self.worker, lease.version, time.time() - t0)
+            except Exception:  # noqa: BLE001 - observability must not stop serving
+                pass
+        return True
 
     def current(self) -> tuple[str, Any]:
         cur = self._current

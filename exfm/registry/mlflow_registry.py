@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -92,13 +93,11 @@ def _pyfunc_class():
             import pandas as pd
             import pyarrow as pa
 
-            from exfm.data.schema import DatasetSchema
             from exfm.models.snapshot import predict_table
 
-            schema = DatasetSchema.model_validate(self.extra["schema"])
             table = pa.Table.from_pandas(model_input, preserve_index=False)
-            preds = predict_table(self.model, table, schema)
-            return pd.DataFrame({f"pred_{t}": preds[:, i] for i, t in enumerate(self.extra["tasks"])})
+            preds = predict_table(self.model, table)
+            return pd.DataFrame({f"pred_{t}": preds[:, i] for i, t in enumerate(self.model.tasks)})
 
     return ExfmSnapshotModel
 
@@ -124,14 +123,16 @@ def log_snapshot(model, name: str, extra: dict[str, Any], sample=None, registere
         save_snapshot(model, path, extra)
         signature = None
         if sample is not None:
-            from exfm.data.schema import DatasetSchema
+            import pandas as pd
+
+            from exfm.models.build import unwrap
             from exfm.models.snapshot import predict_table
 
-            schema = DatasetSchema.model_validate(extra["schema"])
-            preds = predict_table(model, sample, schema)
-            import pandas as pd
-            out = pd.DataFrame({f"pred_{t}": preds[:, i] for i, t in enumerate(extra["tasks"])})
-            signature = infer_signature(sample.slice(0, 5).to_pandas(), out.head(5))
+            m = unwrap(model)
+            sample = sample.select([c for c in m.schema.columns if c in sample.column_names]).slice(0, 5)
+            preds = predict_table(model, sample)
+            out = pd.DataFrame({f"pred_{t}": preds[:, i] for i, t in enumerate(m.tasks)})
+            signature = infer_signature(sample.to_pandas(), out)
         return mlflow.pyfunc.log_model(
             name=name, python_model=_pyfunc_class()(), artifacts={"snapshot": str(path)},
             signature=signature, pip_requirements=_pip_requirements(),
@@ -147,34 +148,58 @@ def _tag_version(client, name: str, version: str, tags: dict[str, Any]) -> None:
         client.set_model_version_tag(name, version, k, v if isinstance(v, str) else json.dumps(v))
 
 
-def register_fm(cfg: ExfmConfig, model, day: str, rows_seen: int, data_uris: list[str],
-                extra: dict[str, Any], sample=None, tags: dict[str, Any] | None = None) -> str:
-    """Log + register an FM snapshot in ``exfm-fm`` from inside an active MLflow run.
+@contextmanager
+def _active_run(cfg: ExfmConfig, family: str, run_id: str | None, run_name: str):
+    """The caller's active run; else resume ``run_id``; else a fresh run in ``<prefix>-<family>``."""
+    import mlflow
 
-    ``extra`` must hold ``schema`` (dict) and ``tasks`` (list); returns the version string.
-    """
+    active = mlflow.active_run()
+    if active is not None and (run_id is None or active.info.run_id == run_id):
+        yield active
+        return
+    if run_id is None:
+        mlflow.set_experiment(experiment_name(cfg, family))
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name,
+                          nested=active is not None) as run:
+        yield run
+
+
+def _register(cfg: ExfmConfig, name: str, family: str, model, day: str, rows_seen: int,
+              data_uris: list[str], run_id: str | None, extra: dict[str, Any] | None, sample,
+              tags: dict[str, Any]) -> str:
     client = connect(cfg)
-    info = log_snapshot(model, "fm", extra, sample=sample, registered_name=FM_MODEL)
+    extra = {"day": day, **(extra or {})}
+    with _active_run(cfg, family, run_id, f"{name}-{day}") as run:
+        info = log_snapshot(model, family, extra, sample=sample, registered_name=name)
     version = str(info.registered_model_version)
-    _tag_version(client, FM_MODEL, version, {"day": day, "rows_seen": str(rows_seen),
-                                             "data_uris": data_uris, "git_rev": git_rev(),
-                                             "model_uri": info.model_uri, **(tags or {})})
+    _tag_version(client, name, version, {"day": day, "rows_seen": str(rows_seen),
+                                         "data_uris": list(data_uris), "git_rev": git_rev(),
+                                         "model_uri": info.model_uri, "run_id": run.info.run_id,
+                                         **tags})
     return version
+
+
+def register_fm(cfg: ExfmConfig, model, day: str, rows_seen: int, data_uris: list[str],
+                run_id: str | None = None, tags: dict[str, Any] | None = None,
+                extra: dict[str, Any] | None = None, sample=None) -> str:
+    """Log + register an FM snapshot as a new version of ``exfm-fm``; returns the version.
+
+    Logged in the active run (or ``run_id``, or a fresh run in the ``fm`` experiment). Version
+    tags: ``day``, ``rows_seen``, ``data_uris`` (JSON list), ``git_rev``, ``model_uri``,
+    ``run_id`` + ``tags``. ``extra``: primitives stored in the snapshot beside the weights;
+    ``sample``: a few rows (pa.Table) for the signature.
+    """
+    return _register(cfg, FM_MODEL, "fm", model, day, rows_seen, data_uris, run_id, extra,
+                     sample, dict(tags or {}))
 
 
 def register_vm(cfg: ExfmConfig, vm: str, model, day: str, rows_seen: int, data_uris: list[str],
-                fm_version: str | None, extra: dict[str, Any], sample=None,
-                tags: dict[str, Any] | None = None) -> str:
-    """Log + register a VM snapshot in ``exfm-vm-<vm>``, tagged with the FM version that taught it."""
-    client = connect(cfg)
-    name = vm_model_name(vm)
-    info = log_snapshot(model, "vm", extra, sample=sample, registered_name=name)
-    version = str(info.registered_model_version)
-    _tag_version(client, name, version, {"day": day, "rows_seen": str(rows_seen),
-                                         "data_uris": data_uris, "fm_version": fm_version or "none",
-                                         "git_rev": git_rev(), "model_uri": info.model_uri,
-                                         **(tags or {})})
-    return version
+                fm_version: str | None, extra: dict[str, Any] | None = None, sample=None,
+                tags: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+    """Log + register a VM snapshot in ``exfm-vm-<vm>``, tagged ``fm_version`` (the FM that
+    taught it, ``none`` for a control arm); returns the version."""
+    return _register(cfg, vm_model_name(vm), "vm", model, day, rows_seen, data_uris, run_id,
+                     extra, sample, {"fm_version": fm_version or "none", **(tags or {})})
 
 
 def latest_version(cfg: ExfmConfig, name: str, before_day: str | None = None) -> str | None:
@@ -229,16 +254,55 @@ def load_snapshot_version(cfg: ExfmConfig, name: str, version: str | None = "lat
 
 
 def load_fm(cfg: ExfmConfig, version: str | None = "latest"):
-    """``(model, extra, version)`` of an ``exfm-fm`` snapshot."""
-    return load_snapshot_version(cfg, FM_MODEL, version)
+    """``(model, version)`` of an ``exfm-fm`` snapshot: a number, ``latest`` or ``@alias``."""
+    model, _extra, v = load_snapshot_version(cfg, FM_MODEL, version)
+    return model, v
 
 
-def log_dataset_input(uri: str, digest: str, name: str, context: str = "training",
+def archive_version(cfg: ExfmConfig, name: str, version: str, delete_artifacts: bool = True) -> None:
+    """Garbage-collect a snapshot: tag the version ``archived=true`` (``latest_version`` skips it,
+    the UI still shows its lineage) and delete its model artifacts from the object store."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    client = connect(cfg)
+    mv = client.get_model_version(name, str(version))
+    if delete_artifacts:
+        uri = _artifact_location(client, mv)
+        if uri:
+            try:
+                get_artifact_repository(uri).delete_artifacts()
+            except Exception as e:  # noqa: BLE001
+                raise RegistryError(f"registry: {name} v{version}: cannot delete artifacts at "
+                                    f"{uri}: {e}") from e
+    client.set_model_version_tag(name, str(version), "archived", "true")
+
+
+def _artifact_location(client, mv) -> str | None:
+    """Where the version's model files live (MLflow 3: the LoggedModel's artifact location)."""
+    model_id = getattr(mv, "model_id", None)
+    if model_id:
+        try:
+            return client.get_logged_model(model_id).artifact_location
+        except Exception:  # noqa: BLE001
+            pass
+    return mv.source if mv.source and not mv.source.startswith("models:/") else None
+
+
+def log_dataset_input(uri: str, manifest, name: str | None = None, context: str = "training",
                       sample=None) -> None:
-    """Record a partition the active run read (lineage), named by URI and manifest digest."""
+    """Record a committed partition the active run read (lineage) as an MLflow dataset input.
+
+    ``manifest``: the partition's :class:`~exfm.storage.partitions.Manifest` (or its digest).
+    The dataset is named ``name`` (default ``<prefix>-<day>``), sourced at ``uri`` and
+    identified by the manifest's content digest, so the run page links to the exact data.
+    """
     import mlflow
     import pandas as pd
 
+    digest = manifest if isinstance(manifest, str) else manifest.digest
+    if name is None:
+        name = (f"{manifest.prefix}-{manifest.day}" if not isinstance(manifest, str)
+                else uri.rstrip("/").rsplit("/", 1)[-1])
     df = sample.slice(0, 0).to_pandas() if sample is not None else pd.DataFrame()
     ds = mlflow.data.from_pandas(df, source=uri, name=name, digest=digest[:36])
     mlflow.log_input(ds, context=context)

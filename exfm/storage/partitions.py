@@ -156,6 +156,14 @@ class PartitionStore:
             where = s3_uri(self.cfg, bad) if bad else self.uri(day)
             raise StorageError(f"{where}: cannot read Parquet: {e}") from e
 
+    def check_parts(self, m: Manifest) -> None:
+        """Read every part's Parquet footer: a missing or corrupt part raises a
+        :class:`StorageError` naming it (cheap: footers only, no data)."""
+        bad = self._find_corrupt_part(m)
+        if bad is not None:
+            raise StorageError(f"{s3_uri(self.cfg, bad)}: missing or not a readable Parquet file "
+                               f"(named by {s3_uri(self.cfg, self.manifest_key(m.day))})")
+
     def _find_corrupt_part(self, m: Manifest) -> str | None:
         fs = arrow_fs(self.cfg)
         for key in m.parts:
