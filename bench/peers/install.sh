@@ -10,12 +10,12 @@ py="${PYTHON:-python3.11}"
 command -v "$py" >/dev/null || py=python3
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
-"${pip[@]}" "torch==2.13.0" numpy pandas scikit-learn pyarrow pyyaml tqdm
-# The peers themselves. Their own pins are loose enough for torch 2.13; we still pass --no-deps
-# for the packages themselves and install their runtime needs explicitly so a resolver change
-# upstream can never swap torch.
+"${pip[@]}" "torch==2.13.0" numpy pandas scikit-learn pyarrow pyyaml tqdm requests
+# The peers themselves with --no-deps, then their runtime needs explicitly, so that no resolver
+# decision upstream can ever swap the torch wheel for a CUDA build.
 "${pip[@]}" --no-deps "deepctr-torch==0.3.0" "fuxictr==2.3.10"
-"${pip[@]}" h5py polars keras-preprocessing tensorboard 2>/dev/null || true
+# their declared runtime requirements (pip show): fuxictr imports ray at import time
+"${pip[@]}" h5py polars pydantic "ray[data]==2.60.0"
 "$venv/bin/python" - <<'PY'
 import torch, deepctr_torch, fuxictr
 print("peers venv ok: torch", torch.__version__, "deepctr_torch", deepctr_torch.__version__,

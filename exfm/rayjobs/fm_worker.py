@@ -95,6 +95,7 @@ def fm_train_loop(config: dict) -> None:
     sums: dict[str, float] = dict(state.get("metric_sums", {}))
     day_rows_done = int(state.get("day_rows", 0))
     restarts = int(state.get("restarts", 0)) + (resumed is not None)
+    train_seconds = float(state.get("train_seconds", 0.0))  # inside train_fm_day, this rank
     model.train()
     model = ray.train.torch.prepare_model(model)  # DDP (gloo on CPU, NCCL on GPU); moves to device
 
@@ -102,7 +103,6 @@ def fm_train_loop(config: dict) -> None:
     row_log = config.get("row_log_dir")
     rid = schema.request_id
     shard = ray.train.get_dataset_shard("train")
-    t0 = time.perf_counter()
     for chunk_i, batch in enumerate(shard.iter_batches(batch_size=chunk, batch_format="pyarrow",
                                                        prefetch_batches=1)):
         if chunk_i < start_chunk:  # done before the restart: its updates are in the weights
@@ -114,7 +114,9 @@ def fm_train_loop(config: dict) -> None:
             with open(Path(row_log) / f"rank{rank}.jsonl", "a") as f:
                 f.write(json.dumps({"chunk": chunk_i, "resumed": resumed is not None,
                                     "rids": batch.column(rid).to_pylist()}) + "\n")
+        t_chunk = time.perf_counter()
         res = train_fm_day(model, batch, schema, cfg, state=state, device=device)
+        train_seconds += time.perf_counter() - t_chunk
         state = res.state
         # global (all ranks) row-weighted sums of the chunk's progressive metrics
         chunk_sums = _all_reduce_sums({"rows": float(batch.num_rows),
@@ -131,12 +133,12 @@ def fm_train_loop(config: dict) -> None:
                 save_checkpoint(Path(d) / CKPT_FILE, model, {
                     **state, "chunks_done": chunk_i + 1, "history": history,
                     "metric_sums": sums, "day_rows": day_rows_done, "restarts": restarts,
+                    "train_seconds": train_seconds,
                     "day": config["day"]})
                 ckpt = ray.train.Checkpoint.from_directory(d)
             ray.train.report({"chunk": chunk_i, "day_rows": day_rows_done, **point}, checkpoint=ckpt)
     # No final report: Ray Train's Result carries the last checkpoint, whose trainer state holds
     # the day's summary (see summarize_checkpoint_state).
-    del t0
 
 
 def summarize_checkpoint_state(state: dict[str, Any]) -> dict[str, Any]:
@@ -146,4 +148,5 @@ def summarize_checkpoint_state(state: dict[str, Any]) -> dict[str, Any]:
     total = max(float(sums.get("rows", 0.0)), 1.0)
     return {"day_rows": int(state.get("day_rows", 0)), "chunks": int(state.get("chunks_done", 0)),
             "restarts": int(state.get("restarts", 0)), "history": list(state.get("history", [])),
+            "train_seconds": float(state.get("train_seconds", 0.0)),
             "metrics": {k: v / total for k, v in sums.items() if k != "rows"}}

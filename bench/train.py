@@ -1,0 +1,259 @@
+"""Training throughput of exfm's FMs and VMs, against DeepCTR-Torch and FuxiCTR, and Ray's overhead.
+
+    .venv/bin/python bench/train.py [--rows 100000] [--threads 2] [--batch 4096]
+
+One synthetic stream (``exfm.data.generator``): day 1 trains, day 2 evaluates (AUC of click).
+Every model trains one pass at batch 4096 with 2 intra-op threads; examples/s = training rows /
+wall seconds of the training call, which starts from a pyarrow Table read from a Parquet file
+(table -> tensors included) and ends with the last optimizer step.
+
+1. Every FM (dcn, dcnv2, dmin, mtl; all tasks, all fields) and VM (fam, fmfam, deepfam, dlrm,
+   two_tower; click, VM fields) at the config's default sizes, through the plain trainer
+   (``train_fm_day`` / ``train_vm_day`` on ``pq.read_table(path)``: no services).
+2. Same model, same data: DeepFM and DCN at equal sizes (embedding 16, DNN [256, 128], 3 cross
+   layers; the 6 sparse + 3 dense VM fields, no sequence, click only) in exfm (``deepfam`` VM,
+   ``dcn`` FM), DeepCTR-Torch and FuxiCTR (these two in bench/.venv-peers, a separate venv made
+   by bench/peers/install.sh), with ratios to the faster peer.
+3. Ray Train vs the plain trainer on the same FM and data: a local Ray (started here, stopped at
+   the end), ``TorchTrainer`` with 1 CPU worker running ``exfm.rayjobs.fm_worker.fm_train_loop``
+   over Ray Data, checkpoint on local disk.
+
+Results are printed and written to bench/out/train.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+PEERS_PY = HERE / ".venv-peers" / "bin" / "python"
+SAME = {"embed_dim": 16, "hidden": [256, 128], "cross_layers": 3}
+
+
+def bench_config(args, *sets: str):
+    from exfm.config import load_config
+
+    return load_config(None, [f"models.batch_size={args.batch}", "models.min_steps_per_day=0",
+                              f"models.torch_threads={args.threads}", *sets], env={})
+
+
+def make_data(args, out: Path):
+    """Two generated days as Parquet: day 1 (train), day 2 (eval); returns (schema, paths)."""
+    import pyarrow.parquet as pq
+
+    from exfm.data.generator import generator_schema, iter_days
+
+    cfg = bench_config(args)
+    g = cfg.data.generator.model_copy(update={"days": 2, "rows_per_day": args.rows, "seed": 7})
+    schema = generator_schema(g)
+    paths = []
+    for (day, table), name in zip(iter_days(g), ("train", "eval")):
+        path = out / f"{name}.parquet"
+        pq.write_table(table, path)
+        paths.append(path)
+    return schema, paths
+
+
+def same_model_schema(schema):
+    """The fields every library can take: VM sparse + dense, no sequence, no fm_only field."""
+    vm = schema.fields_for("vm")
+    return vm.model_copy(update={"sequences": [], "fm_only": [], "labels": ["click"]})
+
+
+def run_ours(kind: str, role: str, schema, cfg, train_path: Path, eval_path: Path) -> dict:
+    import pyarrow.parquet as pq
+    import torch
+
+    from exfm.config import VMConfig
+    from exfm.models.build import build_fm, build_vm, count_parameters
+    from exfm.train.trainer import evaluate, train_fm_day, train_vm_day
+
+    torch.manual_seed(0)
+    table = pq.read_table(train_path)  # the trainer is a plain function on a Parquet file
+    if role == "fm":
+        model = build_fm(schema, None, cfg, name=kind)
+        t0 = time.perf_counter()
+        res = train_fm_day(model, table, schema, cfg)
+    else:
+        vm = VMConfig(name=f"bench-{kind}", model=kind, task="click", mode="none", control=False)
+        model = build_vm(vm, schema, cfg)
+        t0 = time.perf_counter()
+        res = train_vm_day(model, table, schema, vm, cfg)
+    secs = time.perf_counter() - t0
+    ev = evaluate(model, pq.read_table(eval_path), task="click")
+    return {"lib": "exfm", "model": kind, "role": role, "rows": res.rows_seen, "seconds": secs,
+            "examples_per_s": res.rows_seen / secs, "auc": ev["auc"], "steps": res.steps,
+            "params": count_parameters(model)}
+
+
+def run_peers(args, schema, train_path: Path, eval_path: Path, out: Path) -> list[dict]:
+    if not PEERS_PY.exists():
+        print(f"!! {PEERS_PY} missing: run bench/peers/install.sh first; peers skipped")
+        return []
+    spec = {"train": str(train_path), "eval": str(eval_path), "label": "click",
+            "sparse": [[f.name, f.vocab] for f in schema.sparse], "dense": list(schema.dense),
+            "batch_size": args.batch, "threads": args.threads, "lr": args.peer_lr,
+            "models": ["DeepFM", "DCN"], **SAME}
+    (out / "peers_spec.json").write_text(json.dumps(spec))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    proc = subprocess.run([str(PEERS_PY), str(HERE / "peers" / "run_peers.py"),
+                           str(out / "peers_spec.json")], capture_output=True, text=True, env=env,
+                          timeout=3600)
+    if proc.returncode != 0:
+        print(proc.stdout[-2000:], proc.stderr[-4000:])
+        raise RuntimeError("peers run failed")
+    rows = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    for r in rows:
+        r["role"] = "same-model"
+    return rows
+
+
+def run_ray_overhead(args, schema, cfg, train_path: Path, eval_path: Path) -> dict:
+    """The same FM day through Ray Train (1 worker, local Ray, local checkpoint) vs in-process."""
+    import pyarrow.parquet as pq
+    import ray
+    import ray.data
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from exfm.rayjobs.fm_worker import CKPT_FILE, fm_train_loop, summarize_checkpoint_state
+    from exfm.rayjobs.ingest import OrderedSplit
+    from exfm.rayjobs.scaling import scaling_config
+    from exfm.train.checkpoint import load_checkpoint
+    from exfm.train.trainer import evaluate
+
+    plain = run_ours(args.ray_fm, "fm", schema, cfg, train_path, eval_path)
+    rows = pq.read_metadata(train_path).num_rows
+    tmp = tempfile.mkdtemp(prefix="exfm-bench-ray-")
+    t_start = time.perf_counter()
+    # address="local": always a fresh private instance, never a cluster someone else started
+    ray.init(address="local", num_cpus=args.threads + 1, include_dashboard=False,
+             _node_ip_address="127.0.0.1",
+             _temp_dir=tmp, logging_level="ERROR", log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    try:
+        t_ready = time.perf_counter()
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True
+        ctx.enable_progress_bars = False
+        rcfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={
+            "num_workers": 1, "cpus_per_worker": float(args.threads), "checkpoints_per_day": 1})})
+        trainer = TorchTrainer(
+            fm_train_loop,
+            train_loop_config={"cfg": rcfg.model_dump(mode="python"),
+                               "schema": schema.model_dump(mode="json"), "day": "bench",
+                               "batch_size": args.batch, "chunk_rows": rows, "warm_start": None},
+            scaling_config=scaling_config(rcfg),
+            datasets={"train": ray.data.read_parquet(str(train_path))},
+            dataset_config=OrderedSplit(),
+            run_config=ray.train.RunConfig(name="bench", storage_path=f"{tmp}/storage"))
+        t0 = time.perf_counter()
+        result = trainer.fit()
+        fit_s = time.perf_counter() - t0
+        with result.checkpoint.as_directory() as d:
+            model, state = load_checkpoint(Path(d) / CKPT_FILE)
+        summary = summarize_checkpoint_state(state)
+        auc = evaluate(model, pq.read_table(eval_path), task="click")["auc"]
+    finally:
+        ray.shutdown()
+    return {"model": args.ray_fm, "rows": rows, "plain_seconds": plain["seconds"],
+            "plain_examples_per_s": plain["examples_per_s"], "plain_auc": plain["auc"],
+            "ray_init_seconds": t_ready - t_start, "ray_fit_seconds": fit_s,
+            "ray_in_loop_train_seconds": summary["train_seconds"],
+            "ray_examples_per_s_end_to_end": rows / fit_s,
+            "ray_examples_per_s_in_loop": rows / max(summary["train_seconds"], 1e-9),
+            "ray_auc": auc, "overhead_seconds": fit_s - plain["seconds"]}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=100_000, help="rows of the train (and eval) day")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=4096)
+    p.add_argument("--peer-lr", type=float, default=3e-3,
+                   help="peers' Adam lr (= exfm's dense lr, models.lr)")
+    p.add_argument("--fms", default="dcn,dcnv2,dmin,mtl")
+    p.add_argument("--vms", default="fam,fmfam,deepfam,dlrm,two_tower")
+    p.add_argument("--ray-fm", default="dcn", help="FM for the Ray overhead measure")
+    p.add_argument("--skip", default="", help="comma list of: zoo,same,peers,ray")
+    p.add_argument("--out", default=str(HERE / "out"))
+    args = p.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0]
+    print(f"bench: {args.rows} rows/day, batch {args.batch}, {args.threads} threads, "
+          f"torch {torch.__version__}, load average {load:.1f} on {os.cpu_count()} cores")
+    schema, (train_path, eval_path) = make_data(args, out)
+    cfg = bench_config(args)
+    report: dict = {"args": vars(args), "load_average_start": load, "zoo": [], "same": []}
+
+    if "zoo" not in skip:
+        print("\n== exfm model zoo at default sizes (plain trainer on a Parquet file) ==")
+        print(f"{'model':<12}{'role':<5}{'params':>11}{'ex/s':>10}{'auc':>8}")
+        for role, kinds in (("fm", args.fms), ("vm", args.vms)):
+            for kind in filter(None, kinds.split(",")):
+                r = run_ours(kind, role, schema, cfg, train_path, eval_path)
+                report["zoo"].append(r)
+                print(f"{kind:<12}{role:<5}{r['params']:>11,}{r['examples_per_s']:>10,.0f}"
+                      f"{r['auc']:>8.4f}")
+
+    if "same" not in skip:
+        print("\n== same model, same data: DeepFM and DCN (emb 16, DNN [256,128], 3 cross) ==")
+        small = same_model_schema(schema)
+        scfg = bench_config(args, f"models.embed_dim={SAME['embed_dim']}",
+                            f"models.vm_hidden={SAME['hidden']}",
+                            f"models.fm_embed_dim={SAME['embed_dim']}",
+                            f"models.fm_hidden={SAME['hidden']}",
+                            f"models.fm_cross_layers={SAME['cross_layers']}")
+        same = [dict(run_ours("deepfam", "vm", small, scfg, train_path, eval_path), model="DeepFM"),
+                dict(run_ours("dcn", "fm", small, scfg, train_path, eval_path), model="DCN")]
+        if "peers" not in skip:
+            same += run_peers(args, small, train_path, eval_path, out)
+        report["same"] = same
+        print(f"{'library':<15}{'model':<8}{'ex/s':>10}{'auc':>8}{'vs faster peer':>16}")
+        for model in ("DeepFM", "DCN"):
+            rows = [r for r in same if r["model"] == model]
+            peers = [r for r in rows if r["lib"] != "exfm"]
+            best = max(peers, key=lambda r: r["examples_per_s"]) if peers else None
+            for r in rows:
+                ratio = r["examples_per_s"] / best["examples_per_s"] if best else float("nan")
+                r["ratio_to_faster_peer"] = ratio
+                print(f"{r['lib']:<15}{model:<8}{r['examples_per_s']:>10,.0f}{r['auc']:>8.4f}"
+                      f"{ratio:>15.2f}x")
+
+    if "ray" not in skip:
+        print(f"\n== Ray Train (1 worker, local Ray) vs the plain trainer: FM {args.ray_fm} ==")
+        r = run_ray_overhead(args, schema, cfg, train_path, eval_path)
+        report["ray"] = r
+        print(f"plain trainer : {r['plain_seconds']:.1f} s ({r['plain_examples_per_s']:,.0f} ex/s, "
+              f"auc {r['plain_auc']:.4f})")
+        print(f"ray.init      : {r['ray_init_seconds']:.1f} s")
+        print(f"trainer.fit   : {r['ray_fit_seconds']:.1f} s end to end "
+              f"({r['ray_examples_per_s_end_to_end']:,.0f} ex/s), of which "
+              f"{r['ray_in_loop_train_seconds']:.1f} s inside train_fm_day "
+              f"({r['ray_examples_per_s_in_loop']:,.0f} ex/s), auc {r['ray_auc']:.4f}")
+        print(f"overhead      : {r['overhead_seconds']:.1f} s per day (start-up, Ray Data, "
+              f"checkpoint) on {r['rows']:,} rows")
+    report["load_average_end"] = os.getloadavg()[0]
+    (out / "train.json").write_text(json.dumps(report, indent=1, default=str))
+    print(f"\nload average at the end {report['load_average_end']:.1f}; written {out / 'train.json'}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Ray jobs against the real stack (SeaweedFS + MLflow + Ray head), submitted through the Jobs API.
+
+- FM on 2 workers: disjoint shards that cover every row of the day exactly once; the registered
+  snapshot loads from the registry and predicts.
+- Fault injection: rank 1 dies (``os._exit``) on the first attempt; Ray Train restarts the group,
+  both ranks resume from the last checkpoint on S3, the day finishes with every row's update in
+  the weights once (``rows_day`` == the manifest's rows, no row counted twice).
+- 1 worker (the default config) warm-starts from the day before; rows_seen is cumulative.
+- The submission helper: a failing job raises with its error text; a caller killed with SIGTERM
+  stops its job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from exfm.rayjobs.fm_worker import FAIL_ENV
+from exfm.rayjobs.submit import RayJobError, job_client, submit_and_wait
+from tests.integration.conftest import stack_env
+
+pytestmark = pytest.mark.integration
+
+DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
+ROWS = 1201  # odd: the two shards differ by one row
+SMALL = ["--set", "models.fm_embed_dim=8", "--set", "models.fm_hidden=[32,16]",
+         "--set", "models.fm_cross_layers=2", "--set", "models.embed_dim=4",
+         "--set", "models.vm_hidden=[16,8]", "--set", "ray.checkpoints_per_day=3"]
+
+
+@pytest.fixture(scope="module")
+def ray_data(stack_cfg, tmp_path_factory):
+    """Three generated days committed to the stack's raw/; the config file jobs read."""
+    from exfm.data.generator import generate
+    from exfm.stack.services import config_dump_path
+    from exfm.storage.partitions import ingest_dataset
+
+    d = tmp_path_factory.mktemp("raydata")
+    g = stack_cfg.data.generator.model_copy(update={"days": 3, "rows_per_day": ROWS, "seed": 11,
+                                                    "n_users": 200, "n_items": 150})
+    with stack_env(stack_cfg):
+        generate(g, d / "data")
+        ingest_dataset(stack_cfg, d / "data", progress=lambda m: None)
+    return {"config": str(config_dump_path(stack_cfg)), "dir": d}
+
+
+def fm_job(stack_cfg, ray_data, day, sid, workers, row_log=None, env=None, log=None):
+    argv = ["-m", "ray_jobs.train_fm", "--day", day, "--config", ray_data["config"], *SMALL,
+            "--set", f"ray.num_workers={workers}"]
+    if row_log:
+        argv += ["--row-log-dir", str(row_log)]
+    return submit_and_wait(stack_cfg, argv, sid, env=env, log=log or (lambda m: None),
+                           timeout_s=420)
+
+
+def read_row_log(folder: Path) -> dict[int, list[dict]]:
+    out = {}
+    for f in sorted(folder.glob("rank*.jsonl")):
+        out[int(f.stem[4:])] = [json.loads(line) for line in f.read_text().splitlines()]
+    return out
+
+
+def test_fm_two_workers_disjoint_shards_and_registered_snapshot(stack_cfg, ray_data, tmp_path):
+    from exfm.models.snapshot import predict_table
+    from exfm.registry.mlflow_registry import load_fm
+    from exfm.storage.partitions import PartitionStore
+
+    res = fm_job(stack_cfg, ray_data, DAYS[0], "test-fm-d1", 2, row_log=tmp_path / "rows")
+    assert res["rows_day"] == ROWS and res["rows_seen"] == ROWS and res["restarts"] == 0
+    logs = read_row_log(tmp_path / "rows")
+    seen = {r: [rid for e in entries for rid in e["rids"]] for r, entries in logs.items()}
+    assert sorted(seen) == [0, 1]
+    assert not set(seen[0]) & set(seen[1])  # disjoint
+    day = PartitionStore(stack_cfg, "raw").read_day(DAYS[0], columns=["rid"])
+    all_ids = day.column("rid").to_pylist()
+    assert sorted(seen[0] + seen[1]) == sorted(all_ids)  # every row exactly once
+    # each rank's shard is a contiguous slice of the day in arrival order
+    assert seen[0] + seen[1] == all_ids
+    assert abs(len(seen[0]) - len(seen[1])) <= 1
+
+    model, version = load_fm(stack_cfg, res["version"])
+    assert version == res["version"]
+    p = predict_table(model, PartitionStore(stack_cfg, "raw").read_day(DAYS[0]).slice(0, 100))
+    assert p.shape == (100, len(model.tasks)) and ((p >= 0) & (p <= 1)).all()
+
+
+def test_fm_resumes_from_checkpoint_after_a_worker_dies(stack_cfg, ray_data, tmp_path):
+    lines: list[str] = []
+    res = fm_job(stack_cfg, ray_data, DAYS[1], "test-fm-d2-fault", 2, row_log=tmp_path / "rows",
+                 env={FAIL_ENV: "1:2"}, log=lines.append)
+    assert res["restarts"] == 1, "the group should have been restarted once"
+    assert res["rows_day"] == ROWS  # every row's update in the weights once
+    assert res["rows_seen"] == 2 * ROWS  # warm-started from day 1's snapshot
+    assert res["warm_start"] is not None
+    logs = read_row_log(tmp_path / "rows")
+    for rank, entries in logs.items():
+        resumed = [e for e in entries if e["resumed"]]
+        assert resumed, f"rank {rank} did not resume"
+        first_resumed = resumed[0]["chunk"]
+        assert 1 <= first_resumed <= 2  # resumed from a checkpoint, not from the day's start
+        # the final weights hold: chunks before the resume point (first attempt) + resumed chunks
+        final = [e for e in entries if not e["resumed"] and e["chunk"] < first_resumed] + resumed
+        assert [e["chunk"] for e in final] == list(range(len(final)))
+    final_ids = [rid for entries in logs.values() for e in entries for rid in e["rids"]
+                 if e["resumed"] or e["chunk"] < min(x["chunk"] for x in entries if x["resumed"])]
+    assert len(final_ids) == ROWS and len(set(final_ids)) == ROWS
+    assert any("RETRY" in ln or "Error count: 1" in ln for ln in lines)
+
+
+def test_fm_one_worker_warm_start_chain_and_idempotent_retry(stack_cfg, ray_data):
+    res = fm_job(stack_cfg, ray_data, DAYS[2], "test-fm-d3", 1)
+    assert res["rows_day"] == ROWS and res["rows_seen"] == 3 * ROWS and not res["reused"]
+    # the same task retried after its job was lost: same run, no second registration
+    again = fm_job(stack_cfg, ray_data, DAYS[2], "test-fm-d3-again", 1)
+    assert again["reused"] and again["version"] == res["version"]
+
+
+def test_failing_job_raises_with_its_error_text(stack_cfg, ray_data):
+    with pytest.raises(RayJobError) as e:
+        fm_job(stack_cfg, ray_data, "2031-01-01", "test-fm-missing-day", 1)
+    assert "DayNotFound" in str(e.value) and "raw/day=2031-01-01" in str(e.value)
+
+
+def test_killed_caller_stops_its_job(stack_cfg, ray_data, tmp_path):
+    sid = f"test-cancel-{int(time.time())}"
+    script = (
+        "import sys\n"
+        "from exfm.config import load_config\n"
+        "from exfm.rayjobs.submit import submit_and_wait\n"
+        f"submit_and_wait(load_config({ray_data['config']!r}), ['-c', "
+        "'import time; print(\"sleeping\", flush=True); time.sleep(600)'], "
+        f"{sid!r}, log=lambda m: print(m, flush=True))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = job_client(stack_cfg)
+    try:
+        deadline = time.time() + 90
+        status = None
+        while time.time() < deadline:
+            try:
+                status = str(client.get_job_status(sid).value)
+            except Exception:  # noqa: BLE001 - not submitted yet
+                status = None
+            if status == "RUNNING":
+                break
+            time.sleep(0.5)
+        assert status == "RUNNING"
+        proc.send_signal(signal.SIGTERM)  # what Airflow does to a task marked failed
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode != 0
+        assert "stopping ray job" in out
+        deadline = time.time() + 60
+        while time.time() < deadline and str(client.get_job_status(sid).value) != "STOPPED":
+            time.sleep(0.5)
+        assert str(client.get_job_status(sid).value) == "STOPPED"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
