@@ -280,6 +280,8 @@ def archive_version(cfg: ExfmConfig, name: str, version: str, delete_artifacts: 
 def _artifact_location(client, mv) -> str | None:
     """Where the version's model files live (MLflow 3: the LoggedModel's artifact location)."""
     model_id = getattr(mv, "model_id", None)
+    if not model_id and (mv.source or "").startswith("models:/m-"):
+        model_id = mv.source[len("models:/"):].split("/")[0]
     if model_id:
         try:
             return client.get_logged_model(model_id).artifact_location
