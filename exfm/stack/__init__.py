@@ -28,6 +28,7 @@ from exfm.stack.procs import (
     kill_pids,
     pid_alive,
     port_in_use,
+    processes_referencing,
     processes_with_env,
     read_pid,
     start_proc,
@@ -103,6 +104,8 @@ def _fail(cfg: ExfmConfig, service: str, why: str) -> StackError:
 def _poll(cfg: ExfmConfig, service: str) -> tuple[bool, str]:
     """(healthy, detail); raises if one of the service's processes has exited."""
     ok, detail = S.HEALTH[service](cfg)
+    if ok and not S.printed_since_start(cfg, service):
+        ok, detail = False, f"waiting for '{S.READY_LINE[service]}' in its log"
     if ok:
         return ok, detail
     dead = [p for p in S.proc_names(service) if not pid_alive(read_pid(S.run_dir(cfg), p))]
@@ -190,6 +193,7 @@ def stack_up(cfg: ExfmConfig, services: Iterable[str] | None = None, log: Log = 
             _check_ports(cfg, service)
 
     started: dict[str, float] = {}  # service -> monotonic start time
+    retries = dict(S.START_RETRIES)
     waiting = [s for s in pending if _running(cfg, s)]
     for s in waiting:
         started[s] = time.monotonic()
@@ -200,12 +204,25 @@ def stack_up(cfg: ExfmConfig, services: Iterable[str] | None = None, log: Log = 
             for service in pending:
                 if service in started or any(d not in healthy for d in S.DEPENDS[service]):
                     continue
-                if service == "airflow" and any(s not in started for s in pending if s != service):
-                    continue  # its `db migrate` blocks: let the others boot meanwhile
+                if service == "airflow" and any(s not in healthy for s in pending if s != service):
+                    # the heaviest start (db migrate, four processes) goes last: on two cores
+                    # it starved a booting Ray head past `ray start`'s own 30 s limit
+                    continue
                 started[service] = time.monotonic()
                 _launch(cfg, service, dags_folder, log)
             for service in [s for s in started if s not in healthy]:
-                ok, detail = _poll(cfg, service)
+                try:
+                    ok, detail = _poll(cfg, service)
+                except StackError as e:
+                    if retries.get(service, 0) <= 0:
+                        raise
+                    retries[service] -= 1
+                    last = e.args[0].splitlines()[-1][:160] if e.args else ""
+                    log(f"{service}: start failed ({last}); retrying")
+                    _stop_service(cfg, service, lambda m: None)
+                    started[service] = time.monotonic()
+                    _launch(cfg, service, dags_folder, log)
+                    continue
                 elapsed = time.monotonic() - started[service]
                 if ok:
                     if service == "airflow":
@@ -273,7 +290,14 @@ def _stop_service(cfg: ExfmConfig, service: str, log: Log) -> bool:
 
 
 def _stack_pids(cfg: ExfmConfig) -> list[int]:
-    return processes_with_env({S.STACK_ID_ENV: S.stack_id(cfg)})
+    """Processes of this stack outside any live PID file: the env marker, or (for those that
+    rewrote their environ with setproctitle) a venv program naming our state or Ray temp dir."""
+    import sys
+
+    by_env = processes_with_env({S.STACK_ID_ENV: S.stack_id(cfg)})
+    by_cmd = processes_referencing([str(cfg.state_path) + "/", str(S.ray_temp_dir(cfg)) + "/"],
+                                   exe_prefix=str(Path(sys.executable).parents[1]) + "/")
+    return sorted(set(by_env) | set(by_cmd))
 
 
 def stack_down(cfg: ExfmConfig, services: Iterable[str] | None = None, log: Log = print) -> None:

@@ -151,65 +151,102 @@ def _reap(pid: int) -> None:
             pass
 
 
-def _group_members(pgid: int, mark: dict[str, str] | None) -> list[int]:
-    """Live members of process group ``pgid``; with ``mark``, only those whose environment holds
-    it (a recycled PID leading someone else's group is never taken for ours)."""
-    needles = {f"{k}={v}".encode() for k, v in (mark or {}).items()}
-    out = []
+def _stat(pid: int) -> tuple[str, int, int, int] | None:
+    """(state, pgid, session id, start ticks) from /proc/PID/stat, or None if gone."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return f[0], int(f[2]), int(f[3]), int(f[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _has_mark(pid: int, mark: dict[str, str] | None) -> bool:
+    if not mark:
+        return False
+    try:
+        env = set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+    except OSError:
+        return False
+    return {f"{k}={v}".encode() for k, v in mark.items()} <= env
+
+
+def members(info: dict) -> dict[int, int]:
+    """The live processes of a recorded service process: ``{pid: start ticks}``.
+
+    While the leader runs (same PID *and* start time) every process in its session or group is
+    ours: Ray workers and Airflow task processes that moved to a group of their own included.
+    Once it is gone, only those whose environment still carries the stack's ``mark`` count: a
+    recycled PID leading someone else's session is never taken for ours. (``setproctitle``, used
+    by Airflow and Ray, overwrites ``/proc/PID/environ``, hence the leader rule first.)
+    """
+    leader, pgid = int(info["pid"]), int(info["pgid"])
+    leader_ok = pid_alive(info)
+    out = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
-        try:
-            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid or fields[0] == "Z":
-                continue
-            if needles and not needles <= set((d / "environ").read_bytes().split(b"\0")):
-                continue
-        except (OSError, IndexError, ValueError):
+        st = _stat(int(d.name))
+        if st is None or st[0] == "Z" or (st[1] != pgid and st[2] != leader):
             continue
-        out.append(int(d.name))
+        if leader_ok or _has_mark(int(d.name), info.get("mark")):
+            out[int(d.name)] = st[3]
+    return out
+
+
+def _still(procs: dict[int, int]) -> dict[int, int]:
+    """The entries of ``{pid: start ticks}`` that still run (same start time, not a zombie)."""
+    out = {}
+    for pid, ticks in procs.items():
+        st = _stat(pid)
+        if st is not None and st[0] != "Z" and st[3] == ticks:
+            out[pid] = ticks
     return out
 
 
 def stop_procs(run_dir: Path, procs: list[str], log: Callable[[str], None] = print) -> list[str]:
-    """Signal every recorded process group at once, wait for each (its own timeout), SIGKILL what
-    is left; remove the PID files. Returns the names that were running."""
+    """Signal every recorded process group at once, wait for all their processes (each its own
+    timeout), SIGKILL what is left; remove the PID files. Returns the names that were running.
+
+    The processes to wait for are snapshotted while the leaders still run (see :func:`members`),
+    so children that outlive their leader for a moment are waited for too.
+    """
     live: dict[str, dict] = {}
+    tracked: dict[str, dict[int, int]] = {}
     for proc in procs:
         info = read_pid(run_dir, proc)
         if info is None:
             continue
-        pgid, mark = int(info["pgid"]), info.get("mark")
-        if pid_alive(info) or _group_members(pgid, mark):
-            live[proc] = info
-            log(f"  stopping {proc} (pid {info['pid']})")
-            sig = int(info.get("stop_signal", signal.SIGTERM))
-            try:
-                if info.get("signal_leader_only") and pid_alive(info):
-                    os.kill(int(info["pid"]), sig)
-                else:
-                    os.killpg(pgid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-        else:
+        found = members(info)
+        if not found:
             pid_file(run_dir, proc).unlink(missing_ok=True)
+            continue
+        live[proc], tracked[proc] = info, found
+        log(f"  stopping {proc} (pid {info['pid']})")
+        sig = int(info.get("stop_signal", signal.SIGTERM))
+        leader_ok = pid_alive(info)
+        targets = ([int(info["pid"])] if info.get("signal_leader_only") and leader_ok
+                   else [] if leader_ok else list(found))
+        try:
+            if leader_ok and not targets:
+                os.killpg(int(info["pgid"]), sig)
+            for pid in targets:
+                os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
     start = time.monotonic()
     waiting = dict(live)
     while waiting:
         for proc, info in list(waiting.items()):
-            pid, pgid = int(info["pid"]), int(info["pgid"])
-            _reap(pid)
-            if not _group_members(pgid, info.get("mark")):
+            _reap(int(info["pid"]))
+            tracked[proc] = _still({**tracked[proc], **members(info)})
+            if not tracked[proc]:
                 del waiting[proc]
             elif time.monotonic() - start > float(info.get("stop_timeout", 20.0)):
                 log(f"  {proc} did not exit in {info.get('stop_timeout', 20.0):.0f} s: SIGKILL")
-                try:
-                    os.killpg(pgid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                _kill_all({**tracked[proc], **members(info)})
                 for _ in range(50):
-                    _reap(pid)
-                    if not _group_members(pgid, info.get("mark")):
+                    _reap(int(info["pid"]))
+                    if not _still(tracked[proc]):
                         break
                     time.sleep(0.1)
                 del waiting[proc]
@@ -222,13 +259,23 @@ def stop_procs(run_dir: Path, procs: list[str], log: Callable[[str], None] = pri
     return list(live)
 
 
+def _kill_all(procs: dict[int, int]) -> None:
+    for pid in _still(procs):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def stop_proc(run_dir: Path, proc: str, log: Callable[[str], None] = print) -> bool:
     """Stop one recorded process group (see :func:`stop_procs`); True if it was running."""
     return bool(stop_procs(run_dir, [proc], log))
 
 
-def processes_referencing(needles: list[str], exclude: set[int] | None = None) -> list[int]:
-    """PIDs of processes whose command line contains one of ``needles`` (our state/temp dirs)."""
+def processes_referencing(needles: list[str], exclude: set[int] | None = None,
+                          exe_prefix: str | None = None) -> list[int]:
+    """PIDs of processes whose command line contains one of ``needles`` (our state/temp dirs);
+    with ``exe_prefix``, only programs under it (the venv: never someone's ``tail -f`` of a log)."""
     exclude = (exclude or set()) | {os.getpid()}
     out = []
     for d in Path("/proc").iterdir():
@@ -236,6 +283,8 @@ def processes_referencing(needles: list[str], exclude: set[int] | None = None) -
             continue
         cmd = _proc_cmdline(int(d.name))
         if not cmd or _is_zombie(int(d.name)):
+            continue
+        if exe_prefix and not cmd[0].startswith(exe_prefix):
             continue
         joined = " ".join(cmd)
         if any(n in joined for n in needles):

@@ -26,6 +26,12 @@ START_TIMEOUT = {"s3": 90.0, "mlflow": 240.0, "ray": 240.0, "airflow": 360.0}
 # every process the stack starts carries these in its environment (inherited by Ray workers, job
 # drivers and Airflow task processes), so `down` can find exactly this stack's leftovers
 STACK_ID_ENV, STACK_SERVICE_ENV = MARK_KEYS
+# a line the service prints once it is fully up: `ray start` gives up after 30 s if its raylet has
+# not registered with the GCS (seen under load), after the dashboard already answered
+READY_LINE = {"ray": "Ray runtime started."}
+# starts that may be retried (a timed-out `ray start` on a loaded machine usually works next time)
+START_RETRIES = {"s3": 0, "mlflow": 1, "ray": 1, "airflow": 0}
+START_MARK = "=== exfm stack: starting "
 
 RAY_WORKER_PORTS = 100  # min..max worker ports per head
 RAY_OBJECT_STORE_BYTES = 2 * 1024**3
@@ -267,6 +273,18 @@ def s3_procs(cfg: ExfmConfig) -> list[ProcSpec]:
                      stop_signal=signal.SIGTERM, stop_timeout=15)]
 
 
+def printed_since_start(cfg: ExfmConfig, service: str) -> bool:
+    """Whether the service's log holds its :data:`READY_LINE` after the latest start marker."""
+    line = READY_LINE.get(service)
+    if line is None:
+        return True
+    try:
+        text = (log_dir(cfg) / f"{service}.log").read_text(errors="replace")
+    except OSError:
+        return False
+    return line in text[text.rfind(START_MARK):]
+
+
 def s3_client(cfg: ExfmConfig, timeout: float = 3.0):
     import boto3
     from botocore.config import Config
@@ -462,7 +480,7 @@ def airflow_health(cfg: ExfmConfig) -> tuple[bool, str]:
     return True, "scheduler, dag processor, triggerer healthy"
 
 
-def airflow_token(cfg: ExfmConfig, timeout: float = 10.0) -> str:
+def airflow_token(cfg: ExfmConfig, timeout: float = 60.0) -> str:
     """A JWT from ``POST /auth/token`` with the admin user and the generated password."""
     import urllib.request
 

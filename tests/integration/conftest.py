@@ -103,7 +103,7 @@ def make_test_config(tmp_path: Path | str, *sets: str, **overrides) -> ExfmConfi
         fd = os.open(sec, os.O_WRONLY | os.O_CREAT, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write('{"ray_auth_token": "%s"}' % _SESSION_RAY_TOKEN)
-    ensure_secrets(cfg)
+    ensure_secrets(cfg, airflow=False)  # Airflow's on its first up, as for a user
     return cfg
 
 

@@ -184,3 +184,23 @@ def test_airflow_launcher_rebinds_only_wildcard_hosts(monkeypatch):
     assert seen == ["127.0.0.1", "10.1.2.3"]
     monkeypatch.setenv(airflow_main.HOST_ENV, "127.0.0.2")
     assert airflow_main.loopback_hostname() == "127.0.0.2"
+
+
+def test_ray_counts_as_started_only_after_its_ready_line_since_the_last_start(cfg):
+    log = S.log_dir(cfg) / "ray.log"
+    log.parent.mkdir(parents=True)
+    assert not S.printed_since_start(cfg, "ray")
+    log.write_text(f"{S.START_MARK}ray at t0\nRay runtime started.\n{S.START_MARK}ray at t1\n")
+    assert not S.printed_since_start(cfg, "ray")  # that line belongs to the previous start
+    with open(log, "a") as f:
+        f.write("Local node IP: 127.0.0.1\nRay runtime started.\n")
+    assert S.printed_since_start(cfg, "ray")
+    assert S.printed_since_start(cfg, "mlflow")  # no ready line needed
+
+
+def test_airflow_secrets_wait_for_the_first_up_that_starts_airflow(cfg):
+    sec, made = S.ensure_secrets(cfg, airflow=False)
+    assert "airflow_password" not in sec and "s3_access_key" in made
+    sec2, made2 = S.ensure_secrets(cfg, airflow=True)
+    assert "airflow_password" in made2 and "s3_access_key" not in made2
+    assert sec2["s3_access_key"] == sec["s3_access_key"]

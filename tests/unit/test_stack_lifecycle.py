@@ -1,0 +1,128 @@
+"""stack_up/stack_down's orchestration on stand-in services (tiny shell processes): start order,
+idempotence, a retried start, a failed start with its log, and a clean down."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from exfm.config import load_config
+from exfm.stack import StackError, stack_down, stack_status, stack_up
+from exfm.stack import services as S
+from exfm.stack.procs import ProcSpec, pid_alive, processes_with_env, read_pid
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    """Every service becomes `sh` processes; healthy = a file the process writes on start."""
+    cfg = load_config(None, [f"state_dir={tmp_path / 'state'}"], env={})
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    behaviour: dict[str, list[str]] = {}  # service -> scripts for successive starts
+
+    def procs(service):
+        def make(cfg, *args):
+            scripts = behaviour.get(service) or ["touch {flag}; exec sleep 300"]
+            script = scripts.pop(0) if len(scripts) > 1 else scripts[0]
+            env = S._base_env(cfg, service)
+            out = []
+            for name in S.proc_names(service):
+                out.append(ProcSpec(name, ["/bin/sh", "-c", script.format(flag=flags / name)],
+                                    env, S.log_dir(cfg) / f"{name}.log",
+                                    stop_signal=signal.SIGTERM, stop_timeout=5))
+            return out
+        return make
+
+    def health(service):
+        def check(cfg):
+            ok = all((flags / p).exists() for p in S.proc_names(service))
+            return ok, "flag" if ok else "no flag yet"
+        return check
+
+    for svc in S.SERVICES:
+        monkeypatch.setattr(S, f"{svc}_procs", procs(svc))
+        monkeypatch.setitem(S.HEALTH, svc, health(svc))
+    monkeypatch.setattr(S, "READY_LINE", {})
+    monkeypatch.setattr(S, "write_airflow_passwords", lambda cfg: None)
+    monkeypatch.setattr(S, "airflow_token", lambda cfg: "token")
+    monkeypatch.setattr("exfm.stack._airflow_migrate", lambda cfg, dags, log: log("  migrate"))
+    monkeypatch.setattr(S, "_check_free", None, raising=False)
+    # no real ports: nothing listens in this test
+    monkeypatch.setattr("exfm.stack._check_ports", lambda cfg, service: None)
+    yield cfg, behaviour, flags
+    stack_down(cfg, log=lambda m: None)
+
+
+def _ours(cfg):
+    return processes_with_env({S.STACK_ID_ENV: S.stack_id(cfg)})
+
+
+def test_up_orders_waves_is_idempotent_and_down_leaves_nothing(fake):
+    cfg, _, flags = fake
+    lines: list[str] = []
+    statuses = stack_up(cfg, log=lines.append)
+    assert [s.name for s in statuses] == S.SERVICES and all(s.healthy for s in statuses)
+    starts = [m.split(":")[0] for m in lines if m.endswith(f"(log: {S.log_dir(cfg)})")]
+    healthy = [m.split(":")[0] for m in lines if ": healthy in" in m]
+    # s3 before mlflow (dependency); airflow only after every other service is healthy
+    assert starts.index("s3") < starts.index("mlflow")
+    assert lines.index(next(m for m in lines if m.startswith("airflow: starting"))) > max(
+        lines.index(next(m for m in lines if m.startswith(f"{s}: healthy"))) for s in
+        ("s3", "mlflow", "ray"))
+    assert sorted(healthy) == sorted(S.SERVICES)
+    assert any("password" in m for m in lines)  # first Airflow up shows it once
+
+    pids = {s.name: s.pid for s in stack_status(cfg)}
+    again: list[str] = []
+    stack_up(cfg, log=again.append)
+    assert {s.name: s.pid for s in stack_status(cfg)} == pids
+    assert len(again) == 4 and all("already running" in m for m in again)
+
+    assert len(_ours(cfg)) == 1 + 1 + 1 + 4
+    stack_down(cfg, log=lambda m: None)
+    assert _ours(cfg) == []
+    assert not list(S.run_dir(cfg).glob("*.pid"))
+    assert not any(s.healthy for s in stack_status(cfg))
+
+
+def test_a_crashed_start_is_retried_once(fake):
+    cfg, behaviour, _ = fake
+    behaviour["ray"] = ["echo boom; exit 3", "touch {flag}; exec sleep 300"]
+    lines: list[str] = []
+    stack_up(cfg, ["ray"], log=lines.append)
+    assert any(m.startswith("ray: start failed") and "retrying" in m for m in lines)
+    assert pid_alive(read_pid(S.run_dir(cfg), "ray"))
+
+
+def test_a_failed_start_is_stopped_and_shows_its_log(fake):
+    cfg, behaviour, _ = fake
+    behaviour["s3"] = ["echo 'bad flag -xyz'; exit 2"]
+    with pytest.raises(StackError) as e:
+        stack_up(cfg, ["mlflow"], log=lambda m: None)
+    msg = str(e.value)
+    assert e.value.service == "s3"
+    assert "s3 failed to start: process s3 exited" in msg
+    assert "bad flag -xyz" in msg and str(S.log_dir(cfg) / "s3.log") in msg
+    assert read_pid(S.run_dir(cfg), "mlflow") is None  # never started: its dependency failed
+    assert _ours(cfg) == []
+
+
+def test_a_partial_airflow_is_restarted_whole(fake):
+    import os
+
+    cfg, _, _ = fake
+    stack_up(cfg, ["airflow"], log=lambda m: None)
+    victim = read_pid(S.run_dir(cfg), "airflow-triggerer")
+    os.killpg(victim["pgid"], signal.SIGKILL)
+    for _ in range(100):
+        if not pid_alive(victim):
+            break
+        time.sleep(0.05)
+    st = {s.name: s for s in stack_status(cfg)}["airflow"]
+    assert not st.healthy and "3/4" in st.detail
+    lines: list[str] = []
+    stack_up(cfg, ["airflow"], log=lines.append)
+    assert any("partially running; restarting" in m for m in lines)
+    assert {s.name: s for s in stack_status(cfg)}["airflow"].healthy
