@@ -1,0 +1,142 @@
+"""The offline protocol: the plan (what trains on what), fairness between arms, the report."""
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from exfm.config import GeneratorConfig, load_config
+from exfm.data.generator import generate
+from exfm.reproduce import RESULT_COLUMNS, ReproduceOptions, ordering, run_protocol, summarize
+from exfm.reproduce.protocol import (_key, _Run, domain_slice, load_result, merge_results, plan,
+                                     thin, with_fm_pred)
+
+TINY_MODELS = ["models.fm_hidden=[16]", "models.fm_embed_dim=8", "models.vm_hidden=[8]",
+               "models.embed_dim=4", "models.min_steps_per_day=4", "models.torch_threads=1",
+               "models.fm_tower_hidden=[8]"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("repro")
+    generate(GeneratorConfig(days=8, rows_per_day=400, n_users=120, n_items=60), d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(None, TINY_MODELS)
+
+
+def test_thin_keeps_order_and_cap():
+    t = pa.table({"ts": np.arange(10)})
+    assert thin(t, 4).column("ts").to_pylist() == [0, 3, 6, 9]
+    assert thin(t, None).num_rows == 10
+
+
+def test_fm_pred_columns_and_domain_slice(data):
+    from exfm.data.io import read_day
+    from exfm.data.schema import load_schema
+
+    s = load_schema(data)
+    t = read_day(data, "2026-01-05")
+    p = np.random.default_rng(0).random((t.num_rows, 2))
+    t2 = with_fm_pred(t, ["click", "like"], p)
+    assert np.allclose(t2.column("fm_pred_like").to_numpy(), p[:, 1].astype(np.float32))
+    d0 = domain_slice(t2, s, "d0")
+    assert set(d0.column("domain").to_pylist()) == {"d0"} and 0 < d0.num_rows < t.num_rows
+    assert domain_slice(t2, s, "all").num_rows == t.num_rows
+
+
+def test_plan_readings_and_sharing(data, cfg):
+    run = _Run(data, ReproduceOptions(seeds=1), cfg, None)
+    assert run.readings == 3 and run.vm_days == [4, 5, 6]  # VM days 5, 6, 7; tests 6, 7, 8
+    fms, cells = plan(run)
+    assert dict(fms) == {"dcn": (), "dcnv2": (2, 3), "dmin": (), "mtl": ()}
+    main = [c for c, _, _ in cells if c.table == "main"]
+    assert len(main) == 3 + 3 * 3 * 3  # one shared w/o per VM + FM x VM x 3 distilled arms
+    wo = [(c, names) for c, _, names in cells if c.table == "main" and c.arm == "wo"]
+    assert all(names == ["dcn", "dcnv2", "dmin"] for _, names in wo)
+    # the freshness study's fresh arms and baseline are the main grid's trajectories
+    fresh = {_key(c, vk) for c, vk, _ in cells if c.table == "freshness" and "@d" not in c.fm}
+    main_keys = {_key(c, vk) for c, vk, _ in cells if c.table == "main"}
+    assert fresh <= main_keys
+    per_domain = [c for c, _, _ in cells if c.table == "per_domain"]
+    assert {c.domain for c in per_domain} == {"d0", "d1", "d2"}
+
+
+def test_too_few_days_is_an_error(tmp_path, cfg):
+    generate(GeneratorConfig(days=5, rows_per_day=50, n_users=40, n_items=20), tmp_path)
+    with pytest.raises(ValueError, match="needs at least 6"):
+        _Run(tmp_path, ReproduceOptions(), cfg, None)
+
+
+@pytest.fixture(scope="module")
+def small_run(data, cfg):
+    opts = ReproduceOptions(seeds=1, fms=("dcnv2",), vms=("fam",), tables=("main", "freshness"),
+                            freshness_ks=(3,), fresh_pair=("dcnv2", "fam"))
+    seen = []
+    res = run_protocol(data, cfg, opts, progress=lambda n, what: seen.append(what))
+    return res, seen
+
+
+def test_protocol_rows_and_columns(small_run):
+    res, seen = small_run
+    df = pd.DataFrame(res.rows, columns=RESULT_COLUMNS)
+    main = df[df.table == "main"]
+    assert set(main.arm) == {"wo", "vanilla", "ah", "ah_sa"}
+    assert sorted(main.reading.unique()) == [1, 2, 3]
+    assert len(main) == 4 * 3
+    assert df[["auc", "logloss", "ne", "calibration"]].notna().all().all()
+    assert set(df.table) == {"main", "freshness"}
+    # the fresh-FM arms of the freshness study are the main grid's numbers, not a re-run
+    fresh_ah = df[(df.table == "freshness") & (df.fm == "dcnv2@fresh") & (df.arm == "ah")]
+    main_ah = main[main.arm == "ah"]
+    assert np.allclose(fresh_ah.auc.values, main_ah.auc.values)
+    # one unit per FM day (6) and per VM reading of each distinct trajectory (4 main + 2 frozen)
+    assert len(seen) == 6 + 6 * 3
+    vm_steps = [s for s in res.steps if s["model"].startswith("vm:")]
+    assert all(s["steps"] >= 4 for s in vm_steps)
+
+
+def test_arms_share_init_and_data(data, cfg):
+    """Two runs of the same arm give the same numbers: differences between arms are the loss's."""
+    opts = ReproduceOptions(seeds=1, fms=("dcn",), vms=("fam",), tables=("main",),
+                            arms=("wo", "ah"))
+    a = pd.DataFrame(run_protocol(data, cfg, opts).rows)
+    b = pd.DataFrame(run_protocol(data, cfg, opts).rows)
+    assert np.allclose(a.auc.values, b.auc.values)
+
+
+def test_report_and_merge(small_run, tmp_path):
+    from exfm.reproduce import write_report
+
+    res, _ = small_run
+    paths = write_report(res, tmp_path / "a", {"test": True})
+    md = paths["md"].read_text()
+    assert "Main table: FM x VM, AUC" in md and "Steps per day" in md and "Freshness" in md
+    assert (tmp_path / "a" / "main_auc.png").stat().st_size > 0
+    df = pd.read_csv(paths["csv"])
+    assert list(df.columns) == RESULT_COLUMNS
+    back = load_result(tmp_path / "a")
+    shifted = [{**r, "seed": 1} for r in back.rows]
+    both = merge_results([back, type(back)(dataset=back.dataset, rows=shifted, days=back.days,
+                                           vm_days=back.vm_days)])
+    s = summarize(pd.DataFrame(both.rows), ["fm", "vm", "arm"])
+    assert (s["count"] == 2).all()  # two seeds per cell
+    o = ordering(pd.DataFrame(both.rows))
+    assert list(o.columns[:2]) == ["fm", "vm"] and len(o) == 1
+
+
+def test_cli_quick_subset(data, tmp_path):
+    from exfm.commands.reproduce import reproduce
+
+    r = CliRunner().invoke(reproduce, ["--data", str(data), "--out", str(tmp_path / "o"),
+                                       "--quick", "--fms", "dcn", "--vms", "fam",
+                                       "--tables", "main", "--max-rows-per-day", "200"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "o" / "results.csv").exists()
+    bad = CliRunner().invoke(reproduce, ["--data", str(data), "--tables", "nope"])
+    assert bad.exit_code != 0 and "unknown table" in bad.output
