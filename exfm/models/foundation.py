@@ -78,6 +78,16 @@ class FoundationModel(nn.Module):
         else:
             self.out = nn.Linear(joined, T)
 
+    @torch.no_grad()
+    def init_output_bias(self, prior: torch.Tensor) -> None:
+        """Cold start: output biases = logit(prior), prior (T,) the positive rate per task."""
+        z = torch.logit(prior.float().clamp(1e-4, 0.5))
+        if self.kind == "mtl":
+            for t, tower in enumerate(self.towers):
+                tower.net[-1].bias.fill_(float(z[t]))
+        else:
+            self.out.bias.copy_(z.to(self.out.bias))
+
     def forward(self, batch: dict) -> torch.Tensor:
         v = self.encoder(batch)  # (B, F, D)
         x0 = v.flatten(1)

@@ -174,6 +174,13 @@ class VerticalModel(nn.Module):
                     lin.bias.zero_()
         set_sparse_gradients(self, hp.get("embedding_optimizer", "sparse_adam") == "sparse_adam")
 
+    @torch.no_grad()
+    def init_output_bias(self, prior: torch.Tensor) -> None:
+        """Cold start: every head's bias = logit(prior), prior (1,) the positive rate."""
+        z = float(torch.logit(prior.float().clamp(1e-4, 0.5)).reshape(-1)[0])
+        for head in (self.serving_head, self.aux_head, self.sa_head):
+            head.net[-1].bias.fill_(z)
+
     def forward(self, batch: dict, gs: float | None = None):
         """``gs=None``: serving logits (B, 1). Else :meth:`heads` (through ``__call__``, so a
         DDP wrapper sees the training forward too)."""

@@ -97,6 +97,17 @@ def _progressive(labels: list[torch.Tensor], preds: list[torch.Tensor], tasks: l
     return out
 
 
+def _cold_start_bias(m: nn.Module, tt: TableTensors, bs: int, state: dict) -> None:
+    """A fresh model (no trainer state) starts its output biases at the positive rate of the
+    first batch (what a stream has seen when it starts), instead of at p = 0.5: with rare
+    positives the first few hundred steps would otherwise go to walking the bias down.
+    The prior is smoothed (+0.5 positive, +1 row) and clamped to [1e-4, 0.5]."""
+    if state.get("optimizers") or not hasattr(m, "init_output_bias"):
+        return
+    y = tt.labels[:bs]
+    m.init_output_bias((y.sum(0) + 0.5) / (y.shape[0] + 1.0))
+
+
 def _emit(report: Report | None, payload: dict[str, Any]) -> None:
     if report is not None:
         report(payload)
@@ -121,6 +132,7 @@ def train_fm_day(model: nn.Module, table: pa.Table, schema: DatasetSchema, cfg: 
     bs = effective_batch_size(len(tt), mcfg)
     opts = make_optimizers(m, mcfg)
     load_optimizer_states(opts, state.get("optimizers", {}))
+    _cold_start_bias(m, tt, bs, state)
     model.train()
     meter, labels, preds = _Meter(), [], []
     steps, t0 = 0, time.perf_counter()
@@ -183,6 +195,7 @@ def train_vm_day(model: nn.Module, table: pa.Table, schema: DatasetSchema, vm: V
         if state.get("sa") is not None:
             sa.load_state_dict(state["sa"])
             load_optimizer_states({"sa": sa_opt}, {"sa": state["sa_optimizer"]})
+    _cold_start_bias(m, tt, bs, state)
     model.train()
     meter, labels, preds = _Meter(), [], []
     steps, t0 = 0, time.perf_counter()
