@@ -148,3 +148,16 @@ def test_predict_table_without_labels(tiny_schema, tiny_cfg, tiny_table):
     fm = build_fm(tiny_schema, None, tiny_cfg)
     p = predict_table(fm, tiny_table.drop(["click", "like"]), tiny_schema)
     assert p.shape == (256, 2)
+
+
+def test_init_output_bias(tiny_schema, tiny_cfg):
+    for kind in FM_KINDS:
+        fm = build_fm(tiny_schema, None, tiny_cfg, kind)
+        fm.init_output_bias(torch.tensor([0.1, 0.02]))
+        heads = [t.net[-1].bias for t in fm.towers] if kind == "mtl" else [fm.out.bias]
+        got = torch.cat([b.reshape(-1) for b in heads])
+        torch.testing.assert_close(got, torch.logit(torch.tensor([0.1, 0.02])))
+    vm = build_vm(VMConfig(name="v", model="fam"), tiny_schema, tiny_cfg)
+    vm.init_output_bias(torch.tensor([0.05]))
+    for head in (vm.serving_head, vm.aux_head, vm.sa_head):
+        assert float(head.net[-1].bias) == pytest.approx(float(torch.logit(torch.tensor(0.05))))
