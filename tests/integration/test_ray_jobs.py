@@ -163,3 +163,21 @@ def test_killed_caller_stops_its_job(stack_cfg, ray_data, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_vm_job_progressive_metric_then_one_pass(stack_cfg, ray_data):
+    def vm_job(day, sid):
+        argv = ["-m", "ray_jobs.train_vm", "--day", day, "--vm", "d0-click",
+                "--config", ray_data["config"], *SMALL]
+        return submit_and_wait(stack_cfg, argv, sid, log=lambda m: None, timeout_s=300)
+
+    first = vm_job(DAYS[0], "test-vm-d1")
+    assert first["source"] == "raw" and first["fm_version"] is None  # no augmented day yet
+    assert first["arms"]["fm"]["progressive"] is None  # nothing to score before the first day
+    second = vm_job(DAYS[1], "test-vm-d2")
+    arm = second["arms"]["fm"]
+    assert arm["previous_version"] == first["arms"]["fm"]["version"]
+    assert 0 <= arm["progressive"]["auc"] <= 1  # yesterday's snapshot scored on today first
+    assert arm["rows"] == second["rows"] > 0
+    again = vm_job(DAYS[1], "test-vm-d2-again")  # a retried task: no second version
+    assert again["arms"]["fm"]["reused"] and again["arms"]["fm"]["version"] == arm["version"]

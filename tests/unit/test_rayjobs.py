@@ -244,3 +244,21 @@ def test_safe_and_retry_ids():
         == "exfm_exfm_daily_manual__2026-01-01T00-00-00-00_vm_3"
     ids = list(S.retry_ids("a"))
     assert ids[:3] == ["a", "a-r2", "a-r3"] and len(ids) == S.MAX_RETRY_IDS
+
+
+def test_vm_slice_filter_selects_domain_and_stage():
+    import pyarrow as pa
+
+    from exfm.config import VMConfig
+    from exfm.data.schema import DatasetSchema, SparseField
+    from ray_jobs.train_vm import vm_slice_filter
+
+    schema = DatasetSchema(name="t", timestamp="ts", domain="domain", stage="stage",
+                           labels=["click"], sparse=[SparseField(name="u", vocab=3)])
+    t = pa.table({"domain": ["d0", "d1", "d0"], "stage": ["late", "late", "early"]})
+    vm = VMConfig(name="x", domain="d0", stage="late")
+    assert t.filter(vm_slice_filter(vm, schema)).num_rows == 1
+    assert vm_slice_filter(VMConfig(name="y"), schema) is None
+    no_stage = schema.model_copy(update={"stage": None})
+    with pytest.raises(ValueError, match="no such column"):
+        vm_slice_filter(vm, no_stage)
