@@ -35,6 +35,12 @@ from exfm.stack import client_env, stack_down, stack_up
 from exfm.stack.procs import port_in_use
 from exfm.stack.services import all_ports, ensure_secrets
 
+# Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when `ray` is first imported: without "0",
+# `ray.init("127.0.0.1:P")` rewrites the address to the host's IP and hangs on a GCS that listens
+# on loopback only. Test modules collected before a stack fixture runs may import ray, so the
+# whole session gets it now (seen: `pytest tests/integration/test_stack.py tests/unit` hung).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 # one S3 key pair and one Ray token for every stack of this test session
 _SESSION_S3 = ("exfmtest" + secrets.token_hex(6), secrets.token_urlsafe(24))
 _SESSION_RAY_TOKEN = secrets.token_hex(32)
@@ -113,6 +119,7 @@ def stack_env(cfg: ExfmConfig):
     env = client_env(cfg)
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    _keep_ray_on_loopback()
     try:
         yield env
     finally:
@@ -121,6 +128,13 @@ def stack_env(cfg: ExfmConfig):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _keep_ray_on_loopback() -> None:
+    """If ray was imported before the env var was set, its import-time constant is stale."""
+    consts = sys.modules.get("ray._private.ray_constants")
+    if consts is not None and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":
+        consts.ENABLE_RAY_CLUSTER = False
 
 
 def _start(cfg: ExfmConfig, services: list[str]) -> None:
