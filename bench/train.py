@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"checkpoint) on {r['rows']:,} rows")
     report["load_average_end"] = os.getloadavg()[0]
     (out / "train.json").write_text(json.dumps(report, indent=1, default=str))
-    print(f"\nload average at the end {report['load_average_end']:.1f}; written {out / 'train.json'}")
+    print(f"\nload average at the end {report['load_average_end']:.1f}; "
+          f"written {out / 'train.json'}")
     return report
 
 

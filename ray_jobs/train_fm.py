@@ -7,7 +7,8 @@
    running :func:`exfm.rayjobs.fm_worker.fm_train_loop`: DDP over the plain ``train_fm_day``,
    warm-started from the newest ``exfm-fm`` version trained before D.
 3. A checkpoint on the bucket after every chunk (``ray.checkpoints_per_day``), under
-   ``RunConfig(name=fm-D-<data digest>-w<warm version>, storage_path=<bucket>/ray/fm)``: a killed
+   ``RunConfig(name=fm-D-<data digest>-w<warm version>-p<plan hash>,
+   storage_path=<bucket>/ray/fm)``: a killed
    worker resumes from it (``FailureConfig(max_failures)``), and so does a re-run of the same day
    on the same data (an Airflow retry), instead of starting over.
 4. Metrics to MLflow (one run ``fm-D`` in ``exfm-fm``), the snapshot registered as a new
@@ -30,9 +31,18 @@ from ray_jobs.common import init_ray, job_parser, load_job_config, main_guard, p
 STORAGE_SUBDIR = "ray/fm"
 
 
-def run_name(day: str, digest: str, warm_version: str | None) -> str:
-    """Deterministic per (day, the day's data, warm start): a retry resumes, new data restarts."""
-    return f"fm-{day}-{digest[:8]}-w{warm_version or 0}"
+def run_name(day: str, digest: str, warm_version: str | None, plan: dict | None = None) -> str:
+    """Deterministic per (day, the day's data, warm start, training plan): a retry resumes from
+    its checkpoints; new data, another warm start, or another plan (workers, batch, chunks, model
+    config) starts a fresh run instead of skipping chunks of differently cut shards."""
+    import hashlib
+    import json
+
+    name = f"fm-{day}-{digest[:8]}-w{warm_version or 0}"
+    if plan:
+        name += "-p" + hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()
+                                      ).hexdigest()[:6]
+    return name
 
 
 def _registered(cfg, name: str) -> str | None:
@@ -80,7 +90,12 @@ def run(cfg, day: str, row_log_dir: str | None = None) -> dict:
     ensure_experiments(cfg, vms=[])
 
     warm_version = latest_fm_version(cfg, before_day=day)
-    name = run_name(day, m.digest, warm_version)
+    world = cfg.ray.num_workers
+    sizes = [b - a for a, b in shard_bounds(m.rows, world)]
+    bs = equal_steps_batch_size(sizes, effective_batch_size(min(sizes), cfg.models))
+    chunk = chunk_rows(max(sizes), bs, cfg.ray.checkpoints_per_day)
+    name = run_name(day, m.digest, warm_version, plan={
+        "world": world, "batch": bs, "chunk": chunk, "models": cfg.models.model_dump(mode="json")})
     done = _registered(cfg, name)
     if done is not None:  # this exact run finished and registered before (a retried task)
         mv = client.get_model_version(FM_MODEL, done)
@@ -99,14 +114,11 @@ def run(cfg, day: str, row_log_dir: str | None = None) -> dict:
         warm_ref = ray.put(buf.getvalue())  # through the object store, not the config pickle
         warm_rows = int(client.get_model_version(FM_MODEL, warm_version).tags.get("rows_seen", 0))
 
-    world = cfg.ray.num_workers
     if row_log_dir:
         Path(row_log_dir).mkdir(parents=True, exist_ok=True)
-    sizes = [b - a for a, b in shard_bounds(m.rows, world)]
-    bs = equal_steps_batch_size(sizes, effective_batch_size(min(sizes), cfg.models))
     loop_config = {
         "cfg": cfg.model_dump(mode="python"), "schema": schema.model_dump(mode="json"), "day": day,
-        "batch_size": bs, "chunk_rows": chunk_rows(max(sizes), bs, cfg.ray.checkpoints_per_day),
+        "batch_size": bs, "chunk_rows": chunk,
         "warm_start": warm_ref, "warm_rows_seen": warm_rows, "row_log_dir": row_log_dir,
         "fail_spec": os.environ.get(FAIL_ENV)}
     fs = arrow_fs(cfg)
@@ -118,7 +130,7 @@ def run(cfg, day: str, row_log_dir: str | None = None) -> dict:
             failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
     print(f"FM {cfg.models.fm} day {day}: {m.rows} rows on {world} worker(s) "
-          f"(shards {sizes}, batch {bs}, chunk {loop_config['chunk_rows']}), run {name}, "
+          f"(shards {sizes}, batch {bs}, chunk {chunk}), run {name}, "
           f"warm start {warm_version or 'none'}", flush=True)
     t0 = time.time()
     result = trainer.fit()

@@ -31,7 +31,8 @@ def vm_slice_filter(vm, schema):
         if want is None:
             continue
         if col is None:
-            raise ValueError(f"VM '{vm.name}' filters on {want!r} but the schema has no such column")
+            raise ValueError(f"VM '{vm.name}' filters on {want!r} but the schema has no such "
+                             "column")
         term = pc.field(col) == want
         expr = term if expr is None else expr & term
     return expr
@@ -90,7 +91,8 @@ def train_one(cfg, day: str, vm, table, schema, data_uri: str, digest: str, fm_v
     client = connect(cfg)
     done = _registered(client, registered, day, digest, fm_version)
     if done is not None:
-        print(f"{registered} v{done} already holds day {day} on this data; nothing to do", flush=True)
+        print(f"{registered} v{done} already holds day {day} on this data; nothing to do",
+              flush=True)
         return {"registered": registered, "version": done, "reused": True}
     device = torch.device(device_name(cfg))
     prev = latest_version(cfg, registered, before_day=day)
@@ -111,8 +113,10 @@ def train_one(cfg, day: str, vm, table, schema, data_uri: str, digest: str, fm_v
         log_dataset_input(data_uri, digest, name=f"{data_uri.rstrip('/').split('/')[-2]}-{day}",
                           sample=table.slice(0, 0))
         mlflow.log_params({"vm.model": vm.model, "vm.mode": mode, "vm.task": vm.task,
-                           "distillation.gs": cfg.distillation.gs, "distillation.ls": cfg.distillation.ls,
-                           "distillation.lw": cfg.distillation.lw, "models.batch_size": cfg.models.batch_size})
+                           "distillation.gs": cfg.distillation.gs,
+                           "distillation.ls": cfg.distillation.ls,
+                           "distillation.lw": cfg.distillation.lw,
+                           "models.batch_size": cfg.models.batch_size})
         if progressive is not None:
             mlflow.log_metrics({f"eval/{k}": float(v) for k, v in progressive.items()})
         t0 = time.time()
@@ -185,7 +189,8 @@ def run(cfg, day: str, vm_name: str) -> dict:
     from exfm.rayjobs.scaling import task_options
 
     if vm_name not in {v.name for v in cfg.vms}:  # fail here, not after scheduling a task
-        raise ValueError(f"vms: no VM named '{vm_name}' (configured: {sorted(v.name for v in cfg.vms)})")
+        names = sorted(v.name for v in cfg.vms)
+        raise ValueError(f"vms: no VM named '{vm_name}' (configured: {names})")
     from ray_jobs.train_vm import _run_vm_task as fn  # by module name, not as __main__
 
     task = ray.remote(fn).options(name=f"train_vm:{vm_name}:{day}", **task_options(cfg))

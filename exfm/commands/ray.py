@@ -108,4 +108,5 @@ def status(submission_id: str | None, config_path: str | None, overrides: tuple[
     client = job_client(_cfg(config_path, overrides))
     jobs = [client.get_job_info(submission_id)] if submission_id else client.list_jobs()
     for j in jobs:
-        click.echo(f"{j.submission_id}\t{j.status.value}\t{(j.message or '').splitlines()[0][:100] if j.message else ''}")
+        first = (j.message or "").splitlines()[:1]
+        click.echo(f"{j.submission_id}\t{j.status.value}\t{first[0][:100] if first else ''}")

@@ -1,4 +1,4 @@
-"""The FM's per-worker loop on Ray Train: the plain ``train_fm_day`` plus shard, DDP and checkpoints.
+"""The FM's per-worker loop on Ray Train: the plain ``train_fm_day`` + shard, DDP, checkpoints.
 
 What Ray adds to the local loop (``exfm.train.train_fm_day(model, table, ...)``):
 ``prepare_model`` (DDP), ``get_dataset_shard`` (this rank's rows), and a checkpoint after every
@@ -136,7 +136,8 @@ def fm_train_loop(config: dict) -> None:
                     "train_seconds": train_seconds,
                     "day": config["day"]})
                 ckpt = ray.train.Checkpoint.from_directory(d)
-            ray.train.report({"chunk": chunk_i, "day_rows": day_rows_done, **point}, checkpoint=ckpt)
+            ray.train.report({"chunk": chunk_i, "day_rows": day_rows_done, **point},
+                             checkpoint=ckpt)
     # No final report: Ray Train's Result carries the last checkpoint, whose trainer state holds
     # the day's summary (see summarize_checkpoint_state).
 

@@ -53,7 +53,7 @@ def check_gpu_config(cfg: ExfmConfig) -> None:
 
 
 def scaling_config(cfg: ExfmConfig, num_workers: int | None = None):
-    """Ray Train's ``ScalingConfig`` for ``cfg`` (``num_workers`` defaults to ``ray.num_workers``)."""
+    """Ray Train's ``ScalingConfig`` for ``cfg`` (``num_workers`` default: ``ray.num_workers``)."""
     from ray.train import ScalingConfig
 
     check_gpu_config(cfg)

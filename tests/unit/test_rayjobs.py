@@ -90,6 +90,10 @@ def test_run_name_is_deterministic_per_day_data_and_warm_start():
     assert run_name("2026-01-02", "abcdef0123", "3") == run_name("2026-01-02", "abcdef0123", "3")
     assert run_name("2026-01-02", "abcdef0123", "3") != run_name("2026-01-02", "ffffff0123", "3")
     assert run_name("2026-01-02", "abcdef0123", None).endswith("-w0")
+    plan = {"world": 2, "batch": 64}
+    assert run_name("d", "abcdef0123", "3", plan) == run_name("d", "abcdef0123", "3", dict(plan))
+    assert run_name("d", "abcdef0123", "3", plan) != run_name("d", "abcdef0123", "3",
+                                                               {**plan, "world": 1})
 
 
 # -- submission: runtime_env ------------------------------------------------------------------
@@ -189,7 +193,8 @@ def test_retry_reattaches_running_and_reuses_succeeded(monkeypatch, keys):
 
 
 def test_retry_after_failure_uses_next_deterministic_id(monkeypatch, keys):
-    client = FakeClient(jobs={"exfm-fm-2026-01-01": ["FAILED"], "exfm-fm-2026-01-01-r2": ["STOPPED"]})
+    client = FakeClient(jobs={"exfm-fm-2026-01-01": ["FAILED"],
+                              "exfm-fm-2026-01-01-r2": ["STOPPED"]})
     out, _ = _run(monkeypatch, client)
     assert client.submitted[0][1] == "exfm-fm-2026-01-01-r3" and out == {"version": "7"}
 
