@@ -154,9 +154,10 @@ def stack_up(cfg: ExfmConfig, services: Iterable[str] | None = None, log: Log = 
              dags_folder: Path | None = None) -> list[ServiceStatus]:
     """Start ``services`` (default all) and their dependencies; idempotent.
 
-    A service starts as soon as what it depends on is healthy (MLflow after S3; Ray and Airflow
-    at once), so independent services boot side by side. ``dags_folder`` overrides Airflow's
-    (default ``$EXFM_AIRFLOW_DAGS_FOLDER`` or the repository's ``dags/``).
+    A service starts as soon as what it depends on is healthy, so S3 and Ray boot side by side,
+    MLflow follows S3, and Airflow (the heaviest) starts once the others are healthy. A crashed
+    Ray or MLflow start is retried once. ``dags_folder`` overrides Airflow's (default
+    ``$EXFM_AIRFLOW_DAGS_FOLDER`` or the repository's ``dags/``). ``log`` gets progress lines.
 
     Raises:
         StackError: a port is taken (names port and service) or a service did not become healthy
@@ -194,13 +195,13 @@ def stack_up(cfg: ExfmConfig, services: Iterable[str] | None = None, log: Log = 
 
     started: dict[str, float] = {}  # service -> monotonic start time
     retries = dict(S.START_RETRIES)
-    waiting = [s for s in pending if _running(cfg, s)]
-    for s in waiting:
-        started[s] = time.monotonic()
+    for s in pending:
+        if _running(cfg, s):  # running but not healthy yet: only wait for it
+            started[s] = time.monotonic()
     last_note = time.monotonic()
     try:
         while len(healthy) < len(order):
-            # launch what is unblocked: the fast ones first, Airflow (blocking migrate) last
+            # launch what is unblocked
             for service in pending:
                 if service in started or any(d not in healthy for d in S.DEPENDS[service]):
                     continue

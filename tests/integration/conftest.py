@@ -35,15 +35,20 @@ from exfm.stack import client_env, stack_down, stack_up
 from exfm.stack.procs import port_in_use
 from exfm.stack.services import all_ports, ensure_secrets
 
-# Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when `ray` is first imported: without "0",
-# `ray.init("127.0.0.1:P")` rewrites the address to the host's IP and hangs on a GCS that listens
-# on loopback only. Test modules collected before a stack fixture runs may import ray, so the
-# whole session gets it now (seen: `pytest tests/integration/test_stack.py tests/unit` hung).
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-
 # one S3 key pair and one Ray token for every stack of this test session
 _SESSION_S3 = ("exfmtest" + secrets.token_hex(6), secrets.token_urlsafe(24))
-_SESSION_RAY_TOKEN = secrets.token_hex(32)
+_SESSION_RAY_TOKEN = os.environ.get("RAY_AUTH_TOKEN") or secrets.token_hex(32)
+
+# Ray reads these once, when `ray` is first imported (a module constant, and the C++ RayConfig):
+# - RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, else `ray.init("127.0.0.1:P")` rewrites the address to
+#   the host's IP and hangs on a GCS that listens on loopback only;
+# - RAY_AUTH_MODE=token + the token, else "InvalidAuthToken ... RAY_AUTH_MODE is 'disabled'".
+# Test modules collected before a stack fixture applies client_env may import ray (seen: `pytest
+# tests/integration/test_stack.py tests/unit` hung, then failed auth), so the whole session gets
+# them now; every stack of the session uses this one token.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", _SESSION_RAY_TOKEN)
 
 # Port blocks: base B in [15000, 22000) step 250 uses B..B+210 and B+10000..B+10030, all below
 # Linux's ephemeral range (32768+), and blocks never overlap each other.
@@ -131,10 +136,23 @@ def stack_env(cfg: ExfmConfig):
 
 
 def _keep_ray_on_loopback() -> None:
-    """If ray was imported before the env var was set, its import-time constant is stale."""
+    """If ray was imported before this conftest set its env (an earlier conftest or plugin), its
+    import-time state is stale: refresh what Ray's own tests refresh."""
     consts = sys.modules.get("ray._private.ray_constants")
     if consts is not None and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":
         consts.ENABLE_RAY_CLUSTER = False
+    if "ray._raylet" in sys.modules and not _ray_connected():
+        try:
+            from ray._private.authentication_test_utils import reset_auth_token_state
+
+            reset_auth_token_state()
+        except (ImportError, AttributeError):  # a Ray without it: the env defaults above apply
+            pass
+
+
+def _ray_connected() -> bool:
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
 
 
 def _start(cfg: ExfmConfig, services: list[str]) -> None:
