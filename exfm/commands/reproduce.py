@@ -17,9 +17,9 @@ from exfm.config import ExfmConfig
 QUICK_OVERRIDES = {
     # smaller teachers and students: the quick run checks the plumbing, not the paper's numbers
     "fm_hidden": [128, 64], "fm_embed_dim": 16, "fm_tower_hidden": [32], "vm_hidden": [32],
-    "embed_dim": 8, "min_steps_per_day": 40,
+    "embed_dim": 8, "min_steps_per_day": 20, "torch_threads": 1,
 }
-QUICK_ROWS_PER_DAY = 2000
+QUICK_ROWS_PER_DAY = 1000
 
 
 def _csv(value: str | None) -> tuple[str, ...] | None:
@@ -78,7 +78,9 @@ def reproduce(cfg: ExfmConfig, data_dir: str | None, out_dir: str, seeds: int | 
         kw["multi_fm"] = multi_fm
     if quick:
         cfg = cfg.model_copy(update={"models": cfg.models.model_copy(update=QUICK_OVERRIDES)})
-        kw.update(seeds=1, max_rows_per_day=QUICK_ROWS_PER_DAY, freshness_ks=(3,))
+        # the main grid's dcnv2 doubles as the multi-task FM (it has one logit per task)
+        kw.update(seeds=1, max_rows_per_day=QUICK_ROWS_PER_DAY, freshness_ks=(3,),
+                  multi_fm="dcnv2")
     if seeds is not None:
         kw["seeds"] = seeds
     for name, val in (("fms", _csv(fms)), ("vms", _csv(vms)), ("tables", _csv(tables))):
