@@ -227,6 +227,9 @@ class DasConfig(_Strict):
     keep_last: int = Field(3, ge=1, description="FM versions never garbage-collected")
     max_actors: int = Field(2, ge=1, description="Ray Data actor-pool size for FM inference")
     batch_size: int = Field(8192, ge=1, description="rows per inference batch")
+    fm_model: str = Field("exfm-fm", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$",
+                          description="registered model of the FM snapshots (the SPD) and the "
+                          "lease store's key; tests use their own")
     refresh_s: float = Field(
         10.0, gt=0, description="how often each DAS worker polls the registry (updater) and the "
         "lease (loader); a new snapshot loads in the background while the old one serves")

@@ -36,7 +36,7 @@ from exfm.config import ExfmConfig
 from exfm.das.lease import LeaseStore, make_engine
 from exfm.das.snapshots import SnapshotLoader, SnapshotUpdater
 from exfm.db import database_url
-from exfm.registry.mlflow_registry import FM_MODEL, latest_fm_version, load_fm
+from exfm.registry.mlflow_registry import fm_model_name, latest_fm_version, load_fm
 from exfm.storage.partitions import Manifest, PartitionStore, load_remote_schema
 
 RAW, FEATURES, LABELS, PENDING, AUGMENTED = "raw", "raw/features", "raw/labels", "das/pending", "augmented"
@@ -54,18 +54,18 @@ def lease_store(cfg: ExfmConfig) -> LeaseStore:
     return store
 
 
-def registry_latest(cfg: ExfmConfig, day: str, fm_name: str = FM_MODEL):
+def registry_latest(cfg: ExfmConfig, day: str):
     """The updater's view of the SPD: newest FM version trained *before* ``day`` (a backfilled
     day sees the teacher it would have seen), as ``(version, uri)`` or None."""
     def latest():
         v = latest_fm_version(cfg, before_day=day)
-        return None if v is None else (v, f"models:/{fm_name}/{v}")
+        return None if v is None else (v, f"models:/{fm_model_name(cfg)}/{v}")
     return latest
 
 
-def update_lease(cfg: ExfmConfig, day: str, fm_name: str = FM_MODEL) -> str:
+def update_lease(cfg: ExfmConfig, day: str) -> str:
     """One updater poll for ``day``: 'set', 'lost', 'extended' or 'none'."""
-    return SnapshotUpdater(lease_store(cfg), fm_name, registry_latest(cfg, day, fm_name)).poll_once()
+    return SnapshotUpdater(lease_store(cfg), fm_model_name(cfg), registry_latest(cfg, day)).poll_once()
 
 
 class FMPredictor:
@@ -78,7 +78,7 @@ class FMPredictor:
     version. ``batch_delay_s`` slows each batch (tests of a switch mid-job).
     """
 
-    def __init__(self, cfg_dump: dict, day: str, fm_name: str = FM_MODEL, device: str = "cpu",
+    def __init__(self, cfg_dump: dict, day: str, device: str = "cpu",
                  batch_delay_s: float = 0.0, torch_threads: int = 1):
         import torch
 
@@ -87,7 +87,8 @@ class FMPredictor:
         self.device, self.batch_delay_s = device, batch_delay_s
         self.worker = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         store = lease_store(self.cfg)
-        self.updater = SnapshotUpdater(store, fm_name, registry_latest(self.cfg, day, fm_name))
+        fm_name = fm_model_name(self.cfg)
+        self.updater = SnapshotUpdater(store, fm_name, registry_latest(self.cfg, day))
         self.loader = SnapshotLoader(store, fm_name, self._load, worker=self.worker)
         self.loader.refresh()  # the first snapshot loads before the first batch
         self.loader.current()  # fail now, with a clear message, if nothing is leased
@@ -122,8 +123,7 @@ class FMPredictor:
         self._stop.set()
 
 
-def infer_partition(cfg: ExfmConfig, m: Manifest, day: str, batch_delay_s: float = 0.0,
-                    fm_name: str = FM_MODEL) -> pa.Table:
+def infer_partition(cfg: ExfmConfig, m: Manifest, day: str, batch_delay_s: float = 0.0) -> pa.Table:
     """Run the actor pool over the parts ``m`` names; rows come back in their stored order."""
     import ray
 
@@ -138,7 +138,7 @@ def infer_partition(cfg: ExfmConfig, m: Manifest, day: str, batch_delay_s: float
     out = ds.map_batches(
         FMPredictor,
         fn_constructor_kwargs={"cfg_dump": cfg.model_dump(mode="python"), "day": day,
-                               "fm_name": fm_name, "device": "cuda" if gpu else "cpu",
+                               "device": "cuda" if gpu else "cpu",
                                "batch_delay_s": batch_delay_s},
         batch_format="pyarrow", batch_size=cfg.das.batch_size,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.das.max_actors),
@@ -184,16 +184,17 @@ def _fm_day(cfg: ExfmConfig, version: str | None) -> str | None:
 
     if version is None:
         return None
-    return connect(cfg).get_model_version(FM_MODEL, version).tags.get("day")
+    return connect(cfg).get_model_version(fm_model_name(cfg), version).tags.get("day")
 
 
 def _lease_for(cfg: ExfmConfig, day: str, progress: Callable[[str], None]) -> str:
     outcome = update_lease(cfg, day)
-    lease = lease_store(cfg).get(FM_MODEL)
+    fm = fm_model_name(cfg)
+    lease = lease_store(cfg).get(fm)
     if lease is None:
         raise AugmentError(f"no FM snapshot trained before {day} in the registry "
-                           f"({cfg.tracking_uri}, model {FM_MODEL}): train one first")
-    progress(f"DAS {day}: updater {outcome}; lease -> {FM_MODEL} v{lease.version} "
+                           f"({cfg.tracking_uri}, model {fm}): train one first")
+    progress(f"DAS {day}: updater {outcome}; lease -> {fm} v{lease.version} "
              f"(generation {lease.generation})")
     return lease.version
 

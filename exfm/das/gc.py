@@ -10,15 +10,16 @@ from __future__ import annotations
 from typing import Callable
 
 from exfm.config import ExfmConfig
-from exfm.registry.mlflow_registry import FM_MODEL, archive_version
+from exfm.registry.mlflow_registry import archive_version, fm_model_name
 
 
-def collect_snapshots(cfg: ExfmConfig, fm_name: str = FM_MODEL, now: float | None = None,
+def collect_snapshots(cfg: ExfmConfig, now: float | None = None,
                       log: Callable[[str], None] = print) -> list[str]:
-    """Archive every collectable version of ``fm_name``; returns the versions collected."""
+    """Archive every collectable version of the FM (``cfg.das.fm_model``); returns them."""
     from exfm.das.augment import lease_store
 
     store = lease_store(cfg)
+    fm_name = fm_model_name(cfg)
     done = []
     for version in store.collectable(fm_name, keep_last=cfg.das.keep_last, now=now):
         archive_version(cfg, fm_name, version)

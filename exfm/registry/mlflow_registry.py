@@ -29,6 +29,11 @@ class RegistryError(RuntimeError):
     """A registry lookup or write failed; the message names the model and version."""
 
 
+def fm_model_name(cfg: ExfmConfig) -> str:
+    """The registered model of FM snapshots: ``cfg.das.fm_model`` (default ``exfm-fm``)."""
+    return cfg.das.fm_model
+
+
 def vm_model_name(vm: str) -> str:
     return f"exfm-vm-{vm}"
 
@@ -56,7 +61,7 @@ def ensure_experiments(cfg: ExfmConfig, vms: list[str] | None = None) -> dict[st
         name = experiment_name(cfg, family)
         exp = client.get_experiment_by_name(name)
         ids[family] = exp.experiment_id if exp else client.create_experiment(name)
-    names = [FM_MODEL] + [vm_model_name(v) for v in (vms if vms is not None else
+    names = [fm_model_name(cfg)] + [vm_model_name(v) for v in (vms if vms is not None else
                                                      [v.name for v in cfg.vms])]
     for n in names:
         try:
@@ -182,14 +187,15 @@ def _register(cfg: ExfmConfig, name: str, family: str, model, day: str, rows_see
 def register_fm(cfg: ExfmConfig, model, day: str, rows_seen: int, data_uris: list[str],
                 run_id: str | None = None, tags: dict[str, Any] | None = None,
                 extra: dict[str, Any] | None = None, sample=None) -> str:
-    """Log + register an FM snapshot as a new version of ``exfm-fm``; returns the version.
+    """Log + register an FM snapshot as a new version of ``exfm-fm`` (``cfg.das.fm_model``);
+    returns the version.
 
     Logged in the active run (or ``run_id``, or a fresh run in the ``fm`` experiment). Version
     tags: ``day``, ``rows_seen``, ``data_uris`` (JSON list), ``git_rev``, ``model_uri``,
     ``run_id`` + ``tags``. ``extra``: primitives stored in the snapshot beside the weights;
     ``sample``: a few rows (pa.Table) for the signature.
     """
-    return _register(cfg, FM_MODEL, "fm", model, day, rows_seen, data_uris, run_id, extra,
+    return _register(cfg, fm_model_name(cfg), "fm", model, day, rows_seen, data_uris, run_id, extra,
                      sample, dict(tags or {}))
 
 
@@ -218,7 +224,7 @@ def latest_version(cfg: ExfmConfig, name: str, before_day: str | None = None) ->
 
 
 def latest_fm_version(cfg: ExfmConfig, before_day: str | None = None) -> str | None:
-    return latest_version(cfg, FM_MODEL, before_day)
+    return latest_version(cfg, fm_model_name(cfg), before_day)
 
 
 def load_snapshot_version(cfg: ExfmConfig, name: str, version: str | None = "latest"):
@@ -255,7 +261,7 @@ def load_snapshot_version(cfg: ExfmConfig, name: str, version: str | None = "lat
 
 def load_fm(cfg: ExfmConfig, version: str | None = "latest"):
     """``(model, version)`` of an ``exfm-fm`` snapshot: a number, ``latest`` or ``@alias``."""
-    model, _extra, v = load_snapshot_version(cfg, FM_MODEL, version)
+    model, _extra, v = load_snapshot_version(cfg, fm_model_name(cfg), version)
     return model, v
 
 

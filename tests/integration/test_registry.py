@@ -19,7 +19,7 @@ import pytest
 from exfm.data.schema import DatasetSchema, SparseField
 from exfm.models.build import build_fm
 from exfm.models.snapshot import predict_table
-from exfm.registry.mlflow_registry import (FM_MODEL, RegistryError, archive_version, connect,
+from exfm.registry.mlflow_registry import (RegistryError, archive_version, connect,
                                            ensure_experiments, latest_fm_version, load_fm,
                                            log_dataset_input, register_fm, register_vm)
 from exfm.storage.partitions import PartitionStore
@@ -50,7 +50,15 @@ def tiny_fm(cfg, seed: int = 0):
     return build_fm(SCHEMA, None, small)
 
 
-def test_register_load_tags_and_lineage(stack_cfg):
+@pytest.fixture
+def cfg(stack_cfg):
+    """The stack's config with an FM registered model of these tests' own."""
+    return stack_cfg.model_copy(update={"das": stack_cfg.das.model_copy(
+        update={"fm_model": "exfm-fm-regtest"})})
+
+
+def test_register_load_tags_and_lineage(cfg):
+    stack_cfg = cfg
     ensure_experiments(stack_cfg, vms=["t-click"])
     fm = tiny_fm(stack_cfg)
     t = tiny_table()
@@ -61,7 +69,7 @@ def test_register_load_tags_and_lineage(stack_cfg):
         log_dataset_input(store.uri("2026-03-01"), m, context="training", sample=t)
         v = register_fm(stack_cfg, fm, "2026-03-01", rows_seen=64, data_uris=[store.uri("2026-03-01")],
                         sample=t.slice(0, 8), tags={"warm_start": "none"})
-    mv = connect(stack_cfg).get_model_version(FM_MODEL, v)
+    mv = connect(stack_cfg).get_model_version("exfm-fm-regtest", v)
     assert mv.tags["day"] == "2026-03-01" and mv.tags["rows_seen"] == "64"
     assert json.loads(mv.tags["data_uris"]) == [store.uri("2026-03-01")]
     assert mv.tags["run_id"] == run.info.run_id and mv.tags["git_rev"]
@@ -81,18 +89,20 @@ def test_register_load_tags_and_lineage(stack_cfg):
     assert connect(stack_cfg).get_model_version("exfm-vm-t-click", vv).tags["fm_version"] == v
 
 
-def test_missing_version_is_named(stack_cfg):
+def test_missing_version_is_named(cfg):
+    stack_cfg = cfg
     ensure_experiments(stack_cfg, vms=[])
-    with pytest.raises(RegistryError, match=r"exfm-fm version '9999' does not exist"):
+    with pytest.raises(RegistryError, match=r"exfm-fm-regtest version '9999' does not exist"):
         load_fm(stack_cfg, "9999")
 
 
-def test_archive_hides_and_deletes(stack_cfg):
+def test_archive_hides_and_deletes(cfg):
+    stack_cfg = cfg
     ensure_experiments(stack_cfg, vms=[])
     v = register_fm(stack_cfg, tiny_fm(stack_cfg, 1), "2026-03-05", 1, [])
     assert latest_fm_version(stack_cfg) == v
-    archive_version(stack_cfg, FM_MODEL, v)
-    assert connect(stack_cfg).get_model_version(FM_MODEL, v).tags["archived"] == "true"
+    archive_version(stack_cfg, "exfm-fm-regtest", v)
+    assert connect(stack_cfg).get_model_version("exfm-fm-regtest", v).tags["archived"] == "true"
     assert latest_fm_version(stack_cfg) != v
     with pytest.raises(RegistryError):
         load_fm(stack_cfg, v)  # its files are gone
