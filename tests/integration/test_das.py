@@ -25,6 +25,9 @@ import threading
 import time
 from collections import Counter
 
+# read by Ray at import: a driver on the head's host must keep 127.0.0.1 (PITFALLS: Ray)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
