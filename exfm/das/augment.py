@@ -317,8 +317,13 @@ def join_labels(cfg: ExfmConfig, day: str, progress: Callable[[str], None] = pri
         lab = pa.table({rid: pa.array([], table.schema.field(rid).type),
                         **{t: pa.array([], pa.int64()) for t in schema.labels}})
     table = table.drop_columns([c for c in schema.labels if c in table.column_names])
-    joined = table.join(lab, keys=rid, join_type="left outer")
-    joined = joined.take(pc.sort_indices(joined.column("__row"))).drop_columns(["__row"])
+    # join keys only (pyarrow's join cannot carry list columns such as behaviour sequences),
+    # then attach the labels to the rows in their arrival order
+    keyed = table.select([rid, "__row"]).join(lab, keys=rid, join_type="left outer")
+    keyed = keyed.take(pc.sort_indices(keyed.column("__row")))
+    joined = table.drop_columns(["__row"])
+    for t in schema.labels:
+        joined = joined.append_column(t, keyed.column(t))
     has_label = pc.is_valid(joined.column(schema.labels[0]))
     labeled = int(pc.sum(has_label).as_py() or 0)
     dropped = joined.num_rows - labeled

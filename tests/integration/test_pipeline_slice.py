@@ -19,8 +19,8 @@ from exfm.config import DataConfig, GeneratorConfig, VMConfig
 pytestmark = pytest.mark.integration
 
 D1, D2 = "2026-01-01", "2026-01-02"
-VMS = [VMConfig(name="d0-click", model="deepfam", task="click", domain="d0", control=False),
-       VMConfig(name="d1-click", model="fam", task="click", domain="d1", control=True)]
+VMS = [VMConfig(name="slice-d0", model="deepfam", task="click", domain="d0", control=False),
+       VMConfig(name="slice-d1", model="fam", task="click", domain="d1", control=True)]
 
 
 def _slice_cfg(cfg, tmp_path):
@@ -79,14 +79,14 @@ def test_one_day_slice_through_airflow(airflow_stack_cfg, tmp_path):
     by_vm = {}
     for r in runs:
         by_vm.setdefault(r.data.tags["vm"], []).append(r)
-    assert set(by_vm) == {"d0-click", "d1-click"}  # both mapped tasks logged their runs
+    assert set(by_vm) == {"slice-d0", "slice-d1"}  # both mapped tasks logged their runs
     for vm, vm_runs in by_vm.items():
         fm_arm = [r for r in vm_runs if r.data.tags["arm"] == "fm"]
         assert fm_arm and fm_arm[0].data.tags["fm_version"] == fm1
         assert "train/auc" in fm_arm[0].data.metrics
         assert fm_arm[0].inputs.dataset_inputs, "no lineage: the run logged no input dataset"
-    assert {r.data.tags["arm"] for r in by_vm["d1-click"]} == {"fm", "control"}
-    mv = client.search_model_versions("name='exfm-vm-d0-click'")
+    assert {r.data.tags["arm"] for r in by_vm["slice-d1"]} == {"fm", "control"}
+    mv = client.search_model_versions("name='exfm-vm-slice-d0'")
     assert any(v.tags.get("fm_version") == fm1 and v.tags.get("day") == D2 for v in mv)
 
 
@@ -103,7 +103,7 @@ def test_one_day_slice_on_postgres(postgres_stack_cfg, tmp_path):
     das = pipeline.augment(cfg, D2)
     assert das["fm_version"] == fm1
     pipeline.train_fm(cfg, D2)
-    vm = pipeline.train_vm(cfg, D2, "d0-click")
+    vm = pipeline.train_vm(cfg, D2, "slice-d0")
     assert vm["fm_version"] == fm1
     _assert_day(cfg, fm1, rows)
     # the lease store and MLflow's backend really are on PostgreSQL
@@ -117,5 +117,5 @@ def test_one_day_slice_on_postgres(postgres_stack_cfg, tmp_path):
     with engine.connect() as c:
         names = {r[0] for r in c.execute(text("SELECT name FROM registered_models"))}
     engine.dispose()
-    assert {"exfm-fm", "exfm-vm-d0-click"} <= names
+    assert {"exfm-fm", "exfm-vm-slice-d0"} <= names
     assert os.environ.get("MLFLOW_TRACKING_URI") == cfg.tracking_uri
