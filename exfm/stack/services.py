@@ -463,7 +463,9 @@ def airflow_procs(cfg: ExfmConfig, dags_folder: Path | None = None) -> list[Proc
 
 def airflow_argv(*args: str) -> list[str]:
     """``airflow ARGS`` through our launcher (loopback log servers), with the venv's Python."""
-    return [sys.executable, "-m", "exfm.stack.airflow_main", *args]
+    from exfm.stack.airflow_main import LAUNCHER
+
+    return [sys.executable, str(LAUNCHER), *args]
 
 
 def airflow_health(cfg: ExfmConfig) -> tuple[bool, str]:

@@ -174,11 +174,16 @@ def test_airflow_password_file_matches_the_secret(cfg):
 def test_airflow_launcher_rebinds_only_wildcard_hosts(monkeypatch):
     import uvicorn
 
+    import importlib.util
+
     from exfm.stack import airflow_main
 
+    spec = importlib.util.spec_from_file_location("airflow_launcher", airflow_main.LAUNCHER)
+    launcher = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launcher)
     seen = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.append(kw["host"]))
-    airflow_main._bind_log_servers("127.0.0.1")
+    launcher._bind_log_servers("127.0.0.1")
     uvicorn.run("x", host="")
     uvicorn.run("x", host="10.1.2.3")
     assert seen == ["127.0.0.1", "10.1.2.3"]
