@@ -218,6 +218,36 @@ class DistillationConfig(_Strict):
     sa_weight: float = Field(1.0, ge=0)
     sa_hidden: int = Field(16, ge=1)
     sa_lr: float = Field(1e-2, gt=0)
+    tune: bool = Field(
+        True, description="AH and AH+SA VMs pick (gs, ls, lw) themselves on an earlier day, never "
+        "the scored one: one fresh VM per candidate of tune_gs x tune_ls x tune_lw trains one "
+        "pass on an earlier day with the FM's predictions and is scored on the day after it; "
+        "the best by tune_metric wins (ties keep the earlier candidate; gs/ls/lw above come "
+        "first). False = use gs/ls/lw as set")
+    tune_gs: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0],
+                                 description="GS (alpha) candidates")
+    tune_ls: list[float] = Field(default_factory=lambda: [1.0, 2.0],
+                                 description="LS (beta) candidates")
+    tune_lw: list[float] = Field(default_factory=lambda: [1.0, 3.0],
+                                 description="LW (w) candidates")
+    tune_metric: Literal["auc", "ne"] = Field(
+        "auc", description="what the tuning day ranks candidates by (auc: higher, ne: lower)")
+    tune_max_rows: int | None = Field(
+        100_000, ge=1, description="thin each tuning day to at most this many rows (every k-th "
+        "row, order kept); None = every row")
+
+    @field_validator("tune_gs", "tune_ls", "tune_lw")
+    @classmethod
+    def _candidates(cls, v: list[float], info) -> list[float]:
+        if not v:
+            raise ValueError("needs at least one candidate")
+        low, strict = {"tune_gs": (0.0, True), "tune_ls": (1.0, False),
+                       "tune_lw": (0.0, False)}[info.field_name]
+        bad = [x for x in v if x < low or (strict and x == low)]
+        if bad:
+            raise ValueError(f"candidates {bad} out of range (must be {'>' if strict else '>='} "
+                             f"{low:g})")
+        return v
 
 
 class DasConfig(_Strict):

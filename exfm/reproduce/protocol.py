@@ -15,6 +15,12 @@ What the VM trains on (the same for every arm, so arm differences are the method
     its init from ``models.seed``) and sees the same rows in the same order; the ``wo`` arm does
     not depend on the FM, so it is trained once and shared by every FM row of its VM.
 
+Self-tuned amplifiers (``distillation.tune``, the default): before reading 1, the AH and AH+SA arms
+of each (FM, VM, slice) pick GS/LS/LW on the days *before* the first scored day: a fresh VM per
+candidate trains on day ``fm_days`` with the predictions of the FM snapshot after day
+``fm_days - 1`` and is scored on day ``fm_days + 1`` (the VM's first training day, never a
+scored day). The choice then holds for every reading. ``exfm.train.tuning`` has the search.
+
 Tables: ``main`` (FM x VM grid, one VM over every domain, the first task), ``per_domain`` (one
 multi-task FM, one VM per domain), ``per_task`` (one multi-task FM, one VM per task),
 ``freshness`` (the FM frozen after day k, so the gap between the FM and the VM's day grows; with
@@ -87,6 +93,7 @@ class ReproduceResult:
     days: list[str] = field(default_factory=list)
     vm_days: list[int] = field(default_factory=list)  # 1-based VM training day of each reading
     seconds: float = 0.0
+    tuning: list[dict[str, Any]] = field(default_factory=list)  # one row per tuning trial
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -165,6 +172,9 @@ class _Run:
         self.readings = len(self.days) - opts.fm_days - 1
         # the VM day of reading r (0-based index into days), its test day is +1
         self.vm_days = [opts.fm_days + r for r in range(self.readings)]
+        # the tuning day (0-based): the day before the first VM day; the FM snapshot that
+        # labels it has trained on at least one day. None = nothing earlier to tune on.
+        self.tune_day = opts.fm_days - 1 if opts.fm_days >= 2 else None
         self.preds: dict[str, dict[int, np.ndarray]] = {}
 
     def tick(self, what: str) -> None:
@@ -190,6 +200,8 @@ def _train_fm(run: _Run, kind: str, cfg: ExfmConfig, seed: int, freeze_after: tu
                                  batch_size=res.metrics.get("batch_size")))
         run.tick(f"FM {kind} day {i + 1}")
         k = i + 1  # days trained so far (1-based day of the snapshot)
+        if k == run.tune_day:  # labels the tuning day (an earlier day, never scored)
+            run.preds.setdefault(kind, {})[k] = predict_table(fm, run.tables[k], run.schema)
         if k in run.vm_days:  # fresh FM: infers on the next day = the VM day of a reading
             p = predict_table(fm, run.tables[k], run.schema)
             run.preds.setdefault(kind, {})[k] = p
@@ -206,16 +218,50 @@ def _train_fm(run: _Run, kind: str, cfg: ExfmConfig, seed: int, freeze_after: tu
             del frozen
 
 
+def _vm_config(cell: Cell, vm_kind: str) -> VMConfig:
+    name = f"{cell.table}-{vm_kind}-{cell.arm}".replace("_", "-")
+    return VMConfig(name=name[:60], model=vm_kind, task=cell.task,
+                    domain=None if cell.domain == ALL else cell.domain, mode=ARM_MODE[cell.arm],
+                    control=False)
+
+
+def _tune_key(cell: Cell, vm_kind: str) -> tuple | None:
+    """Cells sharing a key share one tuning: same VM, slice, task and FM (a frozen copy of an FM
+    tunes with that FM's fresh predictions: the tuning day is before any freeze matters)."""
+    if cell.arm not in ("ah", "ah_sa") or cell.fm_source is None:
+        return None
+    return (vm_kind, cell.domain, cell.task, cell.fm_source.split("@")[0])
+
+
+def _tune_cell(run: _Run, cell: Cell, vm_kind: str, cfg: ExfmConfig, seed: int,
+               result: ReproduceResult):
+    """GS/LS/LW for ``cell`` from the tuning day (never a scored day); records every trial."""
+    from exfm.train.tuning import tune_amplifiers
+
+    src = cell.fm_source.split("@")[0]
+    d = run.tune_day
+    train = with_fm_pred(run.tables[d], run.tasks, run.preds[src][d])
+    train = thin(domain_slice(train, run.schema, cell.domain), cfg.distillation.tune_max_rows)
+    valid = thin(domain_slice(run.tables[d + 1], run.schema, cell.domain),
+                 cfg.distillation.tune_max_rows)
+    res = tune_amplifiers(train, valid, run.schema, _vm_config(cell, vm_kind), cfg,
+                          on_trial=lambda t: run.tick(
+                              f"tune {cell.table} {src}->{vm_kind} gs={t.gs:g} ls={t.ls:g} "
+                              f"lw={t.lw:g}"))
+    for rec in res.records():
+        result.tuning.append(dict(table=cell.table, fm=src, vm=vm_kind, domain=cell.domain,
+                                  task=cell.task, seed=seed, train_day=run.days[d],
+                                  valid_day=run.days[d + 1], metric=res.metric, **rec))
+    return res
+
+
 def _run_cell(run: _Run, cell: Cell, vm_kind: str, cfg: ExfmConfig, seed: int,
               result: ReproduceResult) -> list[dict[str, Any]]:
     """Train one VM trajectory over the readings; returns one metrics row per reading."""
     from exfm.models import build_vm
     from exfm.train import evaluate, train_vm_day
 
-    name = f"{cell.table}-{vm_kind}-{cell.arm}".replace("_", "-")
-    vm = VMConfig(name=name[:60], model=vm_kind, task=cell.task,
-                  domain=None if cell.domain == ALL else cell.domain, mode=ARM_MODE[cell.arm],
-                  control=False)
+    vm = _vm_config(cell, vm_kind)
     model, state, rows = None, None, []
     for r, d in enumerate(run.vm_days):
         if model is None or not run.opts.vm_warm_start:
@@ -287,6 +333,8 @@ def run_protocol(data_dir: str | Path, cfg: ExfmConfig, opts: ReproduceOptions,
     (``wo`` under several FMs, the fresh-FM arms of the freshness study) are trained once and
     reported under each name.
     """
+    from exfm.train.tuning import candidates
+
     t0 = time.perf_counter()
     data_dir = Path(data_dir)
     run = _Run(data_dir, opts, cfg, progress)
@@ -294,7 +342,10 @@ def run_protocol(data_dir: str | Path, cfg: ExfmConfig, opts: ReproduceOptions,
     unique: dict[tuple, tuple[Cell, str]] = {}
     for cell, vk, _ in cells:
         unique.setdefault(_key(cell, vk), (cell, vk))
-    total = opts.seeds * (len(fms) * run.vm_days[-1] + len(unique) * run.readings)
+    tuning = cfg.distillation.tune and run.tune_day is not None
+    n_tune = len({_tune_key(c, vk) for c, vk in unique.values()} - {None}) if tuning else 0
+    total = opts.seeds * (len(fms) * run.vm_days[-1] + len(unique) * run.readings
+                          + n_tune * len(candidates(cfg)))
     if on_total:
         on_total(total)
     result = ReproduceResult(dataset=run.schema.name, days=run.days,
@@ -305,8 +356,14 @@ def run_protocol(data_dir: str | Path, cfg: ExfmConfig, opts: ReproduceOptions,
         for kind, ks in fms:
             _train_fm(run, kind, scfg, seed, ks, result)
         cache: dict[tuple, list[dict]] = {}
+        tuned: dict[tuple, Any] = {}
         for key, (cell, vk) in unique.items():
-            cache[key] = _run_cell(run, cell, vk, scfg, seed, result)
+            ccfg, tk = scfg, _tune_key(cell, vk)
+            if tuning and tk is not None:
+                if tk not in tuned:
+                    tuned[tk] = _tune_cell(run, cell, vk, scfg, seed, result)
+                ccfg = tuned[tk].apply(scfg)
+            cache[key] = _run_cell(run, cell, vk, ccfg, seed, result)
         for cell, vk, names in cells:
             for fm_name in names:
                 for r in cache[_key(cell, vk)]:
@@ -337,6 +394,7 @@ def merge_results(results: list[ReproduceResult]) -> ReproduceResult:
         out.rows += r.rows
         out.steps += r.steps
         out.fm_quality += r.fm_quality
+        out.tuning += r.tuning
         out.seconds = max(out.seconds, r.seconds)
     return out
 
@@ -361,4 +419,5 @@ def load_result(out_dir: str | Path) -> ReproduceResult:
 
     return ReproduceResult(dataset=meta["dataset"], rows=records("results.csv"),
                            steps=records("steps.csv"), fm_quality=records("fm_quality.csv"),
-                           days=meta["days"], vm_days=meta["vm_days"], seconds=meta["seconds"])
+                           days=meta["days"], vm_days=meta["vm_days"], seconds=meta["seconds"],
+                           tuning=records("tuning.csv"))

@@ -1,4 +1,5 @@
-"""Write a reproduce run: ``results.csv`` (one row per cell, seed and reading), ``results.md``
+"""Write a reproduce run: ``results.csv`` (one row per cell, seed and reading), ``tuning.csv``
+(every tuning trial), ``results.md``
 (mean +/- std per cell in the paper's table layout, steps per day, FM quality), PNG plots.
 
 Mean +/- std: each seed's readings are averaged first, then mean and std are taken over seeds
@@ -88,6 +89,29 @@ def _freshness(df: pd.DataFrame, vm_days: list[int]) -> str:
     return _md_table(["FM snapshot", "arm"] + [f"reading {r}" for r in range(1, n + 1)], rows)
 
 
+def _tuning(result: ReproduceResult) -> str:
+    """The (gs, ls, lw) each tuned VM chose, per seed, and the tuning-day score of the winner vs
+    the configured triple (the first trial)."""
+    t = pd.DataFrame(result.tuning)
+    if t.empty:
+        return ""
+    rows = []
+    keys = ["table", "fm", "vm", "domain", "task"]
+    for k, g in t.groupby(keys, sort=True):
+        chosen, lifts = [], []
+        for _, gs in g.groupby("seed"):
+            first, win = gs.iloc[0], gs[gs.chosen.astype(bool)].iloc[0]
+            chosen.append(f"({win.gs:g}, {win.ls:g}, {win.lw:g})")
+            m = win.metric
+            lifts.append((win[m] - first[m]) * 1e2)
+        rows.append(list(k) + [" ".join(chosen), f"{sum(lifts) / len(lifts):+.2f}",
+                               f"{g.train_day.iloc[0]} -> {g.valid_day.iloc[0]}"])
+    metric = t.metric.iloc[0]
+    return _md_table(keys + ["chosen (gs, ls, lw) per seed",
+                             f"tuning-day {metric} of the winner - configured (x100)",
+                             "tuning days (train -> valid)"], rows)
+
+
 def write_markdown(result: ReproduceResult, out: Path, meta: dict[str, Any]) -> str:
     df = pd.DataFrame(result.rows, columns=RESULT_COLUMNS)
     parts = [f"# ExFM offline protocol: `{result.dataset}`", ""]
@@ -127,6 +151,12 @@ def write_markdown(result: ReproduceResult, out: Path, meta: dict[str, Any]) -> 
     if fr:
         parts += ["", "## Freshness: AUC gain over w/o (x100) with the FM frozen after day k", "",
                   fr, "", "gap = VM training day - the last day the FM trained on."]
+    tu = _tuning(result)
+    if tu:
+        parts += ["", "## Self-tuned AH amplifiers (GS, LS, LW), chosen on earlier days", "",
+                  "Every AH / AH+SA trajectory uses the triple its (FM, VM, slice) chose on the "
+                  "tuning days below, which precede every scored day (`tuning.csv` has every "
+                  "trial).", "", tu]
     if result.fm_quality:
         q = pd.DataFrame(result.fm_quality)
         s = summarize(q.rename(columns={"day": "reading"}), ["fm", "task"], "auc")
@@ -235,6 +265,7 @@ def write_report(result: ReproduceResult, out: str | Path, meta: dict[str, Any])
     pd.DataFrame(result.rows, columns=RESULT_COLUMNS).to_csv(out / "results.csv", index=False)
     pd.DataFrame(result.steps).to_csv(out / "steps.csv", index=False)
     pd.DataFrame(result.fm_quality).to_csv(out / "fm_quality.csv", index=False)
+    pd.DataFrame(result.tuning).to_csv(out / "tuning.csv", index=False)
     (out / "run.json").write_text(json.dumps(
         {"dataset": result.dataset, "days": result.days, "vm_days": result.vm_days,
          "seconds": result.seconds, "options": meta}, indent=2, default=str))
