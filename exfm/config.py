@@ -199,7 +199,10 @@ class ModelsConfig(_Strict):
     vm_hidden: list[int] = Field(default_factory=lambda: [128, 64],
                                  description="VM deep part (deepfam DNN, dlrm top, towers)")
     head_hidden: list[int] = Field(
-        default_factory=list, description="VM heads (serving, AH, SA): hidden widths; [] = linear")
+        default_factory=lambda: [16], description="VM heads (serving, AH, SA): hidden widths of "
+        "each head's MLP (METHOD.md eqs. 1, 3: MLP_s, MLP_d); [] = linear heads started at the "
+        "textbook sum. Linear heads on a shared h cannot keep the teacher out of the served "
+        "prediction (Theorem 3.1): the AH's pull moves the shared linear term both read")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout after hidden layers")
     embedding_optimizer: Literal["sparse_adam", "adam"] = Field(
         "sparse_adam", description="optimizer of the embedding tables (at embedding_lr): "
@@ -232,6 +235,9 @@ class DistillationConfig(_Strict):
                                  description="LW (w) candidates")
     tune_metric: Literal["auc", "ne"] = Field(
         "auc", description="what the tuning day ranks candidates by (auc: higher, ne: lower)")
+    tune_every_days: int = Field(
+        7, ge=1, description="daily pipeline: a VM re-tunes when its last choice is this many "
+        "days old (in between it keeps the triple its previous version recorded)")
     tune_max_rows: int | None = Field(
         100_000, ge=1, description="thin each tuning day to at most this many rows (every k-th "
         "row, order kept); None = every row")

@@ -3,7 +3,11 @@
 1. Its slice of ``augmented/day=D`` (a filter on domain / stage, never a copy); on a day with no
    augmented partition (no FM existed before D) the slice of ``raw/day=D``, trained without FM.
 2. Progressive metric: yesterday's snapshot of this VM scored on today's slice first.
-3. One pass, warm-started (weights from the registry, trainer state incl. the Student Adapter
+3. AH / AH+SA VMs with ``distillation.tune``: GS/LS/LW chosen on earlier data (a fresh VM per
+   candidate trains on the latest earlier augmented day and is scored on today's slice, which
+   today's VM is never scored on: tomorrow's is), at most every ``tune_every_days``; in between the
+   triple recorded on the previous version is kept. Trials go to MLflow (``tuning.json``).
+4. One pass, warm-started (weights from the registry, trainer state incl. the Student Adapter
    from the bucket), with the VM's distillation mode; registered as ``exfm-vm-<name>`` with the
    FM version that supervised it. With ``control: true`` the same VM without FM trains beside
    it as ``exfm-vm-<name>-control`` (the apple-to-apple baseline).
@@ -63,6 +67,53 @@ def _save_state(cfg, key: str, state: dict) -> None:
     s3_client(cfg).put_object(Bucket=cfg.storage.bucket, Key=key, Body=buf.getvalue())
 
 
+def _days_apart(a: str, b: str) -> int:
+    from datetime import date
+
+    return abs((date.fromisoformat(b) - date.fromisoformat(a)).days)
+
+
+def tune_for_day(cfg, day: str, vm, schema, table, store, prev_tags: dict,
+                 log=print) -> tuple[object, dict]:
+    """The distillation config this VM trains with today, and what was done to get it.
+
+    Returns ``(cfg, info)``; ``info["tune"]`` is ``off`` (not an AH mode, or tune false),
+    ``reused`` (a choice at most ``tune_every_days`` old on the previous version), ``none`` (no
+    earlier augmented day: the configured triple) or ``tuned`` (with ``trials``).
+    """
+    from exfm.data.io import thin
+    from exfm.train.trainer import resolve_mode
+    from exfm.train.tuning import TUNED_MODES, tune_amplifiers
+
+    d = cfg.distillation
+    if not d.tune or resolve_mode(vm, cfg) not in TUNED_MODES or store is None:
+        return cfg, {"tune": "off"}
+    last = prev_tags.get("tuned_on")
+    if last and _days_apart(last, day) < d.tune_every_days and all(
+            f"tuned_{k}" in prev_tags for k in ("gs", "ls", "lw")):
+        triple = {k: float(prev_tags[f"tuned_{k}"]) for k in ("gs", "ls", "lw")}
+        log(f"VM '{vm.name}': keeps gs/ls/lw {triple} chosen on {last}")
+        return (cfg.model_copy(update={"distillation": d.model_copy(update=triple)}),
+                {"tune": "reused", "tuned_on": last, **triple})
+    earlier = [x for x in store.list_days() if x < day]
+    if not earlier:
+        log(f"VM '{vm.name}': no augmented day before {day} to tune on; configured gs/ls/lw")
+        return cfg, {"tune": "none"}
+    train = thin(store.read_day(earlier[-1], filter=vm_slice_filter(vm, schema)), d.tune_max_rows)
+    if train.num_rows == 0:
+        log(f"VM '{vm.name}': its slice of {store.uri(earlier[-1])} is empty; configured gs/ls/lw")
+        return cfg, {"tune": "none"}
+    log(f"VM '{vm.name}': tuning gs/ls/lw on {earlier[-1]} -> {day} ({train.num_rows} rows)")
+    res = tune_amplifiers(train, thin(table, d.tune_max_rows), schema, vm, cfg,
+                          on_trial=lambda t: log(f"  gs={t.gs:g} ls={t.ls:g} lw={t.lw:g}: "
+                                                 f"auc {t.auc:.4f} ne {t.ne:.4f}"))
+    b = res.best
+    log(f"VM '{vm.name}': chose gs={b.gs:g} ls={b.ls:g} lw={b.lw:g} by {res.metric}")
+    return res.apply(cfg), {"tune": "tuned", "tuned_on": day, "train_day": earlier[-1],
+                            "gs": b.gs, "ls": b.ls, "lw": b.lw, "metric": res.metric,
+                            "trials": res.records()}
+
+
 def _registered(client, registered: str, day: str, digest: str, fm_version) -> str | None:
     """The version an earlier attempt registered for this day, data and FM, if any."""
     try:
@@ -76,8 +127,10 @@ def _registered(client, registered: str, day: str, digest: str, fm_version) -> s
 
 
 def train_one(cfg, day: str, vm, table, schema, data_uri: str, digest: str, fm_version,
-              registered: str, arm: str) -> dict:
-    """Progressive score, train, register one arm. Returns its summary."""
+              registered: str, arm: str, tune_store=None) -> dict:
+    """Progressive score, (tune,) train, register one arm. Returns its summary.
+
+    ``tune_store``: the augmented PartitionStore to tune GS/LS/LW on (None = no tuning)."""
     import mlflow
     import torch
 
@@ -97,15 +150,20 @@ def train_one(cfg, day: str, vm, table, schema, data_uri: str, digest: str, fm_v
     device = torch.device(device_name(cfg))
     prev = latest_version(cfg, registered, before_day=day)
     progressive = None
-    state = {}
+    state, prev_tags = {}, {}
     if prev is not None:
         model, _, _ = load_snapshot_version(cfg, registered, prev)
         model.to(device).train()
         progressive = evaluate(model, table, task=vm.task, device=device)
-        state = _load_state(cfg, client.get_model_version(registered, prev).tags.get("state_key"))
+        prev_tags = dict(client.get_model_version(registered, prev).tags)
+        state = _load_state(cfg, prev_tags.get("state_key"))
     else:
         model = build_vm(vm, schema, cfg).to(device)
     mode = resolve_mode(vm, cfg)
+    cfg, tuning = tune_for_day(cfg, day, vm, schema, table, tune_store, prev_tags)
+    tune_tags = ({"tuned_on": tuning["tuned_on"], **{f"tuned_{k}": str(tuning[k])
+                                                    for k in ("gs", "ls", "lw")}}
+                 if tuning["tune"] in ("tuned", "reused") else {})
     with mlflow.start_run(run_name=f"{registered}-{day}", tags={
             "day": day, "component": "vm", "vm": vm.name, "arm": arm, "mode": mode, "task": vm.task,
             "domain": vm.domain or "all", "stage": vm.stage or "all", "model": vm.model,
@@ -117,6 +175,9 @@ def train_one(cfg, day: str, vm, table, schema, data_uri: str, digest: str, fm_v
                            "distillation.ls": cfg.distillation.ls,
                            "distillation.lw": cfg.distillation.lw,
                            "models.batch_size": cfg.models.batch_size})
+        mlflow.set_tag("tune", tuning["tune"])
+        if tuning["tune"] == "tuned":
+            mlflow.log_dict(tuning, "tuning.json")
         if progressive is not None:
             mlflow.log_metrics({f"eval/{k}": float(v) for k, v in progressive.items()})
         t0 = time.time()
@@ -130,8 +191,10 @@ def train_one(cfg, day: str, vm, table, schema, data_uri: str, digest: str, fm_v
                               [data_uri], fm_version, extra={"day": day, "mode": mode},
                               sample=table.slice(0, 64), tags={"state_key": key, "mode": mode,
                                                                "run_id": run.info.run_id,
-                                                               "data_digest": digest})
+                                                               "data_digest": digest,
+                                                               **tune_tags})
     return {"registered": registered, "version": version, "mode": mode, "steps": res.steps,
+            "tune": {k: v for k, v in tuning.items() if k != "trials"},
             "rows": table.num_rows, "previous_version": prev, "run_id": run.info.run_id,
             "progressive": progressive, "train": {k: v for k, v in res.metrics.items()
                                                   if isinstance(v, (int, float))}}
@@ -173,7 +236,8 @@ def run_vm(cfg, day: str, vm_name: str) -> dict:
     ensure_experiments(cfg, vms=names)
     mlflow.set_experiment(experiment_name(cfg, "vm"))
     arms = {"fm": train_one(cfg, day, vm, table, schema, store.uri(day), m.digest, fm_version,
-                            vm_model_name(vm_name), arm="fm")}
+                            vm_model_name(vm_name), arm="fm",
+                            tune_store=aug if store is aug else None)}
     if vm.control:
         control = vm.model_copy(update={"mode": "none"})
         arms["control"] = train_one(cfg, day, control, table, schema, store.uri(day), m.digest,

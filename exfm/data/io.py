@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import uuid
@@ -26,6 +27,16 @@ from exfm.data.schema import DatasetError, day_dir
 
 PART_GLOB = "part-*.parquet"
 DEFAULT_ROWS_PER_PART = 1_000_000
+
+
+def thin(table: pa.Table, max_rows: int | None) -> pa.Table:
+    """Every k-th row so that at most ``max_rows`` remain (arrival order kept; None = all)."""
+    if not max_rows or table.num_rows <= max_rows:
+        return table
+    import numpy as np
+
+    k = math.ceil(table.num_rows / max_rows)
+    return table.take(pa.array(np.arange(0, table.num_rows, k)))
 
 
 def part_files(directory: str | Path, day: str) -> list[Path]:

@@ -16,7 +16,7 @@ What the VM trains on (the same for every arm, so arm differences are the method
     not depend on the FM, so it is trained once and shared by every FM row of its VM.
 
 Self-tuned amplifiers (``distillation.tune``, the default): before reading 1, the AH and AH+SA arms
-of each (FM, VM, slice) pick GS/LS/LW on the days *before* the first scored day: a fresh VM per
+of each (FM, VM, slice) pick GS/LS/LW (each arm for its own loss) on the days *before* the first scored day: a fresh VM per
 candidate trains on day ``fm_days`` with the predictions of the FM snapshot after day
 ``fm_days - 1`` and is scored on day ``fm_days + 1`` (the VM's first training day, never a
 scored day). The choice then holds for every reading. ``exfm.train.tuning`` has the search.
@@ -30,7 +30,6 @@ AH and with AH + SA).
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ import pyarrow.compute as pc
 
 from exfm.config import ExfmConfig, VMConfig
 from exfm.data.batches import fm_pred_column
-from exfm.data.io import read_day
+from exfm.data.io import read_day, thin  # noqa: F401 (thin: re-exported)
 from exfm.data.schema import DatasetSchema, list_days, load_schema
 
 ARMS = ("wo", "vanilla", "ah", "ah_sa")
@@ -97,14 +96,6 @@ class ReproduceResult:
 
 
 # --- data ---------------------------------------------------------------------------------------
-def thin(table: pa.Table, max_rows: int | None) -> pa.Table:
-    """Every k-th row so that at most ``max_rows`` remain (arrival order kept)."""
-    if not max_rows or table.num_rows <= max_rows:
-        return table
-    k = math.ceil(table.num_rows / max_rows)
-    return table.take(pa.array(np.arange(0, table.num_rows, k)))
-
-
 def with_fm_pred(table: pa.Table, tasks: list[str], pred: np.ndarray) -> pa.Table:
     """``table`` plus one ``fm_pred_<task>`` column per task (the DAS output layout)."""
     for t, task in enumerate(tasks):
@@ -226,11 +217,12 @@ def _vm_config(cell: Cell, vm_kind: str) -> VMConfig:
 
 
 def _tune_key(cell: Cell, vm_kind: str) -> tuple | None:
-    """Cells sharing a key share one tuning: same VM, slice, task and FM (a frozen copy of an FM
-    tunes with that FM's fresh predictions: the tuning day is before any freeze matters)."""
+    """Cells sharing a key share one tuning: same VM, slice, task, arm and FM (a frozen copy of
+    an FM tunes with that FM's fresh predictions: the tuning day is before any freeze matters).
+    AH and AH+SA tune separately, each for its own loss."""
     if cell.arm not in ("ah", "ah_sa") or cell.fm_source is None:
         return None
-    return (vm_kind, cell.domain, cell.task, cell.fm_source.split("@")[0])
+    return (vm_kind, cell.domain, cell.task, cell.arm, cell.fm_source.split("@")[0])
 
 
 def _tune_cell(run: _Run, cell: Cell, vm_kind: str, cfg: ExfmConfig, seed: int,
@@ -250,7 +242,7 @@ def _tune_cell(run: _Run, cell: Cell, vm_kind: str, cfg: ExfmConfig, seed: int,
                               f"lw={t.lw:g}"))
     for rec in res.records():
         result.tuning.append(dict(table=cell.table, fm=src, vm=vm_kind, domain=cell.domain,
-                                  task=cell.task, seed=seed, train_day=run.days[d],
+                                  task=cell.task, arm=cell.arm, seed=seed, train_day=run.days[d],
                                   valid_day=run.days[d + 1], metric=res.metric, **rec))
     return res
 

@@ -90,13 +90,13 @@ def _freshness(df: pd.DataFrame, vm_days: list[int]) -> str:
 
 
 def _tuning(result: ReproduceResult) -> str:
-    """The (gs, ls, lw) each tuned VM chose, per seed, and the tuning-day score of the winner vs
+    """The (gs, ls, lw) each tuned VM (and arm) chose, per seed, and the tuning-day score of the winner vs
     the configured triple (the first trial)."""
     t = pd.DataFrame(result.tuning)
     if t.empty:
         return ""
     rows = []
-    keys = ["table", "fm", "vm", "domain", "task"]
+    keys = ["table", "fm", "vm", "domain", "task", "arm"]
     for k, g in t.groupby(keys, sort=True):
         chosen, lifts = [], []
         for _, gs in g.groupby("seed"):

@@ -1,7 +1,7 @@
 """The Auxiliary Head's amplifiers (GS alpha, LS beta, LW w; METHOD.md eq. 5) tuned by the VM
 itself on an earlier day, never on the day it is scored on.
 
-One fresh VM per candidate (same init, same rows, mode ``ah``) trains one pass on ``train`` (an
+One fresh VM per candidate (same init, same rows, the VM's own mode: ``ah`` or ``ah_sa``) trains one pass on ``train`` (an
 earlier day that carries the FM's predictions) and is scored, serving head only, on ``valid``
 (the day after it, still before any scored day). The best candidate by ``tune_metric`` wins;
 ties keep the earlier candidate, and the configured (gs, ls, lw) is tried first, so a flat
@@ -105,17 +105,21 @@ def tune_amplifiers(train: pa.Table, valid: pa.Table, schema: DatasetSchema, vm:
     Args:
         train: an earlier day with ``fm_pred_<vm.task>`` (the VM's slice already taken).
         valid: the day after ``train``, with labels; never a day the VM is scored on.
-        vm: the VM to tune; it is trained in mode ``ah`` whatever its mode (the SA's head uses the
-            same GS and its own ``sa_weight``).
+        vm: the VM to tune, in its own mode (``ah`` or ``ah_sa``; ``sa_weight`` stays as set).
         on_trial: called after each candidate (progress).
     """
     from exfm.models import build_vm
-    from exfm.train.trainer import evaluate, train_vm_day
+    from exfm.train.trainer import evaluate, resolve_mode, train_vm_day
+
+    mode = resolve_mode(vm, cfg)
+    if mode not in TUNED_MODES:
+        raise ValueError(f"VM '{vm.name}': mode {mode!r} has no amplifiers to tune "
+                         f"(only {TUNED_MODES})")
 
     if train.num_rows == 0 or valid.num_rows == 0:
         raise ValueError(f"VM '{vm.name}': tuning needs rows on both days "
                          f"(train {train.num_rows}, valid {valid.num_rows})")
-    probe = vm.model_copy(update={"mode": "ah", "control": False})
+    probe = vm.model_copy(update={"mode": mode, "control": False})
     trials: list[Trial] = []
     for gs, ls, lw in candidates(cfg):
         d = cfg.distillation.model_copy(update=dict(gs=gs, ls=ls, lw=lw))

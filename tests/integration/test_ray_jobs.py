@@ -181,3 +181,69 @@ def test_vm_job_progressive_metric_then_one_pass(stack_cfg, ray_data):
     assert arm["rows"] == second["rows"] > 0
     again = vm_job(DAYS[1], "test-vm-d2-again")  # a retried task: no second version
     assert again["arms"]["fm"]["reused"] and again["arms"]["fm"]["version"] == arm["version"]
+
+
+def test_vm_job_tunes_amplifiers_on_an_earlier_augmented_day(stack_cfg, ray_data):
+    """An AH+SA VM (d1-click) over three augmented days in its own bucket: day 1 has nothing
+    earlier (configured gs/ls/lw), day 2 tunes on day 1 -> day 2 and records the choice on its
+    version and in MLflow, day 3 keeps it (within tune_every_days). The control arm never tunes.
+    The augmented partitions carry a label-informed fm_pred column written here (the VM job's
+    input contract); the FM and DAS themselves are covered by the other tests."""
+    import numpy as np
+    import pyarrow as pa
+
+    from exfm.data.generator import generate
+    from exfm.registry.mlflow_registry import connect
+    from exfm.storage.partitions import PartitionStore, ingest_dataset
+
+    bucket = "exfm-tune-test"
+    cfg = stack_cfg.model_copy(update={"storage": stack_cfg.storage.model_copy(
+        update={"bucket": bucket})})
+    g = stack_cfg.data.generator.model_copy(update={"days": 3, "rows_per_day": ROWS, "seed": 12,
+                                                    "n_users": 200, "n_items": 150})
+    d = ray_data["dir"] / "tune"
+    rng = np.random.default_rng(0)
+    with stack_env(cfg):
+        generate(g, d)
+        ingest_dataset(cfg, d, progress=lambda m: None)
+        raw, aug = PartitionStore(cfg, "raw"), PartitionStore(cfg, "augmented")
+        for day in DAYS:
+            t = raw.read_day(day)
+            for task in ("click", "like"):
+                y = t.column(task).to_numpy().astype(np.float64)
+                p = np.clip(0.02 + 0.3 * y + rng.normal(0, 0.05, len(y)), 0.001, 0.999)
+                t = t.append_column(f"fm_pred_{task}", pa.array(p.astype(np.float32)))
+            aug.write_day(day, t, producer="test", fm_version="1")
+
+    def vm_job(day):
+        argv = ["-m", "ray_jobs.train_vm", "--day", day, "--vm", "d1-click",
+                "--config", ray_data["config"], *SMALL, "--set", f"storage.bucket={bucket}",
+                "--set", "distillation.tune_gs=[1,4]", "--set", "distillation.tune_ls=[1]",
+                "--set", "distillation.tune_lw=[1,3]"]
+        return submit_and_wait(stack_cfg, argv, f"test-vm-tune-{day}", log=lambda m: None,
+                               timeout_s=300)
+
+    first, second, third = (vm_job(day) for day in DAYS)
+    assert first["source"] == "augmented"
+    assert first["arms"]["fm"]["tune"] == {"tune": "none"}
+    assert first["arms"]["control"]["tune"] == {"tune": "off"}
+    tuned = second["arms"]["fm"]["tune"]
+    assert tuned["tune"] == "tuned" and tuned["train_day"] == DAYS[0]
+    assert tuned["tuned_on"] == DAYS[1]
+    with stack_env(stack_cfg):
+        client = connect(stack_cfg)
+        v = client.get_model_version("exfm-vm-d1-click", second["arms"]["fm"]["version"])
+        assert v.tags["tuned_on"] == DAYS[1]
+        assert float(v.tags["tuned_gs"]) == tuned["gs"] and float(v.tags["tuned_lw"]) == tuned["lw"]
+        run = client.get_run(second["arms"]["fm"]["run_id"])
+        assert float(run.data.params["distillation.gs"]) == tuned["gs"]  # trained with the choice
+        assert run.data.tags["tune"] == "tuned"
+        local = client.download_artifacts(run.info.run_id, "tuning.json")
+        trials = json.loads(Path(local).read_text())["trials"]
+    assert [(t["gs"], t["ls"], t["lw"]) for t in trials][0] == (2.0, 1.0, 1.0)  # configured first
+    assert len(trials) == 5 and sum(t["chosen"] for t in trials) == 1
+    best = max(trials, key=lambda t: t["auc"])
+    assert (best["gs"], best["ls"], best["lw"]) == (tuned["gs"], tuned["ls"], tuned["lw"])
+    kept = third["arms"]["fm"]["tune"]
+    assert kept["tune"] == "reused" and kept["tuned_on"] == DAYS[1]
+    assert (kept["gs"], kept["ls"], kept["lw"]) == (tuned["gs"], tuned["ls"], tuned["lw"])

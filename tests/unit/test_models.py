@@ -105,7 +105,10 @@ def test_vm_without_dense_or_sequences(tiny_schema, tiny_cfg, tiny_table):
 
 
 def test_fam_starts_as_textbook_fm(tiny_schema, tiny_cfg, tiny_table):
-    vm = build_vm(VMConfig(name="v", model="fam"), tiny_schema, tiny_cfg)
+    # with linear heads (models.head_hidden=[]); the default heads are MLPs
+    cfg = tiny_cfg.model_copy(update={"models": tiny_cfg.models.model_copy(
+        update={"head_hidden": []})})
+    vm = build_vm(VMConfig(name="v", model="fam"), tiny_schema, cfg)
     batch = next(TableTensors.from_table(tiny_table, vm.schema).batches(8))
     h = vm.backbone(batch)
     torch.testing.assert_close(vm(batch).squeeze(-1), h.sum(-1))

@@ -95,9 +95,10 @@ def test_protocol_rows_and_columns(small_run):
     main_ah = main[main.arm == "ah"]
     assert np.allclose(fresh_ah.auc.values, main_ah.auc.values)
     # one unit per FM day (6), per VM reading of each distinct trajectory (4 main + 2 frozen) and
-    # per tuning trial (one tuning, dcnv2 -> fam, shared by AH, AH+SA and the frozen copies)
-    assert len(seen) == 6 + 6 * 3 + 12
-    assert sum(w.startswith("tune ") for w in seen) == 12
+    # per tuning trial (dcnv2 -> fam, one tuning for AH and one for AH+SA, each shared with
+    # the frozen copies of that arm)
+    assert len(seen) == 6 + 6 * 3 + 2 * 12
+    assert sum(w.startswith("tune ") for w in seen) == 2 * 12
     vm_steps = [s for s in res.steps if s["model"].startswith("vm:")]
     assert all(s["steps"] >= 4 for s in vm_steps)
 

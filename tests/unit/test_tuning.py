@@ -72,6 +72,8 @@ def test_tune_amplifiers_trains_every_candidate_and_keeps_the_best(data):
     tuned = res.apply(cfg)
     assert (tuned.distillation.gs, tuned.distillation.ls, tuned.distillation.lw) == res.best.params
     assert cfg.distillation.gs == 2.0  # the input config is not modified
+    with pytest.raises(ValueError, match="no amplifiers"):
+        tune_amplifiers(train, valid, schema, VMConfig(name="t", model="fam", mode="vanilla"), cfg)
     with pytest.raises(ValueError, match="needs rows"):
         tune_amplifiers(train.slice(0, 0), valid, schema, VMConfig(name="t", model="fam"), cfg)
 
@@ -83,19 +85,20 @@ def test_protocol_tunes_on_earlier_days_and_trains_with_the_choice(data):
                             arms=("wo", "ah", "ah_sa"))
     res = run_protocol(data, cfg, opts)
     t = pd.DataFrame(res.tuning)
-    assert len(t) == 5 and t.chosen.sum() == 1  # configured (2,1,1) + 2 x 2 grid
+    assert len(t) == 2 * 5  # AH and AH+SA each: the configured (2,1,1) + a 2 x 2 grid
+    assert (t.groupby("arm").chosen.sum() == 1).all()
     # tuned on day 4 -> 5: before every scored day (6, 7, 8); day 5 is the VM's first train day
     assert set(t.train_day) == {res.days[3]} and set(t.valid_day) == {res.days[4]}
     scored = {res.days[d] for d in (5, 6, 7)}
     assert not scored & (set(t.train_day) | set(t.valid_day))
-    best = t[t.chosen].iloc[0]
+    best = t[t.chosen & (t.arm == "ah")].iloc[0]
     # the same protocol untuned, with the chosen triple set by hand, gives the same AH numbers
     fixed = load_config(None, TINY + ["distillation.tune=false", f"distillation.gs={best.gs}",
                                       f"distillation.ls={best.ls}", f"distillation.lw={best.lw}"])
     again = run_protocol(data, fixed, opts)
     assert not again.tuning
     a, b = pd.DataFrame(res.rows), pd.DataFrame(again.rows)
-    for arm in ("ah", "ah_sa", "wo"):
+    for arm in ("ah", "wo"):
         assert np.allclose(a[a.arm == arm].auc.values, b[b.arm == arm].auc.values), arm
     # on this fixture the search leaves the configured (2, 1, 1), so the AH arms of an untuned
     # run differ: the choice, not the defaults, is what the tuned arms trained with
