@@ -34,8 +34,10 @@ def summarize(df: pd.DataFrame, by: list[str], metric: str = "auc") -> pd.DataFr
 
 
 def ordering(df: pd.DataFrame, metric: str = "auc", tol: float = 0.0) -> pd.DataFrame:
-    """Per (fm, vm) of the main table: the arms' mean AUC and whether AH+SA >= AH >= vanilla >= wo
-    (``holds``, within ``tol``) and whether it holds strictly."""
+    """Per (fm, vm) of the main table: the arms' mean AUC, whether AH+SA >= AH >= vanilla >= wo
+    (``holds``, within ``tol``) and whether it holds strictly, and ``ah_share``: the part of the
+    full method's lift over w/o that the AH arm already gets, (AH - w/o) / (AH+SA - w/o) (NaN when
+    AH+SA does not beat w/o); ``ah_most`` is ``ah_share >= 0.5``."""
     main = df[df.table == "main"]
     means = main.groupby(["fm", "vm", "arm"])[metric].mean().unstack("arm")
     rows = []
@@ -43,8 +45,10 @@ def ordering(df: pd.DataFrame, metric: str = "auc", tol: float = 0.0) -> pd.Data
         vals = [r.get(a, float("nan")) for a in ARMS]
         ok = all(b >= a - tol for a, b in zip(vals, vals[1:]))
         strict = all(b > a for a, b in zip(vals, vals[1:]))
+        top = vals[-1] - vals[0]
+        share = (vals[2] - vals[0]) / top if top > 0 else float("nan")
         rows.append(dict(fm=fm, vm=vm, **{a: v for a, v in zip(ARMS, vals)}, holds=ok,
-                         strict=strict))
+                         strict=strict, ah_share=share, ah_most=bool(share >= 0.5)))
     return pd.DataFrame(rows)
 
 
@@ -130,13 +134,17 @@ def write_markdown(result: ReproduceResult, out: Path, meta: dict[str, Any]) -> 
         o = ordering(df)
         n, held, strict = len(o), int(o.holds.sum()), int(o.strict.sum())
         gains = o[["vanilla", "ah", "ah_sa"]].sub(o["wo"], axis=0) * 1e2
+        most = int(o.ah_most.sum())
         parts += ["", f"Ordering AH+SA >= AH >= vanilla >= w/o in mean AUC: **{held} of {n}** "
-                  f"pairs ({strict} strictly).", "",
-                  _md_table(["FM", "VM", "vanilla - w/o", "AH - w/o", "AH+SA - w/o", "holds"],
+                  f"pairs ({strict} strictly). AH gets at least half of AH+SA's lift over w/o on "
+                  f"**{most} of {n}** pairs.", "",
+                  _md_table(["FM", "VM", "vanilla - w/o", "AH - w/o", "AH+SA - w/o",
+                             "AH share of the lift", "holds"],
                             [[r.fm, r.vm, f"{g.vanilla:+.2f}", f"{g.ah:+.2f}", f"{g.ah_sa:+.2f}",
+                              "n/a" if math.isnan(r.ah_share) else f"{r.ah_share:.0%}",
                               "yes" if r.holds else "no"]
                              for (_, r), (_, g) in zip(o.iterrows(), gains.iterrows())]),
-                  "", "(gains in AUC points, x100)"]
+                  "", "(gains in AUC points, x100; AH share = (AH - w/o) / (AH+SA - w/o))"]
         for metric, title, d in (("ne", "NE (lower is better)", 4),
                                  ("logloss", "LogLoss", 5),
                                  ("calibration", "calibration (1.0 is perfect)", 3)):

@@ -143,3 +143,22 @@ def test_cli_quick_subset(data, tmp_path):
     assert (tmp_path / "o" / "results.csv").exists()
     bad = CliRunner().invoke(reproduce, ["--data", str(data), "--tables", "nope"])
     assert bad.exit_code != 0 and "unknown table" in bad.output
+
+
+def test_ordering_counts_the_paper_ordering_and_the_ah_share_of_the_lift():
+    cells = {("dcn", "fam"): (0.60, 0.61, 0.63, 0.64),      # strict, AH has 3/4 of the lift
+             ("dcn", "deepfam"): (0.60, 0.62, 0.61, 0.64),  # vanilla beats AH: no
+             ("dmin", "fam"): (0.60, 0.59, 0.595, 0.58)}    # AH+SA below w/o: share undefined
+    rows = [dict(table="main", fm=fm, vm=vm, arm=arm, seed=s, reading=1, auc=v + 1e-3 * (s - 1))
+            for (fm, vm), vals in cells.items() for arm, v in zip(("wo", "vanilla", "ah", "ah_sa"), vals)
+            for s in (0, 1, 2)]
+    o = ordering(pd.DataFrame(rows)).set_index(["fm", "vm"])
+    assert o.loc[("dcn", "fam")].holds and o.loc[("dcn", "fam")].strict
+    assert o.loc[("dcn", "fam")].ah_share == pytest.approx(0.75)
+    assert o.loc[("dcn", "fam")].ah_most
+    assert not o.loc[("dcn", "deepfam")].holds
+    assert o.loc[("dcn", "deepfam")].ah_share == pytest.approx(0.25)
+    assert not o.loc[("dcn", "deepfam")].ah_most
+    assert np.isnan(o.loc[("dmin", "fam")].ah_share) and not o.loc[("dmin", "fam")].ah_most
+    # a tolerance lets near-ties count as held, never more than that
+    assert ordering(pd.DataFrame(rows), tol=0.011).set_index(["fm", "vm"]).loc[("dcn", "deepfam")].holds
