@@ -52,6 +52,30 @@ def ordering(df: pd.DataFrame, metric: str = "auc", tol: float = 0.0) -> pd.Data
     return pd.DataFrame(rows)
 
 
+def teacher_margin(result: ReproduceResult) -> pd.DataFrame:
+    """Per (fm, vm, task) of the main table: mean AUC of the FM and of the w/o student over the
+    (seed, day) pairs where both were scored on the same day (reading r's test day is the next
+    reading's VM day, which the FM infers). Empty when no day is shared."""
+    q, df = pd.DataFrame(result.fm_quality), pd.DataFrame(result.rows, columns=RESULT_COLUMNS)
+    wo = df[(df.table == "main") & (df.arm == "wo")].copy()
+    if q.empty or wo.empty or not result.vm_days:
+        return pd.DataFrame()
+    # reading r trains on (1-based) day vm_days[r-1] and is scored on the next day, whose
+    # 0-based index is vm_days[r-1]
+    test_day = {r + 1: result.days[d] for r, d in enumerate(result.vm_days) if d < len(result.days)}
+    q = q[q.fm.isin(set(df[df.table == "main"].fm))]
+    wo["day"] = wo.reading.astype(int).map(test_day)
+    wo = (wo.drop(columns="fm").drop_duplicates(["vm", "task", "seed", "day"])
+          .rename(columns={"auc": "wo_auc"}))
+    j = q.rename(columns={"auc": "fm_auc"}).merge(wo[["vm", "task", "seed", "day", "wo_auc"]],
+                                                  on=["task", "seed", "day"])
+    if j.empty:
+        return pd.DataFrame()
+    g = j.groupby(["fm", "vm", "task"]).agg(fm_auc=("fm_auc", "mean"), wo_auc=("wo_auc", "mean"),
+                                            days=("day", "nunique"))
+    return g.reset_index()
+
+
 def _fmt(mean: float, std: float, digits: int = 4) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "n/a"
@@ -171,6 +195,17 @@ def write_markdown(result: ReproduceResult, out: Path, meta: dict[str, Any]) -> 
         parts += ["", "## FM quality on the VM's training day (AUC, before training on it)", "",
                   _md_table(["FM", "task", "AUC"],
                             [[r.fm, r.task, _fmt(r["mean"], r["std"])] for _, r in s.iterrows()])]
+        margin = teacher_margin(result)
+        if not margin.empty:
+            parts += ["", "Teacher margin: the FM and the main table's w/o students scored on the "
+                      "same days (the days that are both a VM test day and an FM inference day). "
+                      "Where it is near zero or negative the teacher knows little the student "
+                      "does not, and the paper's ordering has nothing to show.", "",
+                      _md_table(["FM", "VM", "task", "days", "FM AUC", "w/o VM AUC",
+                                 "FM - w/o (x100)"],
+                                [[r.fm, r.vm, r.task, r.days, f"{r.fm_auc:.4f}", f"{r.wo_auc:.4f}",
+                                  f"{1e2 * (r.fm_auc - r.wo_auc):+.2f}"]
+                                 for _, r in margin.iterrows()])]
     if result.steps:
         st = pd.DataFrame(result.steps)
         g = st.groupby("model").agg(rows=("rows", "mean"), steps=("steps", "mean"),

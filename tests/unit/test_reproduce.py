@@ -162,3 +162,24 @@ def test_ordering_counts_the_paper_ordering_and_the_ah_share_of_the_lift():
     assert np.isnan(o.loc[("dmin", "fam")].ah_share) and not o.loc[("dmin", "fam")].ah_most
     # a tolerance lets near-ties count as held, never more than that
     assert ordering(pd.DataFrame(rows), tol=0.011).set_index(["fm", "vm"]).loc[("dcn", "deepfam")].holds
+
+
+def test_teacher_margin_compares_the_fm_and_the_wo_student_on_the_same_days():
+    from exfm.reproduce.protocol import ReproduceResult
+    from exfm.reproduce.report import teacher_margin
+
+    days = [f"2026-01-0{i}" for i in range(1, 9)]
+    # readings train on days 5, 6, 7 and are scored on days 6, 7, 8; the FM infers days 5, 6, 7
+    rows = [dict(dataset="t", table="main", fm=fm, vm="fam", domain="all", task="click", arm="wo",
+                 seed=0, reading=r, auc=auc, logloss=0.1, ne=0.9, calibration=1.0)
+            for fm in ("dcn", "dmin") for r, auc in ((1, 0.60), (2, 0.62), (3, 0.99))]
+    fmq = [dict(fm="dcn", seed=0, day=days[d], task="click", auc=auc)
+           for d, auc in ((4, 0.10), (5, 0.70), (6, 0.72))]
+    fmq.append(dict(fm="mtl", seed=0, day=days[5], task="click", auc=0.5))  # not in main: left out
+    res = ReproduceResult(dataset="t", rows=rows, fm_quality=fmq, days=days, vm_days=[5, 6, 7])
+    m = teacher_margin(res)
+    assert list(m.fm) == ["dcn"]
+    r = m.iloc[0]
+    assert r.days == 2  # days 6 and 7 only: day 5 has no w/o score, day 8 no FM score
+    assert r.fm_auc == pytest.approx(0.71) and r.wo_auc == pytest.approx(0.61)
+    assert teacher_margin(ReproduceResult(dataset="t", rows=rows, days=days, vm_days=[5, 6, 7])).empty
