@@ -199,8 +199,8 @@ def write_markdown(result: ReproduceResult, out: Path, meta: dict[str, Any]) -> 
         if not margin.empty:
             parts += ["", "Teacher margin: the FM and the main table's w/o students scored on the "
                       "same days (the days that are both a VM test day and an FM inference day). "
-                      "Where it is near zero or negative the teacher knows little the student "
-                      "does not, and the paper's ordering has nothing to show.", "",
+                      "The smaller it is, the less the FM knows that the student does not "
+                      "(docs/data.md discusses what that does to the arms' ordering).", "",
                       _md_table(["FM", "VM", "task", "days", "FM AUC", "w/o VM AUC",
                                  "FM - w/o (x100)"],
                                 [[r.fm, r.vm, r.task, r.days, f"{r.fm_auc:.4f}", f"{r.wo_auc:.4f}",
