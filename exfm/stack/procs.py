@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -117,6 +118,27 @@ def _start_ticks(pid: int) -> int | None:
         return None
 
 
+# exec's the real program with the given signals back at their default action
+_SIGDEF = ("import os, signal, sys\n"
+           "for s in sys.argv[1].split(','):\n"
+           "    signal.signal(int(s), signal.SIG_DFL)\n"
+           "os.execvp(sys.argv[2], sys.argv[2:])\n")
+
+
+def _launch_argv(spec: ProcSpec) -> list[str]:
+    """``spec.argv``, wrapped so the child gets its stop signal back when this process ignores it.
+
+    An ignored signal stays ignored across fork and exec: started from a background job of a
+    non-interactive shell (``nohup ... &``, CI scripts) this process ignores SIGINT, every
+    server would too, and a SIGINT stop would end in SIGKILL after ``stop_timeout``.
+    """
+    sigs = [int(s) for s in {spec.stop_signal, signal.SIGINT}
+            if signal.getsignal(s) is signal.SIG_IGN]
+    if not sigs:
+        return list(spec.argv)
+    return [sys.executable, "-c", _SIGDEF, ",".join(map(str, sorted(sigs))), *spec.argv]
+
+
 def start_proc(spec: ProcSpec, run_dir: Path) -> dict:
     """Start ``spec`` detached in its own session; write and return its PID-file record."""
     spec.log.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +146,7 @@ def start_proc(spec: ProcSpec, run_dir: Path) -> dict:
     with open(spec.log, "ab") as logf:
         logf.write(f"\n=== exfm stack: starting {spec.name} at {time.ctime()}\n".encode())
         logf.flush()
-        p = subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, stdout=logf,
+        p = subprocess.Popen(_launch_argv(spec), env=spec.env, cwd=spec.cwd, stdout=logf,
                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                              start_new_session=True, close_fds=True)
     info = {"pid": p.pid, "pgid": p.pid, "argv": spec.argv, "log": str(spec.log),

@@ -8,6 +8,8 @@ import socket
 import sys
 import time
 
+import pytest
+
 from exfm.stack.procs import (
     ProcSpec,
     pid_alive,
@@ -62,7 +64,19 @@ def test_a_process_ignoring_sigterm_is_killed_after_the_timeout(tmp_path):
     assert any("SIGKILL" in m for m in msgs)
 
 
-def test_sigint_stop_for_servers_that_want_it(tmp_path):
+@pytest.mark.parametrize("parent_ignores_sigint", [False, True])
+def test_sigint_stop_for_servers_that_want_it(tmp_path, parent_ignores_sigint):
+    # started from a background job of a script (nohup ... &), this process ignores SIGINT, and an
+    # ignored signal is inherited through exec: the server must still get SIGINT's default back
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN) if parent_ignores_sigint else None
+    try:
+        _sigint_stop(tmp_path)
+    finally:
+        if parent_ignores_sigint:
+            signal.signal(signal.SIGINT, before)
+
+
+def _sigint_stop(tmp_path):
     run = tmp_path / "run"
     code = ("import signal, sys, time\n"
             "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
