@@ -126,7 +126,8 @@ _SIGDEF = ("import os, signal, sys\n"
 
 
 def _launch_argv(spec: ProcSpec) -> list[str]:
-    """``spec.argv``, wrapped so the child gets its stop signal back when this process ignores it.
+    """``spec.argv``, wrapped so the child gets SIGINT and its stop signal back at their default
+    action when this process ignores them.
 
     An ignored signal stays ignored across fork and exec: started from a background job of a
     non-interactive shell (``nohup ... &``, CI scripts) this process ignores SIGINT, every

@@ -160,7 +160,7 @@ def test_ordering_counts_the_paper_ordering_and_the_ah_share_of_the_lift():
     assert o.loc[("dcn", "deepfam")].ah_share == pytest.approx(0.25)
     assert not o.loc[("dcn", "deepfam")].ah_most
     assert np.isnan(o.loc[("dmin", "fam")].ah_share) and not o.loc[("dmin", "fam")].ah_most
-    # a tolerance lets near-ties count as held, never more than that
+    # a tolerance lets a near-tie (vanilla 0.01 above AH) count as held
     assert ordering(pd.DataFrame(rows), tol=0.011).set_index(["fm", "vm"]).loc[("dcn", "deepfam")].holds
 
 
