@@ -1,8 +1,8 @@
 """Model zoo: the foundation model (teacher), the vertical models (students), snapshots.
 
 Layers by role: ``embeddings`` (fused table, field encoder), ``interactions`` (FM, FmFM, DCN
-cross, DLRM dots), ``attention`` (DIN, DMIN), ``blocks`` (MLP). Models: ``foundation``,
-``vertical``. Factories in ``build``; persistence and inference in ``snapshot``.
+cross, DLRM dots), ``attention`` (DIN, DMIN), ``blocks`` (MLP), ``gradient_scaling`` (GS, the
+identity with a scaled backward). Models: ``foundation``, ``vertical``. Factories in ``build``; persistence and inference in ``snapshot``.
 """
 
 from exfm.models.build import (build_fm, build_vm, count_parameters, model_from_spec, model_spec,

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from exfm.data.schema import DatasetSchema
-from exfm.distill.gradient_scaling import scale_gradient
 from exfm.models.blocks import MLP
 from exfm.models.embeddings import FieldEncoder, LinearTerm, set_sparse_gradients
+from exfm.models.gradient_scaling import scale_gradient
 from exfm.models.interactions import DotInteraction, FMInteraction, FmFMInteraction
 
 VM_KINDS = ("fam", "fmfam", "deepfam", "dlrm", "two_tower")

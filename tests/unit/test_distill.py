@@ -7,9 +7,9 @@ from torch.nn import functional as F
 
 from exfm.config import VMConfig
 from exfm.data.batches import TableTensors
-from exfm.distill import (GradientScale, StudentAdapter, distillation_loss, scale_gradient,
-                          scale_label, student_adapter_step)
+from exfm.distill import StudentAdapter, distillation_loss, scale_label, student_adapter_step
 from exfm.models import build_vm
+from exfm.models.gradient_scaling import GradientScale, scale_gradient
 
 
 def test_gradient_scale_function():
