@@ -51,9 +51,9 @@ import numpy as np
 import pyarrow as pa
 
 from exfm.config import GeneratorConfig
+from exfm.config.kinds import STAGES
 from exfm.data.schema import DatasetSchema, SequenceField, SparseField
 
-STAGES = ("retrieval", "early", "late")
 STAGE_PROBS = (0.3, 0.3, 0.4)
 STAGE_CANDIDATES = (1, 4, 16)
 CHUNKS = 8  # time slices per day between behaviour-sequence updates

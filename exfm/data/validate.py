@@ -32,10 +32,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from exfm.config.kinds import STAGES
 from exfm.data.io import PART_GLOB
 from exfm.data.schema import DatasetError, DatasetSchema, day_dir, list_days, load_schema
 
-STAGES = ("retrieval", "early", "late")
 MAX_REPORTED = 200
 
 

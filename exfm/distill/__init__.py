@@ -3,8 +3,8 @@
 GS (eq. 5) is a layer-level autograd function: ``exfm.models.gradient_scaling``.
 """
 
-from exfm.distill.losses import MODES, bce, distillation_loss, scale_label
+from exfm.distill.losses import bce, distillation_loss, scale_label
 from exfm.distill.student_adapter import StudentAdapter, prob_logit, student_adapter_step
 
-__all__ = ["MODES", "bce", "distillation_loss", "scale_label",
+__all__ = ["bce", "distillation_loss", "scale_label",
            "StudentAdapter", "prob_logit", "student_adapter_step"]

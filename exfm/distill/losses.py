@@ -10,13 +10,10 @@ z_d2 into the backbone. Vanilla KD is eq. 2 as written: no LW, LS or GS.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch.nn import functional as F
 
-Mode = Literal["none", "vanilla", "ah", "ah_sa"]
-MODES: tuple[str, ...] = ("none", "vanilla", "ah", "ah_sa")
+from exfm.config.kinds import DISTILL_MODES, DistillMode
 
 
 def bce(target: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:
@@ -29,7 +26,7 @@ def scale_label(p: torch.Tensor, beta: float) -> torch.Tensor:
     return (beta * p).clamp(max=1.0)
 
 
-def distillation_loss(mode: Mode, z: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+def distillation_loss(mode: DistillMode, z: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
                       y: torch.Tensor, p_fm: torch.Tensor | None = None,
                       p_sa: torch.Tensor | None = None, lw: float = 1.0, ls: float = 1.0,
                       sa_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -43,8 +40,8 @@ def distillation_loss(mode: Mode, z: tuple[torch.Tensor, torch.Tensor, torch.Ten
     Heads a mode does not use enter with weight 0, so every parameter gets a gradient (a DDP
     wrapper then needs no ``find_unused_parameters``).
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown distillation mode {mode!r}; expected one of {MODES}")
+    if mode not in DISTILL_MODES:
+        raise ValueError(f"unknown distillation mode {mode!r}; expected one of {DISTILL_MODES}")
     z_s, z_d, z_d2 = z
     label = bce(y, z_s)
     parts = {"loss/label": label.detach()}

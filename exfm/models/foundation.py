@@ -14,13 +14,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from exfm.config.kinds import FM_KINDS
 from exfm.data.schema import DatasetSchema
 from exfm.models.attention import BehaviourRefiner, MultiInterestExtractor
 from exfm.models.blocks import MLP
 from exfm.models.embeddings import FieldEncoder, set_sparse_gradients
 from exfm.models.interactions import CrossNet, CrossNetV2
-
-FM_KINDS = ("dcn", "dcnv2", "dmin", "mtl")
 
 # Hyper-parameters an FM is rebuilt from (ModelsConfig field names).
 FM_HPARAMS = ("fm_embed_dim", "fm_hidden", "fm_cross_layers", "fm_cross_rank", "fm_cross_experts",

@@ -24,13 +24,13 @@ import re
 import torch
 from torch import nn
 
+from exfm.config.kinds import VM_KINDS
 from exfm.data.schema import DatasetSchema
 from exfm.models.blocks import MLP
 from exfm.models.embeddings import FieldEncoder, LinearTerm, set_sparse_gradients
 from exfm.models.gradient_scaling import scale_gradient
 from exfm.models.interactions import DotInteraction, FMInteraction, FmFMInteraction
 
-VM_KINDS = ("fam", "fmfam", "deepfam", "dlrm", "two_tower")
 VM_HPARAMS = ("embed_dim", "vm_hidden", "head_hidden", "dropout", "embedding_optimizer")
 _ITEM_WORDS = re.compile(r"item|(^|_)ad(_|$)|video|movie|product|creative|doc")
 

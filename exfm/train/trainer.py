@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from exfm.config import ExfmConfig, VMConfig
+from exfm.config.kinds import DistillMode
 from exfm.data.batches import TableTensors
 from exfm.data.schema import DatasetSchema
 from exfm.distill import StudentAdapter, distillation_loss, student_adapter_step
@@ -162,7 +163,7 @@ def train_fm_day(model: nn.Module, table: pa.Table, schema: DatasetSchema, cfg: 
     return TrainResult(rows_seen, steps, metrics, new_state)
 
 
-def resolve_mode(vm: VMConfig, cfg: ExfmConfig) -> str:
+def resolve_mode(vm: VMConfig, cfg: ExfmConfig) -> DistillMode:
     return vm.mode or cfg.distillation.mode
 
 

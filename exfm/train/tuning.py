@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 
 from exfm.config import ExfmConfig, VMConfig
+from exfm.config.kinds import TUNE_METRICS, DistillMode
 from exfm.data.schema import DatasetSchema
 
-TUNED_MODES = ("ah", "ah_sa")
+TUNED_MODES: tuple[DistillMode, ...] = ("ah", "ah_sa")  # the modes with amplifiers to tune
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,8 @@ def pick(trials: list[Trial], metric: str = "auc") -> Trial:
     """Highest AUC (or lowest NE); NaN scores lose; a tie keeps the earlier trial."""
     if not trials:
         raise ValueError("no trials to pick from")
-    if metric not in ("auc", "ne"):
-        raise ValueError(f"unknown tuning metric {metric!r}; expected auc or ne")
+    if metric not in TUNE_METRICS:
+        raise ValueError(f"unknown tuning metric {metric!r}; expected one of {TUNE_METRICS}")
     sign = 1.0 if metric == "auc" else -1.0
 
     def score(t: Trial) -> float:

@@ -1,0 +1,108 @@
+"""The whole configuration (``params.yaml``): its sections and the values resolved from them.
+
+Endpoints left ``null`` resolve to the embedded stack on ``host`` and ``ports``; S3 keys come from
+the environment, the file or the stack's generated secrets (never from :meth:`public_dump`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from exfm.config.base import ConfigError, StrictModel
+from exfm.config.method import (DataConfig, DistillationConfig, ModelsConfig, VMConfig,
+                                default_vms)
+from exfm.config.services import (AirflowConfig, DasConfig, DatabaseConfig, PortsConfig,
+                                  RayConfig, StorageConfig, TrackingConfig)
+
+
+class ExfmConfig(StrictModel):
+    """The whole platform's configuration (``params.yaml``)."""
+
+    state_dir: str = ".exfm"
+    host: str = "127.0.0.1"
+    ports: PortsConfig = Field(default_factory=PortsConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    airflow: AirflowConfig = Field(default_factory=AirflowConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    distillation: DistillationConfig = Field(default_factory=DistillationConfig)
+    das: DasConfig = Field(default_factory=DasConfig)
+    vms: list[VMConfig] = Field(default_factory=default_vms)
+
+    # -- resolved values ------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir).expanduser().resolve()
+
+    @property
+    def s3_endpoint(self) -> str:
+        return self.storage.endpoint or f"http://{self.host}:{self.ports.s3}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.tracking.uri or f"http://{self.host}:{self.ports.mlflow}"
+
+    @property
+    def ray_address(self) -> str:
+        """GCS address (``host:port``) for ``ray.init``; the Jobs API is :attr:`ray_dashboard_url`."""
+        return self.ray.address or f"{self.host}:{self.ports.ray_gcs}"
+
+    @property
+    def ray_dashboard_url(self) -> str:
+        if self.ray.address and self.ray.address.startswith("http"):
+            return self.ray.address
+        return f"http://{self.host}:{self.ports.ray_dashboard}"
+
+    def s3_credentials(self) -> tuple[str, str]:
+        """(access key, secret key): env, then this file, then the stack's generated keys."""
+        env_a = os.environ.get("EXFM_S3_ACCESS_KEY") or os.environ.get("AWS_ACCESS_KEY_ID")
+        env_s = os.environ.get("EXFM_S3_SECRET_KEY") or os.environ.get("AWS_SECRET_ACCESS_KEY")
+        if env_a and env_s:
+            return env_a, env_s
+        if self.storage.access_key and self.storage.secret_key:
+            return (self.storage.access_key.get_secret_value(),
+                    self.storage.secret_key.get_secret_value())
+        secrets = read_state_secrets(self.state_path)
+        if "s3_access_key" in secrets and "s3_secret_key" in secrets:
+            return secrets["s3_access_key"], secrets["s3_secret_key"]
+        raise ConfigError(
+            "storage: no S3 credentials: set EXFM_S3_ACCESS_KEY/EXFM_S3_SECRET_KEY, "
+            f"storage.access_key/secret_key, or run `exfm stack up` (writes {self.state_path}/secrets.json)"
+        )
+
+    def public_dump(self) -> dict[str, Any]:
+        """Flat ``{dotted.key: value}`` without secrets, for logs and MLflow params."""
+        data = self.model_dump(mode="json", exclude={"storage": {"access_key", "secret_key"},
+                                                     "database": {"url"}})
+        return _flatten(data)
+
+
+# --- secrets kept by the embedded stack -------------------------------------------------------
+SECRETS_FILE = "secrets.json"
+
+
+def read_state_secrets(state_dir: Path) -> dict[str, str]:
+    """The secrets ``exfm stack up`` generated (S3 keys, Airflow password); {} if none yet."""
+    path = Path(state_dir) / SECRETS_FILE
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
