@@ -17,7 +17,7 @@ wall seconds of the training call, which starts from a pyarrow Table read from a
    by bench/peers/install.sh), with ratios to the faster peer.
 3. Ray Train vs the plain trainer on the same FM (section 2's DCN) and data: a local Ray (started
    here, stopped at the end), ``TorchTrainer`` with 1 CPU worker running
-   ``exfm.rayjobs.fm_worker.fm_train_loop`` over Ray Data, checkpoint on local disk.
+   ``exfm.compute.fm_worker.fm_train_loop`` over Ray Data, checkpoint on local disk.
 
 Results are printed and written to bench/out/train.json.
 """
@@ -128,9 +128,9 @@ def run_ray_overhead(args, schema, cfg, train_path: Path, eval_path: Path) -> di
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from exfm.rayjobs.fm_worker import CKPT_FILE, fm_train_loop, summarize_checkpoint_state
-    from exfm.rayjobs.ingest import OrderedSplit
-    from exfm.rayjobs.scaling import scaling_config
+    from exfm.compute.fm_worker import CKPT_FILE, fm_train_loop, summarize_checkpoint_state
+    from exfm.compute.ingest import OrderedSplit
+    from exfm.compute.scaling import scaling_config
     from exfm.train.checkpoint import load_checkpoint
     from exfm.train.trainer import evaluate
 

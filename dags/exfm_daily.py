@@ -36,7 +36,7 @@ def _day() -> str:
 def _submission_id(step: str, suffix: str | None = None) -> str:
     ctx = get_current_context()
     ti = ctx["ti"]
-    from exfm.rayjobs.submit import safe_submission_id
+    from exfm.pipeline import safe_submission_id
 
     return safe_submission_id("exfm", ti.dag_id, ctx["dag_run"].run_id, step, suffix)
 

@@ -16,7 +16,11 @@ from typing import Callable
 
 import yaml
 
+from exfm.compute.submit import safe_submission_id
 from exfm.config import ExfmConfig, load_config
+
+__all__ = ["pipeline_config", "write_resolved_config", "data_dir", "land", "train_fm", "augment",
+           "train_vm", "run_day", "safe_submission_id"]
 
 log_ = logging.getLogger("exfm.pipeline")
 RESOLVED_CONFIG = "params.resolved.yaml"
@@ -59,19 +63,18 @@ def data_dir(cfg: ExfmConfig) -> Path:
 
 def land(cfg: ExfmConfig, day: str, log: Callable[[str], None] = print) -> dict:
     """Validate day ``day`` of the local dataset and commit it to ``raw/day=day``."""
-    from exfm.storage.partitions import ingest_dataset
+    from exfm.storage.layout import RAW
+    from exfm.storage.partitions import PartitionStore, ingest_dataset
     from exfm.storage.s3 import ensure_bucket
 
     ensure_bucket(cfg)
     [m] = ingest_dataset(cfg, data_dir(cfg), [day], progress=log)
-    from exfm.storage.partitions import PartitionStore
-
-    return {"day": day, "rows": m.rows, "uri": PartitionStore(cfg, "raw").uri(day), "digest": m.digest}
+    return {"day": day, "rows": m.rows, "uri": PartitionStore(cfg, RAW).uri(day), "digest": m.digest}
 
 
 def _job(cfg: ExfmConfig, module: str, day: str, submission_id: str, extra: list[str] = (),
          log: Callable[[str], None] = print) -> dict:
-    from exfm.rayjobs.submit import submit_and_wait
+    from exfm.compute.submit import submit_and_wait
 
     argv = ["-m", f"ray_jobs.{module}", "--day", day, "--config", str(write_resolved_config(cfg)),
             *extra]
@@ -80,7 +83,8 @@ def _job(cfg: ExfmConfig, module: str, day: str, submission_id: str, extra: list
 
 def train_fm(cfg: ExfmConfig, day: str, submission_id: str | None = None,
              log: Callable[[str], None] = print) -> dict:
-    """Train the FM one pass on ``raw/day=day`` on Ray Train; registers a new ``exfm-fm`` version."""
+    """Train the FM one pass on ``raw/day=day`` on Ray Train (:mod:`exfm.jobs.fm_day`); registers
+    a new version of the FM's registered model (``das.fm_model``, default ``exfm-fm``)."""
     from exfm.registry.mlflow_registry import ensure_experiments
 
     ensure_experiments(cfg)
@@ -103,9 +107,9 @@ def augment(cfg: ExfmConfig, day: str, submission_id: str | None = None,
 def train_vm(cfg: ExfmConfig, day: str, vm: str, submission_id: str | None = None,
              log: Callable[[str], None] = print) -> dict:
     """Score VM ``vm`` on day ``day`` (progressive), train it one pass, register it."""
-    names = [v.name for v in cfg.vms]
-    if vm not in names:
-        raise ValueError(f"vms: no VM named '{vm}' (configured: {names})")
+    from exfm.jobs.vm_day import vm_config
+
+    vm_config(cfg, vm)  # fail before submitting
     return _job(cfg, "train_vm", day, submission_id or f"exfm-vm-{vm}-{day}",
                 extra=["--vm", vm], log=log)
 

@@ -26,35 +26,24 @@ def das() -> None:
 @click.option("--final", is_flag=True, help="late labels: close the label window now")
 @config_options
 def augment(cfg, day: str, final: bool) -> None:
-    """Infer the leased FM once per row of DAY and commit augmented/day=DAY (local Ray driver;
-    the DAG submits ray_jobs.das_infer instead)."""
-    import os
+    """Infer the leased FM once per row of DAY and commit augmented/day=DAY, driven from this
+    process (the DAG submits ray_jobs.das_infer, which calls the same function)."""
+    from exfm.jobs import das_day
 
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    from ray_jobs.das_infer import main
-
-    main(["--day", day, *(["--final"] if final else [])] + _cfg_args())
-
-
-def _cfg_args() -> list[str]:
-    ctx = click.get_current_context()
-    args = []
-    if ctx.params.get("config_path"):
-        args += ["--config", ctx.params["config_path"]]
-    for o in ctx.params.get("overrides", ()):
-        args += ["--set", o]
-    return args
+    click.echo(json.dumps(das_day.run(cfg, day, final=final).as_dict(), default=str))
 
 
 @das.command()
 @config_options
 def lease(cfg) -> None:
     """Show the leased FM snapshot."""
-    from exfm.das.augment import lease_store
+    from exfm.das.store import lease_store
+    from exfm.registry.mlflow_registry import fm_model_name
 
-    cur = lease_store(cfg).get(cfg.das.fm_model)
+    fm = fm_model_name(cfg)
+    cur = lease_store(cfg).get(fm)
     if cur is None:
-        raise click.ClickException(f"no lease for '{cfg.das.fm_model}' yet (run `exfm das update`)")
+        raise click.ClickException(f"no lease for '{fm}' yet (run `exfm das update`)")
     left = cur.lease_expiry - time.time()
     click.echo(json.dumps({"fm_model": cur.fm_name, "version": cur.version, "uri": cur.uri,
                            "generation": cur.generation, "expires_in_s": round(left, 1)}))

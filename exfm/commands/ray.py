@@ -45,7 +45,7 @@ def submit(job: str, day: str, vm: str | None, submission_id: str | None, timeou
     import json
     from pathlib import Path
 
-    from exfm.rayjobs.submit import RayJobError, safe_submission_id, submit_and_wait
+    from exfm.compute.submit import RayJobError, safe_submission_id, submit_and_wait
 
     cfg = _cfg(config_path, overrides)
     if job == "train_vm" and not vm:
@@ -73,7 +73,7 @@ def submit(job: str, day: str, vm: str | None, submission_id: str | None, timeou
 def logs(submission_id: str, follow: bool, config_path: str | None,
          overrides: tuple[str, ...]) -> None:
     """Print a job's logs."""
-    from exfm.rayjobs.submit import TERMINAL, job_client
+    from exfm.compute.submit import TERMINAL, job_client
 
     client = job_client(_cfg(config_path, overrides))
     printed = 0
@@ -91,7 +91,7 @@ def logs(submission_id: str, follow: bool, config_path: str | None,
 @_config_opts
 def stop(submission_id: str, config_path: str | None, overrides: tuple[str, ...]) -> None:
     """Stop a running job."""
-    from exfm.rayjobs.submit import job_client
+    from exfm.compute.submit import job_client
 
     client = job_client(_cfg(config_path, overrides))
     client.stop_job(submission_id)
@@ -103,7 +103,7 @@ def stop(submission_id: str, config_path: str | None, overrides: tuple[str, ...]
 @_config_opts
 def status(submission_id: str | None, config_path: str | None, overrides: tuple[str, ...]) -> None:
     """One job's status and message, or every job the cluster knows."""
-    from exfm.rayjobs.submit import job_client
+    from exfm.compute.submit import job_client
 
     client = job_client(_cfg(config_path, overrides))
     jobs = [client.get_job_info(submission_id)] if submission_id else client.list_jobs()

@@ -33,25 +33,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from exfm.config import ExfmConfig
-from exfm.das.lease import LeaseStore, make_engine
+from exfm.das.gc import collect_snapshots
 from exfm.das.snapshots import SnapshotLoader, SnapshotUpdater
-from exfm.db import database_url
+from exfm.das.store import lease_store
 from exfm.registry.mlflow_registry import fm_model_name, latest_fm_version, load_fm
+from exfm.storage.layout import (AUGMENTED, FEATURES, LABELS, PENDING, RAW, VERSION_COL,
+                                 fm_pred_column, is_fm_column)
 from exfm.storage.partitions import Manifest, PartitionStore, load_remote_schema
 
-RAW, FEATURES, LABELS, PENDING, AUGMENTED = "raw", "raw/features", "raw/labels", "das/pending", "augmented"
-VERSION_COL = "fm_version"
-PRED_PREFIX = "fm_pred_"
+__all__ = ["AUGMENTED", "FEATURES", "LABELS", "PENDING", "RAW", "VERSION_COL", "AugmentError",
+           "AugmentResult", "FMPredictor", "augment_day", "augment_split_day", "infer_partition",
+           "join_labels", "label_days", "lease_store", "update_lease"]
 
 
 class AugmentError(RuntimeError):
     """The augmentation of a day could not run; nothing was committed."""
-
-
-def lease_store(cfg: ExfmConfig) -> LeaseStore:
-    store = LeaseStore(make_engine(database_url(cfg, "exfm")), ttl_s=cfg.das.lease_ttl_s)
-    store.create_tables()
-    return store
 
 
 def registry_latest(cfg: ExfmConfig, day: str):
@@ -116,7 +112,7 @@ class FMPredictor:
             time.sleep(self.batch_delay_s)
         preds = predict_table(model, batch, device=self.device)
         for i, task in enumerate(model.tasks):
-            batch = batch.append_column(PRED_PREFIX + task, pa.array(preds[:, i], pa.float32()))
+            batch = batch.append_column(fm_pred_column(task), pa.array(preds[:, i], pa.float32()))
         return batch.append_column(VERSION_COL, pa.array([version] * batch.num_rows, pa.string()))
 
     def __del__(self):
@@ -252,8 +248,6 @@ def augment_day(cfg: ExfmConfig, day: str, progress: Callable[[str], None] = pri
         raise AugmentError(f"{raw.uri(day)} and {features.uri(day)}: no committed partition for "
                            f"{day} (land it first: `exfm data ingest`)")
     if gc:
-        from exfm.das.gc import collect_snapshots
-
         res.collected_versions = collect_snapshots(cfg)
     if res.status == "committed":
         progress(f"DAS {day}: committed {res.rows} rows -> {res.uri} (FM v{res.fm_version}, "
@@ -336,7 +330,7 @@ def join_labels(cfg: ExfmConfig, day: str, progress: Callable[[str], None] = pri
     out_cols = [c for c in joined.column_names if c not in schema.labels]
     kept = joined.filter(has_label)
     # the labelled table in the column order of a joined day: features, labels, FM columns
-    fm_cols = [c for c in out_cols if c.startswith(PRED_PREFIX) or c == VERSION_COL]
+    fm_cols = [c for c in out_cols if is_fm_column(c)]
     base = [c for c in out_cols if c not in fm_cols]
     kept = kept.select(base + schema.labels + fm_cols)
     kept = kept.cast(pa.schema([f.with_type(pa.int64()) if f.name in schema.labels else f

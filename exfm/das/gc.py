@@ -10,14 +10,13 @@ from __future__ import annotations
 from typing import Callable
 
 from exfm.config import ExfmConfig
+from exfm.das.store import lease_store
 from exfm.registry.mlflow_registry import archive_version, fm_model_name
 
 
 def collect_snapshots(cfg: ExfmConfig, now: float | None = None,
                       log: Callable[[str], None] = print) -> list[str]:
     """Archive every collectable version of the FM (``cfg.das.fm_model``); returns them."""
-    from exfm.das.augment import lease_store
-
     store = lease_store(cfg)
     fm_name = fm_model_name(cfg)
     done = []

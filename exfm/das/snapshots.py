@@ -79,29 +79,8 @@ class SnapshotLoader:
                                "(has an FM been trained and the updater run?)")
         return cur
 
-    def refresh_every(self, seconds: float, stop: threading.Event) -> threading.Thread:
-        def loop():
-            while not stop.wait(seconds):
-                try:
-                    self.refresh()
-                except Exception:  # noqa: BLE001 - keep serving the old snapshot
-                    pass
-        t = threading.Thread(target=loop, daemon=True, name=f"loader-{self.fm_name}")
-        t.start()
-        return t
-
 
 def _newer(a: str, b: str) -> bool:
     if a.isdigit() and b.isdigit():
         return int(a) > int(b)
     return a > b
-
-
-def wait_for_lease(store: LeaseStore, fm_name: str, timeout_s: float = 30.0) -> Lease:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        lease = store.get(fm_name)
-        if lease is not None:
-            return lease
-        time.sleep(0.2)
-    raise TimeoutError(f"no lease for '{fm_name}' after {timeout_s}s")

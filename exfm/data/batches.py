@@ -25,13 +25,7 @@ import pyarrow as pa
 import torch
 
 from exfm.data.schema import DatasetSchema
-
-FM_PRED_PREFIX = "fm_pred_"
-
-
-def fm_pred_column(task: str) -> str:
-    """Name of the column holding the FM's logged prediction for ``task``."""
-    return f"{FM_PRED_PREFIX}{task}"
+from exfm.storage.layout import FM_PRED_PREFIX, fm_pred_column  # noqa: F401 - re-exported
 
 
 def _column(table: pa.Table, name: str) -> pa.Array:

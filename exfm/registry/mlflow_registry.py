@@ -21,7 +21,6 @@ from typing import Any
 
 from exfm.config import ExfmConfig
 
-FM_MODEL = "exfm-fm"
 SNAPSHOT_FILE = "model.pt"
 
 
@@ -221,6 +220,22 @@ def latest_version(cfg: ExfmConfig, name: str, before_day: str | None = None) ->
           if before_day is None or (v.tags.get("day") or "9999") < before_day]
     ok = [v for v in ok if v.tags.get("archived") != "true"]
     return str(max(int(v.version) for v in ok)) if ok else None
+
+
+def find_version(cfg: ExfmConfig, name: str, **tags: str) -> str | None:
+    """The highest live (not archived) version of ``name`` whose tags equal ``tags``, or None.
+
+    What a retried job asks ("did an earlier attempt of this exact run register already?"),
+    e.g. ``find_version(cfg, fm_model_name(cfg), train_run=run)`` or
+    ``find_version(cfg, vm_model_name(vm), day=d, data_digest=digest, fm_version="none")``.
+    """
+    try:
+        versions = connect(cfg).search_model_versions(f"name='{name}'")
+    except Exception:  # noqa: BLE001 - no registered model (or none reachable) yet
+        return None
+    done = [v for v in versions if v.tags.get("archived") != "true"
+            and all(v.tags.get(k) == want for k, want in tags.items())]
+    return str(max(int(v.version) for v in done)) if done else None
 
 
 def latest_fm_version(cfg: ExfmConfig, before_day: str | None = None) -> str | None:

@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 
 from exfm.config import ExfmConfig, VMConfig
 from exfm.data.batches import fm_pred_column
+from exfm.data.slices import slice_table
 from exfm.data.io import read_day, thin  # noqa: F401 (thin: re-exported)
 from exfm.data.schema import DatasetSchema, list_days, load_schema
 
@@ -109,11 +110,8 @@ def with_fm_pred(table: pa.Table, tasks: list[str], pred: np.ndarray) -> pa.Tabl
 
 
 def domain_slice(table: pa.Table, schema: DatasetSchema, domain: str) -> pa.Table:
-    """The rows of one domain (``all`` = every row)."""
-    if domain == ALL:
-        return table
-    col = table.column(schema.domain)
-    return table.filter(pc.equal(pc.cast(col, pa.string()), domain))
+    """The rows of one domain (``all`` = every row): :func:`exfm.data.slices.slice_table`."""
+    return slice_table(table, schema, domain=domain)
 
 
 def domains_of(table: pa.Table, schema: DatasetSchema) -> list[str]:

@@ -27,10 +27,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from exfm.config import ExfmConfig
+from exfm.storage.layout import MANIFEST, RAW, SCHEMA_KEY, partition_prefix
 from exfm.storage.s3 import StorageError, arrow_fs, s3_client, s3_uri, unreachable
 
-MANIFEST = "_manifest.json"
-SCHEMA_KEY = "raw/_schema.yaml"
 DEFAULT_ROWS_PER_PART = 250_000
 
 
@@ -79,7 +78,7 @@ class PartitionStore:
     """Committed day partitions under ``prefix`` (``raw``, ``augmented``, ...) of the bucket.
 
     Example:
-        >>> store = PartitionStore(cfg, "raw")                      # doctest: +SKIP
+        >>> store = PartitionStore(cfg, "raw")                    # doctest: +SKIP
         >>> store.write_day("2026-01-01", table, producer="ingest")  # doctest: +SKIP
         >>> store.read_day("2026-01-01", columns=["click"], filter=pc.field("domain") == "d0")
     """
@@ -91,7 +90,7 @@ class PartitionStore:
 
     # -- keys -------------------------------------------------------------------------------
     def day_prefix(self, day: str) -> str:
-        return f"{self.prefix}/day={day}/"
+        return partition_prefix(self.prefix, day)
 
     def manifest_key(self, day: str) -> str:
         return self.day_prefix(day) + MANIFEST
@@ -267,7 +266,7 @@ def ingest_dataset(cfg: ExfmConfig, data_dir: str | Path, days: list[str] | None
     if validate_dataset is not None:
         validate_dataset(data_dir, days=days)
     put_remote_schema(cfg, schema.to_yaml())
-    store = PartitionStore(cfg, "raw")
+    store = PartitionStore(cfg, RAW)
     out = []
     for d in days:
         files = sorted(day_dir(data_dir, d).glob("part-*.parquet"))

@@ -72,3 +72,20 @@ def unreachable(cfg: ExfmConfig, err: Exception) -> StorageError:
 
 def s3_uri(cfg: ExfmConfig, key: str) -> str:
     return f"s3://{cfg.storage.bucket}/{key}"
+
+
+def put_bytes(cfg: ExfmConfig, key: str, body: bytes) -> str:
+    """Write one object ``key`` of the bucket; returns its ``s3://`` URI."""
+    try:
+        s3_client(cfg).put_object(Bucket=cfg.storage.bucket, Key=key, Body=body)
+    except Exception as e:  # noqa: BLE001
+        raise StorageError(f"{s3_uri(cfg, key)}: cannot write: {e}") from e
+    return s3_uri(cfg, key)
+
+
+def get_bytes(cfg: ExfmConfig, key: str) -> bytes:
+    """Read one object ``key`` of the bucket (StorageError naming it if missing/unreadable)."""
+    try:
+        return s3_client(cfg).get_object(Bucket=cfg.storage.bucket, Key=key)["Body"].read()
+    except Exception as e:  # noqa: BLE001
+        raise StorageError(f"{s3_uri(cfg, key)}: cannot read: {e}") from e

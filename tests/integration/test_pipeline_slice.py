@@ -33,7 +33,7 @@ def _assert_day(cfg, fm_first: str, rows: int):
     import mlflow
     import pyarrow.compute as pc
 
-    from exfm.registry.mlflow_registry import FM_MODEL, connect, experiment_name
+    from exfm.registry.mlflow_registry import connect, experiment_name, fm_model_name
     from exfm.storage.partitions import PartitionStore
 
     raw = PartitionStore(cfg, "raw")
@@ -47,7 +47,8 @@ def _assert_day(cfg, fm_first: str, rows: int):
     assert set(table.column("fm_version").to_pylist()) == {fm_first}
 
     client = connect(cfg)
-    fm_versions = {v.tags.get("day"): v for v in client.search_model_versions(f"name='{FM_MODEL}'")}
+    fm_versions = {v.tags.get("day"): v for v in client.search_model_versions(
+        f"name='{fm_model_name(cfg)}'")}
     v2 = fm_versions[D2]
     for tag in ("day", "rows_seen", "data_uris", "git_rev"):
         assert v2.tags.get(tag), f"FM version for {D2} lacks tag {tag}"

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from exfm.rayjobs.fm_worker import FAIL_ENV
-from exfm.rayjobs.submit import RayJobError, job_client, submit_and_wait
+from exfm.compute.fm_worker import FAIL_ENV
+from exfm.compute.submit import RayJobError, job_client, submit_and_wait
 from tests.integration.conftest import stack_env
 
 pytestmark = pytest.mark.integration
@@ -133,7 +133,7 @@ def test_killed_caller_stops_its_job(stack_cfg, ray_data, tmp_path):
     script = (
         "import sys\n"
         "from exfm.config import load_config\n"
-        "from exfm.rayjobs.submit import submit_and_wait\n"
+        "from exfm.compute.submit import submit_and_wait\n"
         f"submit_and_wait(load_config({ray_data['config']!r}), ['-c', "
         "'import time; print(\"sleeping\", flush=True); time.sleep(600)'], "
         f"{sid!r}, log=lambda m: print(m, flush=True))\n")

@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Callable
 
 from exfm.config import ExfmConfig, read_state_secrets
+from exfm.paths import project_root
 
 RESULT_PREFIX = "EXFM_RESULT "
-REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKING_DIR_EXCLUDES = [".venv", ".venv-*", ".exfm", "data", ".git", "out", "bench/.venv-peers",
                         "bench/out", "**/__pycache__", "*.pyc", ".pytest_cache", ".dvc/cache"]
 SHIPPED_CONFIG = ".exfm-job/config.yaml"
@@ -109,7 +109,7 @@ def _ship_config(argv: list[str], staging: Path) -> list[str]:
         if a == "--config":
             p = Path(out[i + 1]).resolve()
             try:
-                out[i + 1] = str(p.relative_to(REPO_ROOT))
+                out[i + 1] = str(p.relative_to(project_root()))
             except ValueError:
                 (staging / SHIPPED_CONFIG).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(p, staging / SHIPPED_CONFIG)
@@ -122,12 +122,12 @@ def build_submission(cfg: ExfmConfig, entrypoint: list[str], env: dict[str, str]
     """(entrypoint command line, runtime_env) for ``entrypoint`` argv (after ``python``)."""
     envv = job_env(cfg, env)
     if is_local(cfg):
-        pp = os.pathsep.join(p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH")] if p)
+        pp = os.pathsep.join(p for p in [str(project_root()), os.environ.get("PYTHONPATH")] if p)
         argv = [sys.executable, *entrypoint]
         return shlex.join(argv), {"env_vars": {**envv, "PYTHONPATH": pp}}
     if staging is None:
         raise ValueError("a remote cluster needs a staging dir for the working_dir upload")
-    shutil.copytree(REPO_ROOT, staging, dirs_exist_ok=True,
+    shutil.copytree(project_root(), staging, dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns(".venv", ".venv-*", ".exfm", ".git", "data",
                                                   "out", "__pycache__", "*.pyc", ".pytest_cache",
                                                   "cache"))
@@ -168,7 +168,7 @@ def _status(client, submission_id: str) -> str | None:
 
 def error_text(logs: str, message: str | None, lines: int = 15) -> str:
     """What to show when a job failed: the job's own ``ERROR <type>: <reason>`` line (printed by
-    ``ray_jobs.common.main_guard``), Ray's one-line reason, then the log tail."""
+    ``exfm.compute.entry.main_guard``), Ray's one-line reason, then the log tail."""
     errors = [ln for ln in logs.splitlines() if ln.startswith("ERROR ")]
     first = (message or "").strip().splitlines()[:1]
     tail = logs.strip().splitlines()[-lines:]

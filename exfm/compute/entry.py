@@ -1,8 +1,9 @@
-"""What every Ray entrypoint shares: ``--day D --config C --set k=v`` and the result line.
+"""What every Ray entrypoint (``ray_jobs/*.py``) shares: ``--day D --config C --set k=v``, joining
+the cluster, and the result / error lines.
 
 Each job is runnable as ``python -m ray_jobs.<name> --day D [--config C] [--set a.b=c]`` and
-submittable through the Ray Jobs API (:mod:`exfm.rayjobs.submit`); its last stdout line is
-``EXFM_RESULT {json}``.
+submittable through the Ray Jobs API (:mod:`exfm.compute.submit`); its last stdout line is
+``EXFM_RESULT {json}``, a failure's ``ERROR <type>: <reason>``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import os
 import sys
 from datetime import date
 
+from exfm.compute.submit import print_result
 from exfm.config import ExfmConfig, load_config
-from exfm.rayjobs.submit import print_result
 
 __all__ = ["job_parser", "load_job_config", "print_result", "init_ray", "main_guard"]
 
@@ -42,7 +43,9 @@ def load_job_config(args: argparse.Namespace) -> ExfmConfig:
 
 def init_ray(cfg: ExfmConfig) -> None:
     """Join the cluster this job was submitted to (RAY_ADDRESS is set by the Jobs API), or the
-    configured one when run by hand."""
+    configured one when run by hand or in-process. A no-op when Ray is already initialised."""
+    # a client on the head's host must not rewrite 127.0.0.1 to the host IP (PITFALLS: Ray)
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if ray.is_initialized():
@@ -53,7 +56,7 @@ def init_ray(cfg: ExfmConfig) -> None:
 
 def main_guard(fn) -> None:
     """Run ``fn()``; on failure print one ``ERROR <type>: <reason>`` line (what
-    :func:`exfm.rayjobs.submit.submit_and_wait` quotes as the job's error) and exit 1."""
+    :func:`exfm.compute.submit.submit_and_wait` quotes as the job's error) and exit 1."""
     try:
         fn()
     except SystemExit:

@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exfm.config import ConfigError, load_config
-from exfm.rayjobs import submit as S
-from exfm.rayjobs.fm_worker import parse_fail_spec, summarize_checkpoint_state
-from exfm.rayjobs.ingest import chunk_rows, equal_steps_batch_size, shard_bounds
-from exfm.rayjobs.scaling import (check_gpu_config, device_name, scaling_config, task_options,
+from exfm.compute import submit as S
+from exfm.compute.fm_worker import parse_fail_spec, summarize_checkpoint_state
+from exfm.compute.ingest import chunk_rows, equal_steps_batch_size, shard_bounds
+from exfm.compute.scaling import (check_gpu_config, device_name, scaling_config, task_options,
                                   torch_threads, worker_resources)
 
 
@@ -85,7 +85,7 @@ def test_fail_spec_and_summary():
 
 
 def test_run_name_is_deterministic_per_day_data_and_warm_start():
-    from ray_jobs.train_fm import run_name
+    from exfm.jobs.fm_day import run_name
 
     assert run_name("2026-01-02", "abcdef0123", "3") == run_name("2026-01-02", "abcdef0123", "3")
     assert run_name("2026-01-02", "abcdef0123", "3") != run_name("2026-01-02", "ffffff0123", "3")
@@ -111,7 +111,7 @@ def test_local_submission_uses_this_venv_and_pythonpath(keys):
     cmd, renv = S.build_submission(cfg, ["-m", "ray_jobs.train_fm", "--day", "2026-01-01"], None)
     assert cmd.startswith(sys.executable)
     assert "working_dir" not in renv
-    assert str(S.REPO_ROOT) in renv["env_vars"]["PYTHONPATH"].split(":")
+    assert str(S.project_root()) in renv["env_vars"]["PYTHONPATH"].split(":")
     assert renv["env_vars"]["EXFM_S3_SECRET_KEY"] == SECRET and SECRET not in cmd
 
 
@@ -256,7 +256,7 @@ def test_vm_slice_filter_selects_domain_and_stage():
 
     from exfm.config import VMConfig
     from exfm.data.schema import DatasetSchema, SparseField
-    from ray_jobs.train_vm import vm_slice_filter
+    from exfm.data.slices import vm_slice_filter
 
     schema = DatasetSchema(name="t", timestamp="ts", domain="domain", stage="stage",
                            labels=["click"], sparse=[SparseField(name="u", vocab=3)])

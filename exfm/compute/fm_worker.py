@@ -56,7 +56,7 @@ def _all_reduce_sums(sums: dict[str, float], device) -> dict[str, float]:
 
 def fm_train_loop(config: dict) -> None:
     """``train_loop_per_worker`` of the FM job. ``config`` holds plain data only (see
-    ``ray_jobs.train_fm.run``): cfg dump, schema dump, day, batch size, chunk rows, warm start."""
+    ``exfm.jobs.fm_day.run``): cfg dump, schema dump, day, batch size, chunk rows, warm start."""
     import ray
     import ray.train
     import ray.train.torch
@@ -66,7 +66,7 @@ def fm_train_loop(config: dict) -> None:
     from exfm.data.schema import DatasetSchema
     from exfm.models.build import build_fm
     from exfm.models.snapshot import load_snapshot
-    from exfm.rayjobs.scaling import device_name, torch_threads
+    from exfm.compute.scaling import device_name, torch_threads
     from exfm.train.checkpoint import load_checkpoint, save_checkpoint
     from exfm.train.trainer import train_fm_day
 
