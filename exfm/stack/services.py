@@ -15,11 +15,14 @@ import shutil
 import signal
 import sys
 from pathlib import Path
+from typing import Literal, get_args
 
+from exfm import paths
 from exfm.config import SECRETS_FILE, ExfmConfig, read_state_secrets
 from exfm.stack.procs import MARK_KEYS, ProcSpec, http_get
 
-SERVICES = ["s3", "mlflow", "ray", "airflow"]
+Service = Literal["s3", "mlflow", "ray", "airflow"]
+SERVICES: list[str] = list(get_args(Service))  # in start order
 DEPENDS = {"s3": [], "mlflow": ["s3"], "ray": [], "airflow": []}
 # generous: on a loaded 2-core machine MLflow took 60 s and Ray 40 s (7-10 s when idle)
 START_TIMEOUT = {"s3": 90.0, "mlflow": 240.0, "ray": 240.0, "airflow": 360.0}
@@ -68,13 +71,6 @@ def seaweed_socket_files(cfg: ExfmConfig) -> list[Path]:
 
 def airflow_home(cfg: ExfmConfig) -> Path:
     return cfg.state_path / "airflow"
-
-
-def default_dags_folder() -> Path:
-    import exfm
-
-    return Path(os.environ.get("EXFM_AIRFLOW_DAGS_FOLDER")
-                or Path(exfm.__file__).resolve().parents[1] / "dags")
 
 
 def config_dump_path(cfg: ExfmConfig) -> Path:
@@ -414,7 +410,7 @@ def airflow_env(cfg: ExfmConfig, dags_folder: Path | None = None) -> dict[str, s
     url = airflow_url(cfg)
     env.update({
         "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder or default_dags_folder()),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder or paths.dags_folder()),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": str(cfg.airflow.parallelism),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -463,9 +459,7 @@ def airflow_procs(cfg: ExfmConfig, dags_folder: Path | None = None) -> list[Proc
 
 def airflow_argv(*args: str) -> list[str]:
     """``airflow ARGS`` through our launcher (loopback log servers), with the venv's Python."""
-    from exfm.stack.airflow_main import LAUNCHER
-
-    return [sys.executable, str(LAUNCHER), *args]
+    return [sys.executable, str(paths.airflow_launcher()), *args]
 
 
 def airflow_health(cfg: ExfmConfig) -> tuple[bool, str]:

@@ -68,3 +68,10 @@ def test_unquoted_dates_are_read_as_dates(tmp_path):
     assert load_config(p, env={}).data.generator.start_date == "2026-03-02"
     with pytest.raises(ConfigError, match="data.generator.start_date:"):
         load_config(None, ["data.generator.start_date=March"], env={})
+
+
+def test_stack_services_are_their_literal_in_start_order():
+    from exfm.stack.services import DEPENDS, SERVICES, Service
+
+    assert SERVICES == list(get_args(Service)) and set(DEPENDS) == set(SERVICES)
+    assert all(SERVICES.index(d) < SERVICES.index(s) for s, deps in DEPENDS.items() for d in deps)

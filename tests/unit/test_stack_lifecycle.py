@@ -47,10 +47,10 @@ def fake(tmp_path, monkeypatch):
     monkeypatch.setattr(S, "READY_LINE", {})
     monkeypatch.setattr(S, "write_airflow_passwords", lambda cfg: None)
     monkeypatch.setattr(S, "airflow_token", lambda cfg: "token")
-    monkeypatch.setattr("exfm.stack._airflow_migrate", lambda cfg, dags, log: log("  migrate"))
+    monkeypatch.setattr("exfm.stack.lifecycle._airflow_migrate", lambda cfg, dags, log: log("  migrate"))
     monkeypatch.setattr(S, "_check_free", None, raising=False)
     # no real ports: nothing listens in this test
-    monkeypatch.setattr("exfm.stack._check_ports", lambda cfg, service: None)
+    monkeypatch.setattr("exfm.stack.lifecycle._check_ports", lambda cfg, service: None)
     yield cfg, behaviour, flags
     stack_down(cfg, log=lambda m: None)
 

@@ -176,9 +176,10 @@ def test_airflow_launcher_rebinds_only_wildcard_hosts(monkeypatch):
 
     import importlib.util
 
+    from exfm.paths import airflow_launcher
     from exfm.stack import airflow_main
 
-    spec = importlib.util.spec_from_file_location("airflow_launcher", airflow_main.LAUNCHER)
+    spec = importlib.util.spec_from_file_location("airflow_launcher", airflow_launcher())
     launcher = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(launcher)
     seen = []
