@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from exfm.config import ExfmConfig
+from exfm.paths import project_root
 
 SNAPSHOT_FILE = "model.pt"
 
@@ -75,7 +76,7 @@ def ensure_experiments(cfg: ExfmConfig, vms: list[str] | None = None) -> dict[st
 def git_rev() -> str:
     try:
         return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"],
-                                       cwd=Path(__file__).resolve().parents[2],
+                                       cwd=project_root(),
                                        stderr=subprocess.DEVNULL, text=True).strip()
     except Exception:  # noqa: BLE001
         return "unknown"
