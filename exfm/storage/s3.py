@@ -17,22 +17,28 @@ class StorageError(RuntimeError):
     """An object-store operation failed; the message names the endpoint, bucket and key."""
 
 
-def s3_client(cfg: ExfmConfig):
-    """A boto3 S3 client for ``cfg``'s endpoint (path-style, short connect timeout)."""
+def s3_client(cfg: ExfmConfig, timeout: float | None = None, attempts: int = 3):
+    """A boto3 S3 client for ``cfg``'s endpoint (path-style, short connect timeout).
+
+    ``timeout``: connect and read timeout in seconds (default 5 s to connect, 60 s to read);
+    ``attempts``: boto3's ``max_attempts`` (a health probe wants ``timeout=3, attempts=1``).
+    """
     access, secret = cfg.s3_credentials()
-    return _client(cfg.s3_endpoint, cfg.storage.region, access, secret)
+    return _client(cfg.s3_endpoint, cfg.storage.region, access, secret, timeout, attempts)
 
 
 @lru_cache(maxsize=8)
-def _client(endpoint: str, region: str, access: str, secret: str):
+def _client(endpoint: str, region: str, access: str, secret: str, timeout: float | None,
+            attempts: int):
     import boto3
     from botocore.config import Config
 
     return boto3.client(
         "s3", endpoint_url=endpoint, region_name=region,
         aws_access_key_id=access, aws_secret_access_key=secret,
-        config=Config(s3={"addressing_style": "path"}, connect_timeout=5, read_timeout=60,
-                      retries={"max_attempts": 3, "mode": "standard"}),
+        config=Config(s3={"addressing_style": "path"}, connect_timeout=timeout or 5,
+                      read_timeout=timeout or 60,
+                      retries={"max_attempts": attempts, "mode": "standard"}),
     )
 
 
