@@ -12,7 +12,7 @@ Modules: ``services`` (what each service runs, its ports, health check, client e
 State lives under ``cfg.state_path``: ``run/*.pid`` (PID files), ``logs/*.log``, ``s3/`` (object
 data), ``db/`` (SQLite), ``airflow/`` (AIRFLOW_HOME), ``secrets.json`` (0600: generated S3 keys,
 Airflow admin password, Ray token). The Ray head's temp dir is ``/tmp/exfm-ray-<hash>`` (short,
-for unix sockets). See ``infra/local/README.md`` and ``docs/stack.md``.
+for unix sockets). See ``infra/local/README.md``.
 """
 
 from exfm.stack.lifecycle import resolve_services, stack_down, stack_status, stack_up
