@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+import exfm.stack.services as S
 from exfm.config import ExfmConfig
-from exfm.stack import services as S
 from exfm.stack.procs import (
     ServiceStatus,
     StackError,
