@@ -53,10 +53,11 @@ def run(cfg, rows: int) -> None:
     import ray
     import torch
 
-    from exfm.das.augment import AUGMENTED, augment_day
+    from exfm.das.augment import augment_day
     from exfm.data.generator import generate
     from exfm.models.build import build_fm, count_parameters
     from exfm.registry.mlflow_registry import ensure_experiments, register_fm
+    from exfm.storage.layout import AUGMENTED
     from exfm.storage.partitions import PartitionStore, ingest_dataset
     from exfm.storage.s3 import ensure_bucket
 
