@@ -7,8 +7,9 @@ import time
 import click
 
 from exfm.commands.options import config_options
+from exfm.stack.services import SERVICES
 
-SERVICE_CHOICE = click.Choice(["s3", "mlflow", "ray", "airflow"])
+SERVICE_CHOICE = click.Choice(SERVICES)
 
 
 @click.group()

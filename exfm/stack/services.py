@@ -282,14 +282,10 @@ def printed_since_start(cfg: ExfmConfig, service: str) -> bool:
 
 
 def s3_client(cfg: ExfmConfig, timeout: float = 3.0):
-    import boto3
-    from botocore.config import Config
+    """A client with the keys this stack's SeaweedFS was started with (one try, short timeout)."""
+    from exfm.storage.s3 import s3_client as client
 
-    a, s = s3_keys(cfg)
-    return boto3.client("s3", endpoint_url=cfg.s3_endpoint, aws_access_key_id=a,
-                        aws_secret_access_key=s, region_name=cfg.storage.region,
-                        config=Config(s3={"addressing_style": "path"}, connect_timeout=timeout,
-                                      read_timeout=timeout, retries={"max_attempts": 1}))
+    return client(cfg, timeout=timeout, attempts=1, credentials=s3_keys(cfg))
 
 
 def s3_health(cfg: ExfmConfig) -> tuple[bool, str]:

@@ -17,13 +17,16 @@ class StorageError(RuntimeError):
     """An object-store operation failed; the message names the endpoint, bucket and key."""
 
 
-def s3_client(cfg: ExfmConfig, timeout: float | None = None, attempts: int = 3):
+def s3_client(cfg: ExfmConfig, timeout: float | None = None, attempts: int = 3,
+              credentials: tuple[str, str] | None = None):
     """A boto3 S3 client for ``cfg``'s endpoint (path-style, short connect timeout).
 
     ``timeout``: connect and read timeout in seconds (default 5 s to connect, 60 s to read);
-    ``attempts``: boto3's ``max_attempts`` (a health probe wants ``timeout=3, attempts=1``).
+    ``attempts``: boto3's ``max_attempts`` (a health probe wants ``timeout=3, attempts=1``);
+    ``credentials``: (access, secret) instead of ``cfg.s3_credentials()`` (the stack's own probe
+    uses the keys the embedded server was started with).
     """
-    access, secret = cfg.s3_credentials()
+    access, secret = credentials or cfg.s3_credentials()
     return _client(cfg.s3_endpoint, cfg.storage.region, access, secret, timeout, attempts)
 
 
