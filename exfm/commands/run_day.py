@@ -10,8 +10,23 @@ import click
 from exfm.commands.options import config_options
 
 
+def parse_day(_ctx, param, value: str | None) -> str | None:
+    """``--day``: a real calendar date written YYYY-MM-DD (one-line error otherwise)."""
+    import re
+    from datetime import date
+
+    if value is None:
+        return None
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            raise ValueError
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise click.ClickException(f"--day {value!r}: not a date written YYYY-MM-DD") from None
+
+
 @click.command("run-day")
-@click.option("--day", required=True, help="logical date YYYY-MM-DD")
+@click.option("--day", required=True, callback=parse_day, help="logical date YYYY-MM-DD")
 @click.option("--step", type=click.Choice(["all", "land", "augment", "train-fm", "train-vm"]),
               default="all", show_default=True, help="run one step only")
 @click.option("--vm", default=None, help="with --step train-vm: the VM to train")
@@ -20,7 +35,10 @@ def run_day(cfg, day: str, step: str, vm: str | None) -> None:
     """Land day D, augment it with FM_{<D} (DAS), train the FM on it and every VM, as the DAG
     does; each heavy step is a Ray job on the configured cluster."""
     from exfm import pipeline
+    from exfm.commands.options import require_vm
 
+    if step == "train-vm":
+        require_vm(cfg, vm, "--step train-vm")
     t = time.monotonic()
     if step == "all":
         out = pipeline.run_day(cfg, day, log=click.echo)
@@ -31,8 +49,6 @@ def run_day(cfg, day: str, step: str, vm: str | None) -> None:
     elif step == "train-fm":
         out = pipeline.train_fm(cfg, day, log=click.echo)
     else:
-        if not vm:
-            raise click.UsageError("--step train-vm needs --vm NAME")
         out = pipeline.train_vm(cfg, day, vm, log=click.echo)
     click.echo(json.dumps(out, indent=1, default=str))
     click.echo(f"run-day {day} ({step}) done in {time.monotonic() - t:.0f} s")

@@ -75,7 +75,7 @@ class FMPredictor:
     """
 
     def __init__(self, cfg_dump: dict, day: str, device: str = "cpu",
-                 batch_delay_s: float = 0.0, torch_threads: int = 1):
+                 batch_delay_s: float = 0.0, torch_threads: int = 1, pinned: str | None = None):
         import torch
 
         torch.set_num_threads(torch_threads)
@@ -86,9 +86,12 @@ class FMPredictor:
         fm_name = fm_model_name(self.cfg)
         self.updater = SnapshotUpdater(store, fm_name, registry_latest(self.cfg, day))
         self.loader = SnapshotLoader(store, fm_name, self._load, worker=self.worker)
+        self._stop = threading.Event()
+        if pinned is not None:  # a day's snapshot fixed by its date: every row, every re-run
+            self.loader.pin(pinned, f"models:/{fm_name}/{pinned}")
+            return
         self.loader.refresh()  # the first snapshot loads before the first batch
         self.loader.current()  # fail now, with a clear message, if nothing is leased
-        self._stop = threading.Event()
         threading.Thread(target=self._refresh_loop, daemon=True, name="das-refresh").start()
 
     def _load(self, version: str, uri: str):
@@ -119,7 +122,8 @@ class FMPredictor:
         self._stop.set()
 
 
-def infer_partition(cfg: ExfmConfig, m: Manifest, day: str, batch_delay_s: float = 0.0) -> pa.Table:
+def infer_partition(cfg: ExfmConfig, m: Manifest, day: str, batch_delay_s: float = 0.0,
+                    pinned: str | None = None) -> pa.Table:
     """Run the actor pool over the parts ``m`` names; rows come back in their stored order."""
     import ray
 
@@ -135,7 +139,7 @@ def infer_partition(cfg: ExfmConfig, m: Manifest, day: str, batch_delay_s: float
         FMPredictor,
         fn_constructor_kwargs={"cfg_dump": cfg.model_dump(mode="python"), "day": day,
                                "device": "cuda" if gpu else "cpu",
-                               "batch_delay_s": batch_delay_s},
+                               "batch_delay_s": batch_delay_s, "pinned": pinned},
         batch_format="pyarrow", batch_size=cfg.das.batch_size,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.das.max_actors),
         num_gpus=1 if gpu else 0, num_cpus=1)
@@ -183,16 +187,25 @@ def _fm_day(cfg: ExfmConfig, version: str | None) -> str | None:
     return connect(cfg).get_model_version(fm_model_name(cfg), version).tags.get("day")
 
 
-def _lease_for(cfg: ExfmConfig, day: str, progress: Callable[[str], None]) -> str:
-    outcome = update_lease(cfg, day)
+def _lease_for(cfg: ExfmConfig, day: str, progress: Callable[[str], None]) -> tuple[str, str]:
+    """The FM version DAS of ``day`` infers with, fixed by the date: the newest snapshot trained on
+    a day < ``day`` (:func:`exfm.registry.chain.das_fm_version`). The updater still moves the
+    live lease (its serving role); a replay whose lease has moved past ``day`` pins its snapshot.
+    Returns ``(version, how)``, ``how`` = ``lease`` or ``pinned``."""
+    from exfm.registry.chain import das_fm_version
+
     fm = fm_model_name(cfg)
-    lease = lease_store(cfg).get(fm)
-    if lease is None:
+    want = das_fm_version(cfg, day)
+    if want is None:
         raise AugmentError(f"no FM snapshot trained before {day} in the registry "
                            f"({cfg.tracking_uri}, model {fm}): train one first")
-    progress(f"DAS {day}: updater {outcome}; lease -> {fm} v{lease.version} "
-             f"(generation {lease.generation})")
-    return lease.version
+    outcome = update_lease(cfg, day)
+    lease = lease_store(cfg).get(fm)
+    how = "lease" if lease is not None and lease.version == want else "pinned"
+    progress(f"DAS {day}: updater {outcome}; lease {fm} "
+             f"v{lease.version if lease else '-'}; inferring with v{want} ({how}: newest FM "
+             f"trained before {day})")
+    return want, how
 
 
 def _infer(cfg: ExfmConfig, src: PartitionStore, dst: PartitionStore, day: str, producer: str,
@@ -201,9 +214,9 @@ def _infer(cfg: ExfmConfig, src: PartitionStore, dst: PartitionStore, day: str, 
     if m is None:
         raise AugmentError(f"{src.uri(day)}: no committed partition for {day}")
     src.check_parts(m)  # a corrupt input fails here, by name, before any job starts
-    _lease_for(cfg, day, progress)
+    pinned, how = _lease_for(cfg, day, progress)
     t0 = time.time()
-    table = infer_partition(cfg, m, day, batch_delay_s=batch_delay_s)
+    table = infer_partition(cfg, m, day, batch_delay_s=batch_delay_s, pinned=pinned)
     secs = time.time() - t0
     versions = sorted(set(table.column(VERSION_COL).to_pylist())) if table.num_rows else []
     fm_version = max(versions, key=int) if versions else None
@@ -211,7 +224,8 @@ def _infer(cfg: ExfmConfig, src: PartitionStore, dst: PartitionStore, day: str, 
              f"({table.num_rows / max(secs, 1e-9):,.0f} rows/s), FM version(s) {versions}")
     out = dst.write_day(day, table, producer=producer, fm_version=fm_version,
                         extra={"fm_versions": versions, "source": src.uri(day),
-                               "source_digest": m.digest})
+                               "source_digest": m.digest, "fm_choice": how,
+                               "fm_rule": f"newest FM trained before {day}"})
     return m, out, secs
 
 

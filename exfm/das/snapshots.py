@@ -72,6 +72,14 @@ class SnapshotLoader:
                 pass
         return True
 
+    def pin(self, version: str, uri: str) -> None:
+        """Serve ``version`` whatever the lease says (a day's snapshot fixed by its date, e.g. a
+        replay of an old day after the lease moved on); ``refresh()`` is then not called."""
+        model = self._load(version, uri)
+        with self._lock:
+            self.loads.append(version)
+            self._current = (version, model)
+
     def current(self) -> tuple[str, Any]:
         cur = self._current
         if cur is None:

@@ -5,8 +5,8 @@
    contiguous ``r``-th slice of the day in arrival order (every row exactly once).
 2. ``TorchTrainer`` with ``ScalingConfig`` from ``ray.*`` (``use_gpu`` -> CUDA + NCCL), each worker
    running :func:`exfm.compute.fm_worker.fm_train_loop`: DDP over the plain ``train_fm_day``,
-   warm-started from the newest version of the FM's registered model
-   (:func:`~exfm.registry.mlflow_registry.fm_model_name`) trained before D.
+   warm-started from the FM snapshot of day D-1 (:func:`exfm.registry.chain.fm_warm_start`:
+   found by its ``day`` tag; refused, naming D-1, when it is missing and D is not the first day).
 3. A checkpoint on the bucket after every chunk (``ray.checkpoints_per_day``), under
    ``RunConfig(name=fm-D-<data digest>-w<warm version>-p<plan hash>, storage_path=<bucket>/ray/fm)``:
    a killed worker resumes from it (``FailureConfig(max_failures)``), and so does a re-run of the
@@ -98,8 +98,9 @@ def run(cfg: ExfmConfig, day: str, row_log_dir: str | None = None) -> FMDayResul
                                      read_day_dataset, shard_bounds)
     from exfm.compute.scaling import scaling_config
     from exfm.registry.mlflow_registry import (connect, ensure_experiments, experiment_name,
-                                               find_version, fm_model_name, latest_fm_version,
+                                               find_version, fm_model_name,
                                                log_dataset_input, register_fm)
+    from exfm.registry.chain import fm_warm_start, supersede_day
     from exfm.storage.partitions import DayNotFound, PartitionStore, load_remote_schema
     from exfm.storage.s3 import arrow_fs
     from exfm.train.checkpoint import load_checkpoint
@@ -115,7 +116,7 @@ def run(cfg: ExfmConfig, day: str, row_log_dir: str | None = None) -> FMDayResul
     client = connect(cfg)
     ensure_experiments(cfg, vms=[])
 
-    warm_version = latest_fm_version(cfg, before_day=day)
+    warm_version = fm_warm_start(cfg, day)  # day d-1's snapshot (ChainError if it is missing)
     world = cfg.ray.num_workers
     sizes = [b - a for a, b in shard_bounds(m.rows, world)]
     bs = equal_steps_batch_size(sizes, effective_batch_size(min(sizes), cfg.models))
@@ -184,6 +185,9 @@ def run(cfg: ExfmConfig, day: str, row_log_dir: str | None = None) -> FMDayResul
                                     "rows_day": str(rows_day),
                                     "manifest_digest": m.digest, "num_workers": str(world),
                                     "use_gpu": str(cfg.ray.use_gpu).lower()})
+        superseded = supersede_day(cfg, fm_name, day, version)  # a re-run of the day replaces it
+        if superseded:
+            mlflow.set_tag("supersedes", ",".join(superseded))
     return FMDayResult(day=day, version=version, rows_seen=rows_seen, rows_day=rows_day,
                        run_name=name, warm_start=warm_version, reused=False,
                        run_id=run.info.run_id, metrics=metrics, seconds=secs, num_workers=world,

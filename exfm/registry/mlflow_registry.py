@@ -29,6 +29,24 @@ class RegistryError(RuntimeError):
     """A registry lookup or write failed; the message names the model and version."""
 
 
+def require_tracking(cfg: ExfmConfig, timeout_s: float = 5.0) -> None:
+    """Fail fast with one line when the tracking server does not answer (the mlflow client
+    itself retries for minutes), before any lookup whose failure would read as "no version"."""
+    import urllib.error
+    import urllib.request
+
+    url = cfg.tracking_uri.rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        return  # a local file/sqlite store: nothing to reach
+    try:
+        urllib.request.urlopen(f"{url}/health", timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return  # it answered (an auth or proxy status is still an answer)
+    except (OSError, ValueError) as e:
+        raise RegistryError(f"tracking.uri {url}: MLflow does not answer ({e}); is the stack up "
+                            "(`exfm stack status`) or tracking.uri right?") from None
+
+
 def fm_model_name(cfg: ExfmConfig) -> str:
     """The registered model of FM snapshots: ``cfg.das.fm_model`` (default ``exfm-fm``)."""
     return cfg.das.fm_model
@@ -61,6 +79,8 @@ def ensure_experiments(cfg: ExfmConfig, vms: list[str] | None = None) -> dict[st
         name = experiment_name(cfg, family)
         exp = client.get_experiment_by_name(name)
         ids[family] = exp.experiment_id if exp else client.create_experiment(name)
+        # MLflow 3's UI opens an experiment of this kind on runs and metrics (not GenAI traces)
+        client.set_experiment_tag(ids[family], "mlflow.experimentKind", "custom_model_development")
     names = [fm_model_name(cfg)] + [vm_model_name(v) for v in (vms if vms is not None else
                                                      [v.name for v in cfg.vms])]
     for n in names:
@@ -208,34 +228,47 @@ def register_vm(cfg: ExfmConfig, vm: str, model, day: str, rows_seen: int, data_
                      extra, sample, {"fm_version": fm_version or "none", **(tags or {})})
 
 
-def latest_version(cfg: ExfmConfig, name: str, before_day: str | None = None) -> str | None:
-    """Highest version of ``name`` (whose ``day`` tag is < ``before_day`` if given), or None."""
+def live_versions(cfg: ExfmConfig, name: str) -> list:
+    """The versions of ``name`` that lookups may return: not archived, not superseded by a re-run
+    of their day. ``[]`` when the model is not registered yet; :class:`RegistryError` when the
+    registry cannot answer (an outage is never read as "no version")."""
     from mlflow.exceptions import MlflowException
 
-    client = connect(cfg)
     try:
-        versions = client.search_model_versions(f"name='{name}'")
-    except MlflowException:
-        return None
-    ok = [v for v in versions
+        versions = connect(cfg).search_model_versions(f"name='{name}'")
+    except MlflowException as e:
+        if "RESOURCE_DOES_NOT_EXIST" in str(e.error_code):
+            return []
+        raise RegistryError(f"registry {cfg.tracking_uri}: cannot list versions of {name}: "
+                            f"{e.message}") from e
+    except Exception as e:  # noqa: BLE001 - connection refused, timeout, DNS
+        raise RegistryError(f"registry {cfg.tracking_uri} unreachable (listing {name}): "
+                            f"{type(e).__name__}: {e}") from e
+    return [v for v in versions
+            if v.tags.get("archived") != "true" and not v.tags.get("superseded_by")]
+
+
+def latest_version(cfg: ExfmConfig, name: str, before_day: str | None = None) -> str | None:
+    """The newest live version of ``name``: newest ``day`` tag (< ``before_day`` if given), then
+    the highest version of that day; None if there is none. Raises :class:`RegistryError` when the
+    registry cannot be reached."""
+    ok = [v for v in live_versions(cfg, name)
           if before_day is None or (v.tags.get("day") or "9999") < before_day]
-    ok = [v for v in ok if v.tags.get("archived") != "true"]
-    return str(max(int(v.version) for v in ok)) if ok else None
+    if not ok:
+        return None
+    return str(max(ok, key=lambda v: (v.tags.get("day") or "", int(v.version))).version)
 
 
 def find_version(cfg: ExfmConfig, name: str, **tags: str) -> str | None:
-    """The highest live (not archived) version of ``name`` whose tags equal ``tags``, or None.
+    """The highest live (not archived, not superseded) version of ``name`` whose tags equal
+    ``tags``, or None.
 
     What a retried job asks ("did an earlier attempt of this exact run register already?"),
     e.g. ``find_version(cfg, fm_model_name(cfg), train_run=run)`` or
     ``find_version(cfg, vm_model_name(vm), day=d, data_digest=digest, fm_version="none")``.
     """
-    try:
-        versions = connect(cfg).search_model_versions(f"name='{name}'")
-    except Exception:  # noqa: BLE001 - no registered model (or none reachable) yet
-        return None
-    done = [v for v in versions if v.tags.get("archived") != "true"
-            and all(v.tags.get(k) == want for k, want in tags.items())]
+    done = [v for v in live_versions(cfg, name)
+            if all(v.tags.get(k) == want for k, want in tags.items())]
     return str(max(int(v.version) for v in done)) if done else None
 
 
