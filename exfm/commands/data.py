@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from exfm.commands.options import config_options
+from exfm.commands.options import config_options, days_callback, require_days_in
 
 
 def _bar(total: int, desc: str):
@@ -63,32 +63,39 @@ def movielens(cfg, out: str, cache: str | None) -> None:
 
 @data.command()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
-@click.option("--days", default=None, help="comma-separated YYYY-MM-DD (default: all)")
-def validate(directory: str, days: str | None) -> None:
+@click.option("--days", default=None, callback=days_callback,
+              help="comma-separated YYYY-MM-DD (default: all)")
+def validate(directory: str, days: list[str] | None) -> None:
     """Check every rule of the format; print every violation; non-zero exit on any."""
-    from exfm.data.schema import DatasetError, list_days
+    from exfm.data.schema import DatasetError
     from exfm.data.validate import validate_dataset
 
-    wanted = [d.strip() for d in days.split(",")] if days else None
+    wanted = days
+    require_days_in(directory, wanted)
     try:
-        validate_dataset(directory, days=wanted)
+        report = validate_dataset(directory, days=wanted)
     except DatasetError as e:
         errs = getattr(e, "errors", [e])
+        if len(errs) == 1:
+            raise click.ClickException(str(errs[0])) from None
         for x in errs:
             click.echo(str(x), err=True)
         raise click.ClickException(f"{len(errs)} violation(s) in {directory}") from None
-    n = len(wanted) if wanted else len(list_days(directory))
-    click.echo(f"ok: {directory} ({n} days)")
+    if report.ignored_line():
+        click.echo(report.ignored_line(), err=True)
+    click.echo(f"ok: {directory} ({len(report.days)} days, {report.rows} rows)")
 
 
 @data.command()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
-@click.option("--days", default=None, help="comma-separated YYYY-MM-DD (default: all)")
+@click.option("--days", default=None, callback=days_callback,
+              help="comma-separated YYYY-MM-DD (default: all)")
 @config_options
-def ingest(cfg, directory: str, days: str | None) -> None:
+def ingest(cfg, directory: str, days: list[str] | None) -> None:
     """Upload committed day folders into the bucket's raw/ prefix."""
     from exfm.storage.partitions import ingest_dataset
 
-    wanted = [d.strip() for d in days.split(",")] if days else None
+    wanted = days
+    require_days_in(directory, wanted)
     manifests = ingest_dataset(cfg, directory, wanted, progress=click.echo)
     click.echo(f"ingested {len(manifests)} day(s) from {directory}")

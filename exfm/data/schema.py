@@ -63,6 +63,24 @@ class DatasetSchema(_Strict):
     sequences: list[SequenceField] = Field(default_factory=list)
     fm_only: list[str] = Field(default_factory=list)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fm_only_is_dense(cls, raw):
+        """A column named only under ``fm_only`` is a dense float the FM alone reads."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("fm_only"), list):
+            return raw
+        def names(key, attr=None):
+            items = raw.get(key) or []
+            return [(i.get("name") if isinstance(i, dict) else getattr(i, "name", i))
+                    for i in items] if isinstance(items, list) else []
+        known = set(names("sparse")) | set(names("dense")) | set(names("sequences"))
+        known |= set(names("labels")) | {raw.get(k) for k in
+                                         ("timestamp", "request_id", "domain", "stage")}
+        extra = [c for c in raw["fm_only"] if isinstance(c, str) and c not in known]
+        if not extra:
+            return raw
+        return {**raw, "dense": list(raw.get("dense") or []) + extra}
+
     @model_validator(mode="after")
     def _consistent(self) -> "DatasetSchema":
         names = ([self.timestamp] + self.labels + self.sparse_names + self.dense
@@ -136,13 +154,34 @@ def load_schema(directory: str | Path) -> DatasetSchema:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise DatasetError(path, None, f"not valid YAML: {e}") from e
+    if raw is None:
+        raise DatasetError(path, None, "schema.yaml is empty: it needs at least name, timestamp "
+                                       "and labels (see DESIGN.md 'Dataset format')")
+    if not isinstance(raw, dict):
+        raise DatasetError(path, None, f"schema.yaml must be a mapping of keys (name, timestamp, "
+                                       f"labels, ...), got a {type(raw).__name__}")
     try:
         return DatasetSchema.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"]) or None
+        loc = _readable_loc(raw, first["loc"])
         msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
         raise DatasetError(path, loc, msg) from None
+
+
+def _readable_loc(raw: dict, loc: tuple) -> str | None:
+    """``sparse.0.vocab`` -> ``sparse[user_id].vocab``: name a list entry by its ``name``."""
+    out = ""
+    node = raw
+    for x in loc:
+        if isinstance(x, int) and isinstance(node, list) and x < len(node):
+            node = node[x]
+            name = node.get("name") if isinstance(node, dict) else None
+            out += f"[{name or x}]"
+            continue
+        out += f".{x}" if out else str(x)
+        node = node.get(x) if isinstance(node, dict) else None
+    return out or None
 
 
 def list_days(directory: str | Path) -> list[str]:

@@ -6,10 +6,12 @@ raises, so a user fixing their export sees the whole list at once. Each violatio
 :class:`DatasetErrors` carries them in ``.errors`` and prints them one per line.
 
 Rules (per part file unless noted):
-  - ``schema.yaml`` parses and is consistent; at least one ``day=YYYY-MM-DD`` folder; each day has
-    at least one ``part-*.parquet``;
-  - every schema column is present, with no nulls;
-  - timestamp: int64; sorted (non-decreasing) within a day, across its parts in order;
+  - ``schema.yaml`` parses and is consistent; at least one ``day=YYYY-MM-DD`` folder, each a real
+    calendar date; each day has at least one ``part-*.parquet`` and at least one row;
+  - every schema column is present, with no nulls; columns the schema does not name are allowed
+    and reported once (:attr:`ValidationReport.ignored`), never read;
+  - timestamp: int64 epoch seconds inside the day folder's UTC day; sorted (non-decreasing)
+    within a day, across its parts in order;
   - request id: integer or string; unique across the dataset;
   - domain: string or integer; stage: string in ``retrieval|early|late``;
   - labels: an integer type, values 0 or 1;
@@ -25,6 +27,8 @@ Example:
 
 from __future__ import annotations
 
+import datetime as _dt
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +41,33 @@ from exfm.data.io import PART_GLOB
 from exfm.data.schema import DatasetError, DatasetSchema, day_dir, list_days, load_schema
 
 MAX_REPORTED = 200
+DAY_S = 86400
+
+
+@dataclass
+class ValidationReport:
+    """What a passing :func:`validate_dataset` saw: days, rows, and the columns it ignored
+    (column -> the first file holding it)."""
+
+    days: list[str] = field(default_factory=list)
+    rows: int = 0
+    ignored: dict[str, str] = field(default_factory=dict)
+
+    def ignored_line(self) -> str | None:
+        if not self.ignored:
+            return None
+        return (f"ignored {len(self.ignored)} column(s) not in schema.yaml: "
+                + ", ".join(sorted(self.ignored)))
+
+
+def day_bounds(day: str) -> tuple[int, int] | None:
+    """``[start, end)`` epoch seconds of the UTC day ``YYYY-MM-DD``; None if no such date."""
+    try:
+        d = _dt.date.fromisoformat(day)
+    except ValueError:
+        return None
+    start = int(_dt.datetime(d.year, d.month, d.day, tzinfo=_dt.timezone.utc).timestamp())
+    return start, start + DAY_S
 
 
 class DatasetErrors(DatasetError):
@@ -68,7 +99,8 @@ def _check_ids(err, col: str, values: pa.Array, vocab: int, what: str = "id") ->
         err(col, f"{bad} {what}(s) outside [0, {vocab}) (min {lo.as_py()}, max {hi.as_py()})")
 
 
-def _check_file(path: Path, schema: DatasetSchema, err_at) -> pa.Table | None:
+def _check_file(path: Path, schema: DatasetSchema, err_at,
+                ignored: dict[str, str] | None = None) -> pa.Table | None:
     """Check one part; returns the timestamp + request id columns for the day-level checks."""
     def err(col, rule):
         err_at(path, col, rule)
@@ -80,6 +112,10 @@ def _check_file(path: Path, schema: DatasetSchema, err_at) -> pa.Table | None:
         err(None, f"not a readable Parquet file: {e}")
         return None
     present = [c for c in schema.columns if c in have.names]
+    if ignored is not None:
+        for c in have.names:
+            if c not in schema.columns and c not in ignored:
+                ignored[c] = str(path)
     for c in schema.columns:
         if c not in have.names:
             err(c, "column is missing")
@@ -168,8 +204,10 @@ def _check_file(path: Path, schema: DatasetSchema, err_at) -> pa.Table | None:
     return table.select(keep)
 
 
-def validate_dataset(directory: str | Path, days: list[str] | None = None) -> None:
+def validate_dataset(directory: str | Path, days: list[str] | None = None) -> ValidationReport:
     """Check ``directory`` (all days, or ``days``) against the format; raise on any violation.
+
+    Returns the :class:`ValidationReport` of a passing dataset (days, rows, ignored columns).
 
     Raises:
         DatasetError: the schema itself is invalid or missing (one error).
@@ -183,10 +221,14 @@ def validate_dataset(directory: str | Path, days: list[str] | None = None) -> No
         errors.append(DatasetError(file, col, rule))
 
     all_days = list_days(directory)
+    for p in sorted(directory.glob("day=*")):
+        if p.is_dir() and p.name.removeprefix("day=") not in all_days:
+            err_at(p, None, "day folder must be named day=YYYY-MM-DD")
     if days is None:
         days = all_days
         if not days:
             err_at(directory, None, "no day=YYYY-MM-DD folders")
+    report = ValidationReport(days=list(days))
     seen_rids: set = set()
     rid_type = None
     for day in days:
@@ -194,19 +236,30 @@ def validate_dataset(directory: str | Path, days: list[str] | None = None) -> No
         if day not in all_days:
             err_at(d, None, "day folder is missing")
             continue
+        bounds = day_bounds(day)
+        if bounds is None:
+            err_at(d, None, f"day folder date {day} is not a calendar date")
+            continue
         parts = sorted(d.glob(PART_GLOB))
         if not parts:
             err_at(d, None, f"no {PART_GLOB} files")
             continue
         prev_last = None
+        day_rows = 0
         for p in parts:
-            small = _check_file(p, schema, err_at)
+            small = _check_file(p, schema, err_at, report.ignored)
             if small is None:
                 continue
+            day_rows += small.num_rows
             ts = schema.timestamp
             if ts in small.column_names and pa.types.is_integer(small.schema.field(ts).type):
                 t = small.column(ts).to_numpy()
                 if len(t):
+                    outside = (t < bounds[0]) | (t >= bounds[1])
+                    if outside.any():
+                        err_at(p, ts, f"{int(outside.sum())} timestamp(s) outside the folder's "
+                                      f"day {day} UTC [{bounds[0]}, {bounds[1]}) (min "
+                                      f"{_iso(t.min())}, max {_iso(t.max())})")
                     n_down = int((np.diff(t) < 0).sum())
                     if prev_last is not None and t[0] < prev_last:
                         n_down += 1
@@ -223,5 +276,13 @@ def validate_dataset(directory: str | Path, days: list[str] | None = None) -> No
                 if n_dup:
                     err_at(p, rid, f"request ids must be unique: {n_dup} duplicate(s)")
                 seen_rids |= uniq
+        if day_rows == 0:
+            err_at(d, None, "day has 0 rows (an empty day cannot be trained on or validated)")
+        report.rows += day_rows
     if errors:
         raise DatasetErrors(directory, errors)
+    return report
+
+
+def _iso(t) -> str:
+    return _dt.datetime.fromtimestamp(int(t), _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -9,6 +9,7 @@ from exfm.data.schema import DatasetError, DatasetSchema, SequenceField, SparseF
 from exfm.data.validate import DatasetErrors, validate_dataset
 
 DAY = "2026-01-01"
+T0 = 1767225600  # 2026-01-01T00:00:00Z: timestamps must fall inside their day folder's day
 SCHEMA = DatasetSchema(
     name="t", timestamp="ts", request_id="rid", domain="domain", stage="stage",
     labels=["click"], sparse=[SparseField(name="user_id", vocab=10),
@@ -19,7 +20,7 @@ SCHEMA = DatasetSchema(
 
 def good(**over) -> dict:
     cols = {
-        "ts": pa.array([1, 2, 3, 4], pa.int64()),
+        "ts": pa.array([T0 + 1, T0 + 2, T0 + 3, T0 + 4], pa.int64()),
         "rid": pa.array([10, 11, 12, 13], pa.int64()),
         "domain": pa.array(["d0", "d1", "d0", "d1"]),
         "stage": pa.array(["retrieval", "early", "late", "late"]),
@@ -51,7 +52,7 @@ def test_good_dataset_passes_and_round_trips(tmp_path):
     validate_dataset(tmp_path)
     write_day(tmp_path, "2026-01-02", pa.table(good()).slice(0, 3), rows_per_part=1)
     assert len(list((tmp_path / "day=2026-01-02").glob("part-*.parquet"))) == 3
-    assert read_day(tmp_path, "2026-01-02").column("ts").to_pylist() == [1, 2, 3]
+    assert read_day(tmp_path, "2026-01-02").column("ts").to_pylist() == [T0 + 1, T0 + 2, T0 + 3]
     assert read_day(tmp_path, DAY, columns=["ts"]).column_names == ["ts"]
     with pytest.raises(DatasetError):
         read_day(tmp_path, DAY, columns=["nope"])
@@ -72,7 +73,7 @@ def test_good_dataset_passes_and_round_trips(tmp_path):
     ("hist", {"hist": pa.array([[], [0], [0], [1, 2, 3, 4]], pa.list_(pa.int64()))},
      "longer than max_len"),
     ("hist", {"hist": pa.array([[], [0], [0], [1]], pa.list_(pa.int32()))}, "list<int64>"),
-    ("ts", {"ts": pa.array([1, 3, 2, 4], pa.int64())}, "sorted"),
+    ("ts", {"ts": pa.array([T0 + 1, T0 + 3, T0 + 2, T0 + 4], pa.int64())}, "sorted"),
     ("ts", {"ts": pa.array([1.0, 2.0, 3.0, 4.0])}, "int64"),
     ("rid", {"rid": pa.array([10, 11, 11, 13], pa.int64())}, "unique"),
     ("stage", {"stage": pa.array(["retrieval", "early", "final", "late"])}, "retrieval|early|late"),
@@ -94,7 +95,7 @@ def test_all_errors_are_collected(tmp_path):
 
 def test_unsorted_across_parts_and_duplicate_ids_across_days(tmp_path):
     SCHEMA.write(tmp_path)
-    t = pa.table(good(ts=pa.array([3, 4, 1, 2], pa.int64())))
+    t = pa.table(good(ts=pa.array([T0 + 3, T0 + 4, T0 + 1, T0 + 2], pa.int64())))
     write_day(tmp_path, DAY, t, rows_per_part=2)
     write_day(tmp_path, "2026-01-02", pa.table(good()))
     errs = errors_of(tmp_path)
