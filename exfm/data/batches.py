@@ -5,7 +5,9 @@ by row per batch would dominate a CPU epoch, so :class:`TableTensors` turns ever
 schema names into one tensor up front; :meth:`TableTensors.batches` only slices.
 
 Batch layout (the seam every model reads, see docs/CONTRACTS.md):
-    sparse  (B, Fs) int64    raw ids, schema order (-1 where the value is null)
+    sparse  (B, Fs) int64    raw ids, schema order (-1 where the value is null); a model's
+                             categorical role columns (domain, stage: see ``vocab.py``) come
+                             last, as vocabulary ids (0 = unknown)
     dense   (B, Fd) float32  schema order (0.0 where null)
     seq     {name: (B, L) int64}  the most recent ``max_len`` ids, oldest first, padded with -1
     labels  (B, T) float32   when the table has every task's label column
@@ -25,6 +27,7 @@ import pyarrow as pa
 import torch
 
 from exfm.data.schema import DatasetSchema
+from exfm.data.vocab import encode_sparse
 from exfm.storage.layout import FM_PRED_PREFIX, fm_pred_column  # noqa: F401 - re-exported
 
 
@@ -38,6 +41,11 @@ def _column(table: pa.Table, name: str) -> pa.Array:
 def _ints(table: pa.Table, name: str) -> np.ndarray:
     arr = _column(table, name)
     return arr.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+def _sparse(table: pa.Table, schema: DatasetSchema, name: str) -> np.ndarray:
+    ids = encode_sparse(table, schema, name)  # a role column (domain, stage) through its vocab
+    return _ints(table, name) if ids is None else ids
 
 
 def _floats(table: pa.Table, name: str, fill: float = 0.0) -> np.ndarray:
@@ -91,7 +99,7 @@ class TableTensors:
         """Convert the columns ``schema`` names (and ``tasks``' labels, default all) once."""
         tasks = list(schema.labels if tasks is None else tasks)
         n = table.num_rows
-        sparse = (np.stack([_ints(table, f.name) for f in schema.sparse], axis=1)
+        sparse = (np.stack([_sparse(table, schema, f.name) for f in schema.sparse], axis=1)
                   if schema.sparse else np.zeros((n, 0), dtype=np.int64))
         dense = (np.stack([_floats(table, c) for c in schema.dense], axis=1)
                  if schema.dense else np.zeros((n, 0), dtype=np.float32))

@@ -76,8 +76,6 @@ def vocab_sizes(g: GeneratorConfig) -> dict[str, int]:
         "item_id": g.n_items + _arrivals(g.item_arrival, g.n_items, g.drift) * (g.days - 1),
         "item_cat": g.n_categories,
         "user_seg": g.n_user_segments,
-        "domain_id": g.n_domains,
-        "stage_id": len(STAGES),
     }
 
 
@@ -92,7 +90,7 @@ def generator_schema(g: GeneratorConfig) -> DatasetSchema:
         stage="stage",
         labels=list(g.tasks),
         sparse=[SparseField(name=n, vocab=v[n]) for n in
-                ("user_id", "item_id", "item_cat", "user_seg", "domain_id", "stage_id")],
+                ("user_id", "item_id", "item_cat", "user_seg")],
         dense=["price_norm", "item_age", "hour", "xsvc_affinity", "xsvc_user_rate"],
         sequences=[SequenceField(name="hist_item", of="item_id", max_len=g.seq_len)],
         fm_only=["xsvc_affinity", "xsvc_user_rate"],
@@ -313,8 +311,6 @@ def iter_days(g: GeneratorConfig) -> Iterator[tuple[str, pa.Table]]:
             "item_id": pa.array(items.astype(np.int64)),
             "item_cat": pa.array(world.item_cat[items]),
             "user_seg": pa.array(world.user_seg[users]),
-            "domain_id": pa.array(doms.astype(np.int64)),
-            "stage_id": pa.array(stage.astype(np.int64)),
             "price_norm": pa.array(world.price[items].astype(np.float32)),
             "item_age": pa.array(np.minimum((k - world.born_item[items]) / 7.0, 4.0)
                                  .astype(np.float32)),

@@ -9,6 +9,7 @@ from torch import nn
 
 from exfm.config import ExfmConfig, VMConfig
 from exfm.data.schema import DatasetSchema
+from exfm.data.vocab import input_schema, schema_from_dump
 from exfm.models.foundation import FM_HPARAMS, FoundationModel
 from exfm.models.vertical import VM_HPARAMS, VerticalModel
 
@@ -31,7 +32,8 @@ def _hparams(cfg: ExfmConfig, keys: tuple[str, ...]) -> dict[str, Any]:
 
 def build_fm(schema: DatasetSchema, tasks: list[str] | None, cfg: ExfmConfig,
              name: str | None = None) -> FoundationModel:
-    """The teacher over every field of ``schema`` (fm_only included), one logit per task.
+    """The teacher over every field of ``schema`` (fm_only, domain and stage included), one
+    logit per task.
 
     Args:
         schema: the dataset schema. tasks: label names (None = all of ``schema.labels``).
@@ -43,17 +45,18 @@ def build_fm(schema: DatasetSchema, tasks: list[str] | None, cfg: ExfmConfig,
         raise ValueError(f"tasks {missing} are not labels of schema '{schema.name}'")
     with torch.random.fork_rng(devices=[]):  # same seed -> same init, global RNG untouched
         torch.manual_seed(cfg.models.seed)
-        return FoundationModel(name or cfg.models.fm, schema.fields_for("fm"), tasks,
+        return FoundationModel(name or cfg.models.fm, input_schema(schema, "fm"), tasks,
                                _hparams(cfg, FM_HPARAMS))
 
 
 def build_vm(vm: VMConfig, schema: DatasetSchema, cfg: ExfmConfig) -> VerticalModel:
-    """The serving model ``vm.model`` for ``vm.task``, reading ``schema.fields_for("vm")``."""
+    """The serving model ``vm.model`` for ``vm.task``, reading ``schema.fields_for("vm")`` and
+    the domain / stage columns its slice spans more than one value of."""
     if vm.task not in schema.labels:
         raise ValueError(f"VM '{vm.name}': task '{vm.task}' is not a label of '{schema.name}'")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.models.seed)
-        return VerticalModel(vm.model, schema.fields_for("vm"), vm.task,
+        return VerticalModel(vm.model, input_schema(schema, "vm", vm.domain, vm.stage), vm.task,
                              _hparams(cfg, VM_HPARAMS), name=vm.name)
 
 
@@ -67,7 +70,7 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
 
 def model_from_spec(spec: dict[str, Any]) -> nn.Module:
     """Inverse of :func:`model_spec` (fresh weights)."""
-    schema = DatasetSchema.model_validate(spec["schema"])
+    schema = schema_from_dump(spec["schema"])
     if spec["role"] == "fm":
         return FoundationModel(spec["kind"], schema, spec["tasks"], spec["hparams"])
     if spec["role"] == "vm":

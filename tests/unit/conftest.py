@@ -69,4 +69,6 @@ def tiny_cfg():
 
 @pytest.fixture
 def tiny_batch(tiny_schema, tiny_table) -> dict:
-    return next(TableTensors.from_table(tiny_table, tiny_schema).batches(16))
+    """A batch of everything the FM reads (the declared fields plus the domain column)."""
+    from exfm.data.vocab import input_schema
+    return next(TableTensors.from_table(tiny_table, input_schema(tiny_schema, "fm")).batches(16))

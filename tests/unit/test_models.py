@@ -101,7 +101,7 @@ def test_vm_without_dense_or_sequences(tiny_schema, tiny_cfg, tiny_table):
     schema = tiny_schema.model_copy(update={"dense": [], "sequences": [], "fm_only": []})
     for kind in VM_KINDS:
         vm = build_vm(VMConfig(name="v", model=kind), schema, tiny_cfg)
-        assert vm(next(TableTensors.from_table(tiny_table, schema).batches(4))).shape == (4, 1)
+        assert vm(next(TableTensors.from_table(tiny_table, vm.schema).batches(4))).shape == (4, 1)
 
 
 def test_fam_starts_as_textbook_fm(tiny_schema, tiny_cfg, tiny_table):
