@@ -65,9 +65,29 @@ def main(argv: list[str] | None = None) -> int:
         e.show()
         return e.exit_code
     except (ConfigError, DatasetError) as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {_one_line(e)}", err=True)
+        return 1
+    except Exception as e:  # noqa: BLE001 - only our own known errors, the rest re-raised
+        if not isinstance(e, _known_errors()):
+            raise
+        click.echo(f"error: {_one_line(e)}", err=True)
         return 1
     return 0
+
+
+def _one_line(e: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """Errors of ours whose message is the whole story (imported only when one escaped)."""
+    from exfm.compute.submit import RayJobError
+    from exfm.das.augment import AugmentError
+    from exfm.registry.mlflow_registry import RegistryError
+    from exfm.stack.procs import StackError
+    from exfm.storage.s3 import StorageError
+
+    return (RayJobError, AugmentError, RegistryError, StackError, StorageError)
 
 
 if __name__ == "__main__":

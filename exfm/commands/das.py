@@ -13,7 +13,7 @@ import time
 
 import click
 
-from exfm.commands.options import config_options
+from exfm.commands.options import config_options, day_callback
 
 
 @click.group()
@@ -22,7 +22,7 @@ def das() -> None:
 
 
 @das.command()
-@click.option("--day", required=True, help="logical date YYYY-MM-DD")
+@click.option("--day", required=True, callback=day_callback, help="logical date YYYY-MM-DD")
 @click.option("--final", is_flag=True, help="late labels: close the label window now")
 @config_options
 def augment(cfg, day: str, final: bool) -> None:
@@ -50,12 +50,15 @@ def lease(cfg) -> None:
 
 
 @das.command()
-@click.option("--day", required=True, help="lease the newest FM trained before this day")
+@click.option("--day", required=True, callback=day_callback,
+              help="lease the newest FM trained before this day")
 @config_options
 def update(cfg, day: str) -> None:
     """One updater poll: CAS-move the lease to the newest snapshot, or extend it."""
     from exfm.das.augment import update_lease
+    from exfm.registry.mlflow_registry import require_tracking
 
+    require_tracking(cfg)
     click.echo(f"updater: {update_lease(cfg, day)}")
 
 

@@ -3,9 +3,12 @@ cluster through the Ray Jobs API (the same helper the DAG uses), follow and stop
 
 from __future__ import annotations
 
+import re
 import time
 
 import click
+
+from exfm.commands.options import day_callback, require_vm
 
 JOBS = ["train_fm", "train_vm", "das_infer"]
 
@@ -24,6 +27,12 @@ def _config_opts(fn):
                         "reads the same file")(fn)
 
 
+def _check_id(_ctx, _param, value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", value):
+        raise click.BadParameter(f"{value!r}: letters, digits, '_', '.', '-' only (max 128)")
+    return value
+
+
 @click.group(name="ray")
 def ray_cmd() -> None:
     """Submit, follow and stop Ray jobs (FM training, VM training, DAS inference)."""
@@ -31,12 +40,12 @@ def ray_cmd() -> None:
 
 @ray_cmd.command()
 @click.argument("job", type=click.Choice(JOBS))
-@click.option("--day", required=True, help="logical date YYYY-MM-DD")
+@click.option("--day", required=True, callback=day_callback, help="logical date YYYY-MM-DD")
 @click.option("--vm", default=None, help="train_vm: the VM's name in config `vms`")
-@click.option("--id", "submission_id", default=None,
+@click.option("--id", "submission_id", default=None, callback=_check_id,
               help="submission id (default: exfm-cli-<job>-<day>-<time>); an existing id is "
               "re-attached, not re-run")
-@click.option("--timeout", "timeout_s", type=float, default=None,
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=None,
               help="seconds before the job is stopped (default: ray.job_timeout_s)")
 @_config_opts
 def submit(job: str, day: str, vm: str | None, submission_id: str | None, timeout_s: float | None,
@@ -48,8 +57,8 @@ def submit(job: str, day: str, vm: str | None, submission_id: str | None, timeou
     from exfm.compute.submit import RayJobError, safe_submission_id, submit_and_wait
 
     cfg = _cfg(config_path, overrides)
-    if job == "train_vm" and not vm:
-        raise click.UsageError("train_vm needs --vm NAME")
+    if job == "train_vm":
+        require_vm(cfg, vm, "train_vm")
     argv = ["-m", f"ray_jobs.{job}", "--day", day]
     if config_path:
         argv += ["--config", str(Path(config_path).resolve())]

@@ -32,6 +32,24 @@ ENV_OVERRIDES: dict[str, str] = {
 }
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML without timestamps: ``2026-03-01`` stays the text the config fields want (and a
+    non-date like ``2026-13-45`` reaches the field's own check instead of crashing the parser)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def _yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        first = " ".join(str(e).split())
+        raise ConfigError(f"{source}: not valid YAML: {first}") from None
+
+
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any, source: str) -> None:
     parts = dotted.split(".")
     node = data
@@ -51,7 +69,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"--set {item!r}: empty key")
-    return key, yaml.safe_load(raw) if raw != "" else ""
+    return key, _yaml(raw, f"--set {item!r}") if raw != "" else ""
 
 
 def resolve_config_path(path: str | os.PathLike | None) -> Path | None:
@@ -80,20 +98,20 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     source = str(p) if p else "<defaults>"
     data: dict[str, Any] = {}
     if p is not None:
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{source}: not valid YAML: {e}") from e
+        loaded = _yaml(p.read_text(), source) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{source}: top level must be a mapping, got {type(loaded).__name__}")
         data = loaded
+    origin: dict[str, str] = {}  # dotted key -> where its value came from (last one wins)
     for var, key in ENV_OVERRIDES.items():
         if env.get(var):
-            _set_dotted(data, key, yaml.safe_load(env[var]) if key != "database.url" else env[var],
-                        f"${var}")
+            value = _yaml(env[var], f"${var}") if key != "database.url" else env[var]
+            _set_dotted(data, key, value, f"${var}")
+            origin[key] = f"${var}"
     for item in overrides:
         key, value = parse_override(item)
         _set_dotted(data, key, value, f"--set {item}")
+        origin[key] = f"--set {item.split('=', 1)[0]}"
     try:
         return ExfmConfig.model_validate(data)
     except ValidationError as e:
@@ -101,5 +119,15 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
         for err in e.errors():
             loc = ".".join(str(x) for x in err["loc"]) or "<root>"
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            lines.append(f"{source}: {loc}: {msg}")
-        raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+            lines.append(f"{_blame(origin, loc, source)}: {loc}: {msg}")
+        raise ConfigError("invalid config: " + "; ".join(lines)) from None
+
+
+def _blame(origin: dict[str, str], loc: str, source: str) -> str:
+    """The env var or ``--set`` that set ``loc`` (or a section above it), else the file."""
+    parts = loc.split(".")
+    for n in range(len(parts), 0, -1):
+        hit = origin.get(".".join(parts[:n]))
+        if hit:
+            return hit
+    return source

@@ -63,6 +63,15 @@ class GeneratorConfig(StrictModel):
         # YAML reads an unquoted 2026-03-01 (file or --set) as a date, not a string
         return v.isoformat() if isinstance(v, _dt.date) else v
 
+    @field_validator("start_date")
+    @classmethod
+    def _real_date(cls, v: str) -> str:
+        try:
+            _dt.date.fromisoformat(v)
+        except ValueError as e:
+            raise ValueError(f"not a calendar date YYYY-MM-DD ({e})") from None
+        return v
+
 
 class DataConfig(StrictModel):
     """The source of days: a folder in the bring-your-own format, or the generator's output."""

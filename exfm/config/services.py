@@ -6,6 +6,8 @@ Sections ``ports``, ``storage``, ``tracking``, ``database``, ``ray``, ``airflow`
 
 from __future__ import annotations
 
+import re
+
 from pydantic import Field, SecretStr, field_validator
 
 from exfm.config.base import StrictModel
@@ -68,6 +70,14 @@ class DatabaseConfig(StrictModel):
     kind: DatabaseKind = "sqlite"
     url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/postgres")
     db_prefix: str = Field("exfm", pattern=r"^[a-z][a-z0-9_]{0,40}$")
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, v: SecretStr) -> SecretStr:
+        # the message must not echo the URL: it may hold a password
+        if not re.match(r"^postgres(ql)?(\+\w+)?://", v.get_secret_value()):
+            raise ValueError("must be a postgresql://user[:password]@host[:port]/db URL")
+        return v
 
 
 class RayConfig(StrictModel):
