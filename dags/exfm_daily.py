@@ -1,24 +1,40 @@
 """exfm_daily: one day of ExFM, external distillation from one FM to many VMs.
 
-    land ──> augment (DAS: FM_{d-1} -> augmented/day=d) ──> vm_names ──> train_vm[vm] (mapped)
-      └────> train_fm (Ray Train, one pass over raw/day=d -> exfm-fm vN)
+    wait_for_data ──> land ──> augment (DAS: FM of a day < d -> augmented/day=d) ──> vm_names
+                        │                                       ──> train_vm[vm] (mapped, by VM)
+                        └────> train_fm (Ray Train, warm-started from FM of d-1 -> exfm-fm vN)
 
-Every task reads and writes the partition of its own logical date (never "the latest"), so
-retries and backfills are idempotent; heavy work runs as Ray jobs with deterministic submission
-ids (a retry re-attaches). XCom carries ids and URIs only. The config comes from $EXFM_CONFIG
-(set by `exfm stack up`), the day from the run's logical date (or its run_after for a manual run
-without one).
+A day's inputs are fixed by its date: the day is the run's data interval start (a scheduled,
+triggered, backfilled or cleared run of day d reads and writes the partitions of d), the FM of d
+warm-starts from the FM of d-1, DAS of d infers with the newest FM trained before d.
+
+Days run one at a time in date order, whatever a backfill's --max-active-runs: every task
+depends_on_past, and `land` of day d also waits for day d-1's `train_fm` and `augment`
+(wait_for_downstream), so day d starts once d-1's FM snapshot is registered. train_fm stays off
+the VMs' critical path within a day. A day without data waits (`wait_for_data`, reschedule mode:
+no worker slot held) up to schedule.data_wait_s, then fails once.
+
+Heavy work runs as Ray jobs with deterministic submission ids (a retry re-attaches). XCom
+carries ids and URIs only. The config comes from $EXFM_CONFIG (set by `exfm stack up`); the
+calendar from $EXFM_SCHEDULE (start/end date, data wait; written by `exfm stack up` from the
+config's `schedule` section and the data's first day). Parsing imports no exfm module.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import timedelta
 
 import pendulum
 from airflow.sdk import dag, get_current_context, task
 
+SCHEDULE = {"start_date": "2026-01-01", "end_date": None, "data_wait_s": 3600, "poke_s": 60,
+            **json.loads(os.environ.get("EXFM_SCHEDULE") or "{}")}
+
 DEFAULT_ARGS = {
     "owner": "exfm",
+    "depends_on_past": True,  # day d's task waits for day d-1's: days run in date order
     "retries": 2,
     "retry_delay": timedelta(seconds=30),
     "retry_exponential_backoff": True,
@@ -27,9 +43,15 @@ DEFAULT_ARGS = {
 }
 
 
+def _date(s: str | None):
+    return pendulum.parse(s, tz="UTC") if s else None
+
+
 def _day() -> str:
+    """The day this run processes: its data interval's start (else logical date, else run_after)."""
     ctx = get_current_context()
-    when = ctx.get("logical_date") or ctx["dag_run"].run_after
+    when = (ctx.get("data_interval_start") or ctx.get("logical_date")
+            or ctx["dag_run"].run_after)
     return when.strftime("%Y-%m-%d")
 
 
@@ -50,31 +72,40 @@ def _cfg():
 @dag(
     dag_id="exfm_daily",
     schedule="@daily",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=_date(SCHEDULE["start_date"]),
+    end_date=_date(SCHEDULE["end_date"]),
     catchup=False,
-    max_active_runs=1,  # a day needs the previous day's snapshots
+    max_active_runs=1,  # a backfill's own --max-active-runs may exceed it: depends_on_past holds
     default_args=DEFAULT_ARGS,
     tags=["exfm"],
     doc_md=__doc__,
 )
 def exfm_daily():
-    @task
+    @task.sensor(poke_interval=SCHEDULE["poke_s"], timeout=SCHEDULE["data_wait_s"],
+                 mode="reschedule", retries=0)
+    def wait_for_data() -> bool:
+        """True once day d's data can be landed; fails once after schedule.data_wait_s."""
+        from exfm.pipeline import day_has_data
+
+        return day_has_data(_cfg(), _day())
+
+    @task(wait_for_downstream=True)
     def land() -> dict:
-        """Validate the day's rows and commit raw/day=d."""
+        """Validate the day's rows and commit raw/day=d (after d-1's FM and DAS are done)."""
         from exfm.pipeline import land as land_day
 
         return land_day(_cfg(), _day())
 
     @task
     def train_fm(landed: dict) -> dict:
-        """Train the FM one pass on raw/day=d on the Ray cluster; register exfm-fm vN."""
+        """Train the FM one pass on raw/day=d, warm-started from FM of d-1; register exfm-fm vN."""
         from exfm.pipeline import train_fm as train
 
         return train(_cfg(), landed["day"], submission_id=_submission_id("train_fm"))
 
     @task
     def augment(landed: dict) -> dict:
-        """DAS: infer the leased FM (trained before d) on raw/day=d into augmented/day=d."""
+        """DAS: infer the newest FM trained before d on raw/day=d into augmented/day=d."""
         from exfm.pipeline import augment as das
 
         return das(_cfg(), landed["day"], submission_id=_submission_id("augment"))
@@ -93,7 +124,7 @@ def exfm_daily():
         ctx["vm"] = vm
         return train(_cfg(), _day(), vm, submission_id=_submission_id("train_vm", vm))
 
-    landed = land()
+    landed = wait_for_data() >> land()
     train_fm(landed)
     train_vm.expand(vm=vm_names(augment(landed)))
 

@@ -20,7 +20,9 @@ from exfm.compute.submit import safe_submission_id
 from exfm.config import ExfmConfig, load_config
 
 __all__ = ["pipeline_config", "write_resolved_config", "data_dir", "land", "train_fm", "augment",
-           "train_vm", "run_day", "safe_submission_id"]
+           "train_vm", "run_day", "safe_submission_id", "schedule_window", "day_has_data",
+           "DAY_FORMAT"]
+DAY_FORMAT = "%Y-%m-%d"
 
 log_ = logging.getLogger("exfm.pipeline")
 RESOLVED_CONFIG = "params.resolved.yaml"
@@ -61,6 +63,39 @@ def data_dir(cfg: ExfmConfig) -> Path:
     return d
 
 
+def schedule_window(cfg: ExfmConfig) -> tuple[str, str | None]:
+    """``(start_date, end_date)`` of the daily DAG: ``schedule.*`` if set, else the data's days
+    (the first day folder under ``data.dir``, else ``data.generator.start_date``; the end only for
+    generated data). Never generates data (the DAG file calls this when it is parsed)."""
+    from datetime import date, timedelta
+
+    from exfm.data.schema import list_days
+
+    sch = cfg.schedule
+    d = Path(cfg.data.dir)
+    days = list_days(d) if d.is_dir() else []
+    gen = cfg.data.generator
+    start = sch.start_date or (days[0] if days else gen.start_date)
+    end = sch.end_date
+    if end is None and cfg.data.source == "generate":
+        end = (date.fromisoformat(gen.start_date) + timedelta(days=gen.days - 1)).isoformat()
+    if end is not None and end < start:
+        raise ValueError(f"schedule: end_date {end} is before start_date {start}")
+    return start, end
+
+
+def day_has_data(cfg: ExfmConfig, day: str) -> bool:
+    """Whether day ``day`` can be landed: its folder under ``data.dir`` exists (built-in sources are
+    generated on first use), or ``raw/day=d`` is already committed."""
+    from exfm.data.schema import day_dir
+    from exfm.storage.layout import RAW
+    from exfm.storage.partitions import PartitionStore
+
+    if day_dir(data_dir(cfg), day).is_dir():
+        return True
+    return PartitionStore(cfg, RAW).manifest(day) is not None
+
+
 def land(cfg: ExfmConfig, day: str, log: Callable[[str], None] = print) -> dict:
     """Validate day ``day`` of the local dataset and commit it to ``raw/day=day``."""
     from exfm.storage.layout import RAW
@@ -93,15 +128,34 @@ def train_fm(cfg: ExfmConfig, day: str, submission_id: str | None = None,
 
 def augment(cfg: ExfmConfig, day: str, submission_id: str | None = None,
             log: Callable[[str], None] = print) -> dict:
-    """DAS: infer FM_{<day} on ``raw/day=day`` into ``augmented/day=day``. On the very first day no
-    older FM exists: VMs then train on ``raw/`` without distillation (returned as skipped)."""
-    from exfm.registry.mlflow_registry import ensure_experiments, latest_fm_version
+    """DAS: infer the newest FM snapshot trained before ``day`` on ``raw/day=day`` into
+    ``augmented/day=day``. Only when no FM was trained before ``day`` at all (the chain's first
+    day) do the VMs train on ``raw/`` without distillation: returned as skipped, said in the log
+    and on an ``exfm-das`` MLflow run (tag ``status=skipped_no_fm``). A registry that does not
+    answer raises (the task retries, then fails)."""
+    from exfm.registry.chain import das_fm_version
+    from exfm.registry.mlflow_registry import ensure_experiments
 
     ensure_experiments(cfg)
-    if latest_fm_version(cfg, before_day=day) is None:
-        log(f"DAS {day}: no FM snapshot trained before {day}; VMs train without FM today")
+    if das_fm_version(cfg, day) is None:
+        _record_no_fm(cfg, day)
+        log(f"DAS {day}: no FM snapshot trained before {day}; VMs train WITHOUT FM today "
+            "(MLflow run das-{day} tagged status=skipped_no_fm)")
         return {"day": day, "skipped": True, "fm_version": None}
     return _job(cfg, "das_infer", day, submission_id or f"exfm-das-{day}", log=log)
+
+
+def _record_no_fm(cfg: ExfmConfig, day: str) -> None:
+    import mlflow
+
+    from exfm.registry.mlflow_registry import connect, experiment_name
+
+    connect(cfg)
+    mlflow.set_experiment(experiment_name(cfg, "das"))
+    with mlflow.start_run(run_name=f"das-{day}", tags={
+            "day": day, "component": "das", "status": "skipped_no_fm", "fm_version": "none",
+            "reason": f"no FM snapshot trained before {day}: VMs train without FM"}):
+        pass
 
 
 def train_vm(cfg: ExfmConfig, day: str, vm: str, submission_id: str | None = None,
@@ -109,9 +163,17 @@ def train_vm(cfg: ExfmConfig, day: str, vm: str, submission_id: str | None = Non
     """Score VM ``vm`` on day ``day`` (progressive), train it one pass, register it."""
     from exfm.jobs.vm_day import vm_config
 
+    from exfm.registry.chain import supersede_day
+
     vm_config(cfg, vm)  # fail before submitting
-    return _job(cfg, "train_vm", day, submission_id or f"exfm-vm-{vm}-{day}",
-                extra=["--vm", vm], log=log)
+    out = _job(cfg, "train_vm", day, submission_id or f"exfm-vm-{vm}-{day}",
+               extra=["--vm", vm], log=log)
+    for arm in (out.get("arms") or {}).values():  # a re-run of the day replaces its versions
+        if arm.get("registered") and arm.get("version") and not arm.get("reused"):
+            old = supersede_day(cfg, arm["registered"], day, str(arm["version"]))
+            if old:
+                log(f"{arm['registered']}: v{arm['version']} supersedes {old} of {day}")
+    return out
 
 
 def run_day(cfg: ExfmConfig, day: str, log: Callable[[str], None] = print) -> dict:

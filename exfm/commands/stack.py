@@ -79,10 +79,17 @@ def status(cfg) -> None:
 @stack.command("env")
 @config_options
 def env_cmd(cfg) -> None:
-    """Print `export` lines a shell needs to reach the stack (holds secrets: do not log)."""
+    """Print `export` lines a shell needs to reach the stack: S3, MLflow, Ray, and Airflow's CLI
+    (AIRFLOW_HOME, AIRFLOW__*, PATH with the venv first). Holds secrets: do not log.
+
+    \b
+    eval "$(.venv/bin/exfm stack env)"
+    airflow dags unpause exfm_daily
+    airflow backfill create --dag-id exfm_daily --from-date 2026-01-01 --to-date 2026-01-08
+    """
     import shlex
 
-    from exfm.stack import client_env
+    from exfm.stack.services import airflow_shell_env
 
-    for k, v in sorted(client_env(cfg).items()):
+    for k, v in sorted(airflow_shell_env(cfg).items()):
         click.echo(f"export {k}={shlex.quote(v)}")

@@ -327,7 +327,9 @@ def mlflow_health(cfg: ExfmConfig) -> tuple[bool, str]:
 
 # --- Ray ---------------------------------------------------------------------------------------
 def ray_num_cpus(cfg: ExfmConfig) -> int:
-    return cfg.ray.head_num_cpus or max(4, os.cpu_count() or 1)
+    """What the embedded head advertises: ``ray.head_num_cpus``, else the machine's real cores
+    (never more: an oversubscribed head runs more actors than there are cores)."""
+    return cfg.ray.head_num_cpus or (os.cpu_count() or 1)
 
 
 def ray_procs(cfg: ExfmConfig) -> list[ProcSpec]:
@@ -429,7 +431,33 @@ def airflow_env(cfg: ExfmConfig, dags_folder: Path | None = None) -> dict[str, s
         # address as their hostname so the API server can fetch a running task's log
         "EXFM_AIRFLOW_LOG_SERVER_HOST": cfg.host,
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": "exfm.stack.airflow_main.loopback_hostname",
+        "EXFM_SCHEDULE": schedule_env(cfg),
     })
+    return env
+
+
+def schedule_env(cfg: ExfmConfig) -> str:
+    """``$EXFM_SCHEDULE`` for the DAG file (which imports no exfm module when parsed): the
+    calendar from ``schedule.*`` and the data's first day, as JSON."""
+    from exfm.pipeline import schedule_window
+
+    start, end = schedule_window(cfg)
+    return json.dumps({"start_date": start, "end_date": end,
+                       "data_wait_s": cfg.schedule.data_wait_s, "poke_s": cfg.schedule.poke_s})
+
+
+def airflow_shell_env(cfg: ExfmConfig) -> dict[str, str]:
+    """What ``eval "$(exfm stack env)"`` exports: the client variables plus Airflow's own
+    (``AIRFLOW_HOME``, ``AIRFLOW__*``, ``EXFM_SCHEDULE``) and ``PATH`` with the venv's bin first,
+    so the shell's ``airflow`` CLI talks to this stack's metadata DB and API server."""
+    env = client_env(cfg)
+    try:
+        full = airflow_env(cfg)
+    except KeyError:  # no Airflow secrets yet (before the first `stack up`)
+        return env
+    env.update({k: v for k, v in full.items()
+                if k.startswith("AIRFLOW") or k in ("EXFM_SCHEDULE", "EXFM_AIRFLOW_LOG_SERVER_HOST")})
+    env["PATH"] = f"{venv_bin()}{os.pathsep}{os.environ.get('PATH', '')}"
     return env
 
 

@@ -23,16 +23,22 @@ for dag_id, dag in bag.dags.items():
     out["dags"][dag_id] = {
         "schedule": str(getattr(dag.timetable, "description", None) or type(dag.timetable).__name__), "catchup": dag.catchup,
         "max_active_runs": dag.max_active_runs,
+        "start_date": str(dag.start_date), "end_date": str(dag.end_date),
         "tasks": {t.task_id: {"retries": t.retries, "timeout": str(t.execution_timeout),
+                              "depends_on_past": t.depends_on_past,
+                              "wait_for_downstream": t.wait_for_downstream,
+                              "mode": getattr(t, "mode", None),
                               "upstream": sorted(t.upstream_task_ids)} for t in dag.tasks},
     }
 print("RESULT " + json.dumps(out))
 """
 
 
-def _parse(tmp_path):
+def _parse(tmp_path, schedule: dict | None = None):
     env = {"AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path)}
+    if schedule is not None:
+        env["EXFM_SCHEDULE"] = json.dumps(schedule)
     proc = subprocess.run([sys.executable, "-c", PROBE, str(DAGS)], env=env, text=True,
                           capture_output=True, timeout=300)
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
@@ -48,12 +54,25 @@ def test_dags_parse_without_errors_or_heavy_imports(tmp_path):
     assert daily["catchup"] is False and daily["max_active_runs"] == 1
     assert daily["schedule"] != "None"
     tasks = daily["tasks"]
-    assert set(tasks) == {"land", "train_fm", "augment", "vm_names", "train_vm"}
+    assert set(tasks) == {"wait_for_data", "land", "train_fm", "augment", "vm_names", "train_vm"}
     for name, t in tasks.items():
-        assert t["retries"] >= 1, f"{name} has no retries"
+        if name != "wait_for_data":  # a sensor's timeout fails it once, no retry storm
+            assert t["retries"] >= 1, f"{name} has no retries"
         assert t["timeout"] != "None", f"{name} has no execution_timeout"
+        assert t["depends_on_past"], f"{name} does not wait for the previous day"
+    assert tasks["wait_for_data"]["retries"] == 0 and tasks["wait_for_data"]["mode"] == "reschedule"
+    assert tasks["land"]["upstream"] == ["wait_for_data"] and tasks["land"]["wait_for_downstream"]
     # the pipeline's picture: land feeds DAS and the FM; the VM fan-out waits for DAS
     assert tasks["train_fm"]["upstream"] == ["land"]
     assert tasks["augment"]["upstream"] == ["land"]
     assert tasks["train_vm"]["upstream"] == ["vm_names"]
     assert tasks["vm_names"]["upstream"] == ["augment"]
+
+
+def test_calendar_comes_from_the_stack(tmp_path):
+    """start/end date and the data wait come from $EXFM_SCHEDULE (what `exfm stack up` exports
+    from the config), so the schedule and the data line up."""
+    out = _parse(tmp_path, {"start_date": "2025-03-04", "end_date": "2025-03-11",
+                            "data_wait_s": 120, "poke_s": 10})
+    daily = out["dags"]["exfm_daily"]
+    assert daily["start_date"].startswith("2025-03-04") and daily["end_date"].startswith("2025-03-11")

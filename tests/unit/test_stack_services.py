@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -102,7 +103,9 @@ def test_ray_head_command_pins_every_port_and_a_short_temp_dir(cfg):
     assert f"--min-worker-port={lo}" in argv and f"--max-worker-port={hi}" in argv
     assert "--node-ip-address=127.0.0.1" in argv and "--dashboard-host=127.0.0.1" in argv
     assert "--block" in argv and "--head" in argv
-    assert f"--num-cpus={S.ray_num_cpus(cfg)}" in argv and S.ray_num_cpus(cfg) >= 4
+    # the head advertises the real cores (ray.head_num_cpus unset), never an oversubscribed 4
+    assert f"--num-cpus={S.ray_num_cpus(cfg)}" in argv
+    assert S.ray_num_cpus(cfg) == (cfg.ray.head_num_cpus or os.cpu_count())
     tmp = S.ray_temp_dir(cfg)
     assert f"--temp-dir={tmp}" in argv and len(str(tmp)) <= 24
     assert "RAY_ADDRESS" not in spec.env  # `ray start --head` must not try to join
