@@ -16,10 +16,6 @@ from pydantic import Field, field_validator
 from exfm.config.base import ConfigError, StrictModel
 from exfm.config.method import (DataConfig, DistillationConfig, ModelsConfig, VMConfig,
                                 default_vms)
-from exfm.config.promotion import (DeadlineConfig, FMBlessingConfig, FreshnessConfig,
-                                   OncallConfig, PromotionConfig)
-from exfm.config.schedule import ScheduleConfig
-from exfm.config.validation import ValidationConfig
 from exfm.config.services import (AirflowConfig, DasConfig, DatabaseConfig, PortsConfig,
                                   RayConfig, StorageConfig, TrackingConfig)
 
@@ -39,14 +35,7 @@ class ExfmConfig(StrictModel):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     distillation: DistillationConfig = Field(default_factory=DistillationConfig)
     das: DasConfig = Field(default_factory=DasConfig)
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     vms: list[VMConfig] = Field(default_factory=default_vms, min_length=1)
-    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
-    validation: ValidationConfig = Field(default_factory=ValidationConfig)
-    fm_blessing: FMBlessingConfig = Field(default_factory=FMBlessingConfig)
-    freshness: FreshnessConfig = Field(default_factory=FreshnessConfig)
-    oncall: OncallConfig = Field(default_factory=OncallConfig)
-    deadline: DeadlineConfig = Field(default_factory=DeadlineConfig)
 
     @field_validator("vms")
     @classmethod
