@@ -47,7 +47,10 @@ from exfm.data.io import read_day, thin  # noqa: F401 (thin: re-exported)
 from exfm.data.schema import DatasetSchema, list_days, load_schema
 
 ARMS = ("wo", "vanilla", "ah", "ah_sa")
-ARM_MODE = {"wo": "none", "vanilla": "vanilla", "ah": "ah", "ah_sa": "ah_sa"}
+# The plain baseline of the main table: the same VM on the same rows, trained the way a user
+# would write it in an afternoon (see :func:`plain_config`); not one of the method's arms.
+PLAIN = "plain"
+ARM_MODE = {"wo": "none", "vanilla": "vanilla", "ah": "ah", "ah_sa": "ah_sa", PLAIN: "none"}
 TABLES = ("main", "per_domain", "per_task", "freshness")
 RESULT_COLUMNS = ["dataset", "table", "fm", "vm", "domain", "task", "arm", "seed", "reading",
                   "auc", "logloss", "ne", "calibration"]
@@ -80,6 +83,7 @@ class ReproduceOptions:
     freshness_ks: tuple[int, ...] = (2, 3)
     vm_warm_start: bool = True
     max_rows_per_day: int | None = None
+    baseline: bool = True  # the main table's plain one-pass row per VM kind (arm "plain")
 
 
 @dataclass
@@ -207,6 +211,13 @@ def _train_fm(run: _Run, kind: str, cfg: ExfmConfig, seed: int, freeze_after: tu
             del frozen
 
 
+def plain_config(cfg: ExfmConfig) -> ExfmConfig:
+    """The common one-pass recipe: dense Adam on every parameter at one lr (``models.lr``), no
+    distillation. Batches, rows and the VM's architecture stay the students' own."""
+    return cfg.model_copy(update={"models": cfg.models.model_copy(update={
+        "embedding_optimizer": "adam", "embedding_lr": cfg.models.lr})})
+
+
 def _vm_config(cell: Cell, vm_kind: str) -> VMConfig:
     name = f"{cell.table}-{vm_kind}-{cell.arm}".replace("_", "-")
     return VMConfig(name=name[:60], model=vm_kind, task=cell.task,
@@ -252,6 +263,8 @@ def _run_cell(run: _Run, cell: Cell, vm_kind: str, cfg: ExfmConfig, seed: int,
     from exfm.train import evaluate, train_vm_day
 
     vm = _vm_config(cell, vm_kind)
+    if cell.arm == PLAIN:
+        cfg = plain_config(cfg)
     model, state, rows = None, None, []
     for r, d in enumerate(run.vm_days):
         if model is None or not run.opts.vm_warm_start:
@@ -284,8 +297,8 @@ def plan(run: _Run) -> tuple[list[tuple[str, tuple[int, ...]]], list[tuple[Cell,
         for kind in o.fms:
             fms.setdefault(kind, set())
         for vk in o.vms:
-            if "wo" in arms:
-                cells.append((Cell("main", "*", vk, ALL, run.task, "wo", None), vk, list(o.fms)))
+            for arm in ["wo"] * ("wo" in arms) + [PLAIN] * o.baseline:
+                cells.append((Cell("main", "*", vk, ALL, run.task, arm, None), vk, list(o.fms)))
             for kind in o.fms:
                 for arm in arms:
                     if arm != "wo":

@@ -15,9 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from exfm.reproduce.protocol import ARMS, RESULT_COLUMNS, ReproduceResult
+from exfm.reproduce.protocol import ARMS, PLAIN, RESULT_COLUMNS, ReproduceResult
 
-ARM_LABEL = {"wo": "w/o distill", "vanilla": "vanilla KD", "ah": "AH", "ah_sa": "AH + SA"}
+ARM_LABEL = {"wo": "w/o distill", "vanilla": "vanilla KD", "ah": "AH", "ah_sa": "AH + SA",
+             PLAIN: "plain baseline"}
+GRID_ARMS = (PLAIN,) + ARMS
 
 
 def summarize(df: pd.DataFrame, by: list[str], metric: str = "auc") -> pd.DataFrame:
@@ -49,6 +51,23 @@ def ordering(df: pd.DataFrame, metric: str = "auc", tol: float = 0.0) -> pd.Data
         share = (vals[2] - vals[0]) / top if top > 0 else float("nan")
         rows.append(dict(fm=fm, vm=vm, **{a: v for a, v in zip(ARMS, vals)}, holds=ok,
                          strict=strict, ah_share=share, ah_most=bool(share >= 0.5)))
+    return pd.DataFrame(rows)
+
+
+def versus_plain(df: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
+    """Per (fm, vm, student arm) of the main table: the student's mean ``metric`` minus the plain
+    baseline's (same VM kind, same rows, same readings and seeds) and whether it beats it."""
+    main = df[df.table == "main"]
+    means = main.groupby(["fm", "vm", "arm"])[metric].mean().unstack("arm")
+    if PLAIN not in means.columns:
+        return pd.DataFrame(columns=["fm", "vm", "arm", "student", "plain", "diff", "beats"])
+    rows = []
+    for (fm, vm), r in means.iterrows():
+        for a in ARMS:
+            if a in r and not math.isnan(r[a]):
+                d = r[a] - r[PLAIN]
+                rows.append(dict(fm=fm, vm=vm, arm=a, student=r[a], plain=r[PLAIN], diff=d,
+                                 beats=bool(d > 0)))
     return pd.DataFrame(rows)
 
 
@@ -90,7 +109,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def _arm_grid(df: pd.DataFrame, keys: list[str], metric: str, digits: int = 4) -> str:
     s = summarize(df, keys + ["arm"], metric)
-    arms = [a for a in ARMS if a in set(s.arm)]
+    arms = [a for a in GRID_ARMS if a in set(s.arm)]
     rows = []
     for k, g in s.groupby(keys, sort=True):
         k = k if isinstance(k, tuple) else (k,)
@@ -169,6 +188,19 @@ def write_markdown(result: ReproduceResult, out: Path, meta: dict[str, Any]) -> 
                               "yes" if r.holds else "no"]
                              for (_, r), (_, g) in zip(o.iterrows(), gains.iterrows())]),
                   "", "(gains in AUC points, x100; AH share = (AH - w/o) / (AH+SA - w/o))"]
+        vp = versus_plain(df)
+        if not vp.empty:
+            won = int(vp.beats.sum())
+            parts += ["", "### Students vs the plain baseline", "",
+                      "The plain baseline is the same VM on the same rows with the common recipe "
+                      "(dense Adam on every parameter at one lr, no distillation). A student "
+                      f"beats it when its mean AUC is higher: **{won} of {len(vp)}** students "
+                      "do.", "",
+                      _md_table(["FM", "VM", "student", "student AUC", "plain AUC",
+                                 "student - plain (x100)", "beats plain"],
+                                [[r.fm, r.vm, ARM_LABEL[r.arm], f"{r.student:.4f}",
+                                  f"{r.plain:.4f}", f"{1e2 * r['diff']:+.2f}",
+                                  "yes" if r.beats else "no"] for _, r in vp.iterrows()])]
         for metric, title, d in (("ne", "NE (lower is better)", 4),
                                  ("logloss", "LogLoss", 5),
                                  ("calibration", "calibration (1.0 is perfect)", 3)):

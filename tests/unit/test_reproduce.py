@@ -55,9 +55,12 @@ def test_plan_readings_and_sharing(data, cfg):
     fms, cells = plan(run)
     assert dict(fms) == {"dcn": (), "dcnv2": (2, 3), "dmin": (), "mtl": ()}
     main = [c for c, _, _ in cells if c.table == "main"]
-    assert len(main) == 3 + 3 * 3 * 3  # one shared w/o per VM + FM x VM x 3 distilled arms
-    wo = [(c, names) for c, _, names in cells if c.table == "main" and c.arm == "wo"]
-    assert all(names == ["dcn", "dcnv2", "dmin"] for _, names in wo)
+    # one shared w/o and one shared plain baseline per VM + FM x VM x 3 distilled arms
+    assert len(main) == 2 * 3 + 3 * 3 * 3
+    for arm in ("wo", "plain"):
+        shared = [(c, names) for c, _, names in cells if c.table == "main" and c.arm == arm]
+        assert len(shared) == 3 and all(names == ["dcn", "dcnv2", "dmin"] for _, names in shared)
+        assert all(c.fm_source is None for c, _ in shared)
     # the freshness study's fresh arms and baseline are the main grid's trajectories
     fresh = {_key(c, vk) for c, vk, _ in cells if c.table == "freshness" and "@d" not in c.fm}
     main_keys = {_key(c, vk) for c, vk, _ in cells if c.table == "main"}
@@ -85,9 +88,9 @@ def test_protocol_rows_and_columns(small_run):
     res, seen = small_run
     df = pd.DataFrame(res.rows, columns=RESULT_COLUMNS)
     main = df[df.table == "main"]
-    assert set(main.arm) == {"wo", "vanilla", "ah", "ah_sa"}
+    assert set(main.arm) == {"wo", "vanilla", "ah", "ah_sa", "plain"}
     assert sorted(main.reading.unique()) == [1, 2, 3]
-    assert len(main) == 4 * 3
+    assert len(main) == 5 * 3
     assert df[["auc", "logloss", "ne", "calibration"]].notna().all().all()
     assert set(df.table) == {"main", "freshness"}
     # the fresh-FM arms of the freshness study are the main grid's numbers, not a re-run
@@ -97,7 +100,7 @@ def test_protocol_rows_and_columns(small_run):
     # one unit per FM day (6), per VM reading of each distinct trajectory (4 main + 2 frozen) and
     # per tuning trial (dcnv2 -> fam, one tuning for AH and one for AH+SA, each shared with
     # the frozen copies of that arm)
-    assert len(seen) == 6 + 6 * 3 + 2 * 12
+    assert len(seen) == 6 + 7 * 3 + 2 * 12
     assert sum(w.startswith("tune ") for w in seen) == 2 * 12
     vm_steps = [s for s in res.steps if s["model"].startswith("vm:")]
     assert all(s["steps"] >= 4 for s in vm_steps)
@@ -183,3 +186,19 @@ def test_teacher_margin_compares_the_fm_and_the_wo_student_on_the_same_days():
     assert r.days == 2  # days 6 and 7 only: day 5 has no w/o score, day 8 no FM score
     assert r.fm_auc == pytest.approx(0.71) and r.wo_auc == pytest.approx(0.61)
     assert teacher_margin(ReproduceResult(dataset="t", rows=rows, days=days, vm_days=[5, 6, 7])).empty
+
+
+def test_plain_baseline_recipe_and_the_students_vs_plain_table(cfg):
+    from exfm.reproduce.protocol import plain_config
+    from exfm.reproduce.report import versus_plain
+
+    p = plain_config(cfg)
+    assert p.models.embedding_optimizer == "adam" and p.models.embedding_lr == p.models.lr
+    assert p.models.batch_size == cfg.models.batch_size  # the same rows in the same batches
+    rows = [dict(table="main", fm="dcn", vm="fam", arm=arm, seed=0, reading=1, auc=v)
+            for arm, v in (("plain", 0.70), ("wo", 0.69), ("vanilla", 0.71), ("ah", 0.72),
+                           ("ah_sa", 0.73))]
+    vp = versus_plain(pd.DataFrame(rows)).set_index("arm")
+    assert list(vp.beats) == [False, True, True, True]
+    assert vp.loc["wo", "diff"] == pytest.approx(-0.01)
+    assert versus_plain(pd.DataFrame([r for r in rows if r["arm"] != "plain"])).empty
