@@ -16,6 +16,8 @@ from pydantic import Field, field_validator
 from exfm.config.base import ConfigError, StrictModel
 from exfm.config.method import (DataConfig, DistillationConfig, ModelsConfig, VMConfig,
                                 default_vms)
+from exfm.config.promotion import (DeadlineConfig, FMBlessingConfig, FreshnessConfig,
+                                   OncallConfig, PromotionConfig)
 from exfm.config.services import (AirflowConfig, DasConfig, DatabaseConfig, PortsConfig,
                                   RayConfig, StorageConfig, TrackingConfig)
 
@@ -35,6 +37,11 @@ class ExfmConfig(StrictModel):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     distillation: DistillationConfig = Field(default_factory=DistillationConfig)
     das: DasConfig = Field(default_factory=DasConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    fm_blessing: FMBlessingConfig = Field(default_factory=FMBlessingConfig)
+    freshness: FreshnessConfig = Field(default_factory=FreshnessConfig)
+    oncall: OncallConfig = Field(default_factory=OncallConfig)
+    deadline: DeadlineConfig = Field(default_factory=DeadlineConfig)
     vms: list[VMConfig] = Field(default_factory=default_vms, min_length=1)
 
     @field_validator("vms")

@@ -139,7 +139,10 @@ def train_arm(cfg: ExfmConfig, day: str, vm: VMConfig, table, schema, data_uri: 
     tune_tags = ({"tuned_on": tuning["tuned_on"], **{f"tuned_{k}": str(tuning[k])
                                                     for k in ("gs", "ls", "lw")}}
                  if tuning["tune"] in ("tuned", "reused") else {})
-    with mlflow.start_run(run_name=f"{registered}-{day}", tags={
+    from exfm.promotion.freshness import day_index
+
+    step = day_index(day)  # MLflow charts draw each VM's figures over days
+    with mlflow.start_run(run_name=f"{vm.name.removesuffix('-control')}/{day}/{arm}", tags={
             "day": day, "component": "vm", "vm": vm.name, "arm": arm, "mode": mode, "task": vm.task,
             "domain": vm.domain or "all", "stage": vm.stage or "all", "model": vm.model,
             "fm_version": fm_version or "none"}) as run:
@@ -154,11 +157,12 @@ def train_arm(cfg: ExfmConfig, day: str, vm: VMConfig, table, schema, data_uri: 
         if tuning["tune"] == "tuned":
             mlflow.log_dict(tuning, "tuning.json")
         if progressive is not None:
-            mlflow.log_metrics({f"eval/{k}": float(v) for k, v in progressive.items()})
+            mlflow.log_metrics({f"eval/{k}": float(v) for k, v in progressive.items()}, step=step)
         t0 = time.time()
         res = train_vm_day(model, table, schema, vm, cfg, state=state, device=device)
         mlflow.log_metrics({(k if "/" in k else f"train/{k}"): float(v)
-                            for k, v in res.metrics.items() if isinstance(v, (int, float))})
+                            for k, v in res.metrics.items() if isinstance(v, (int, float))},
+                           step=step)
         mlflow.log_metric("train/seconds", time.time() - t0)
         key = vm_state_key(registered, day)
         save_state(cfg, key, res.state)
@@ -168,6 +172,7 @@ def train_arm(cfg: ExfmConfig, day: str, vm: VMConfig, table, schema, data_uri: 
                                                                "run_id": run.info.run_id,
                                                                "data_digest": digest,
                                                                **tune_tags})
+        client.set_registered_model_alias(registered, "challenger", version)  # promotion gate
     return {"registered": registered, "version": version, "mode": mode, "steps": res.steps,
             "tune": {k: v for k, v in tuning.items() if k != "trials"},
             "rows": table.num_rows, "previous_version": prev, "run_id": run.info.run_id,
