@@ -8,6 +8,8 @@ STAMP := $(VENV)/.exfm-installed
 # Airflow's CLIs spawn sub-commands by name: the venv's bin/ must be on PATH.
 export PATH := $(BIN):$(PATH)
 PYTEST_ARGS ?=
+# e.g. make demo DEMO_ARGS="--days 3" or DEMO_ARGS="--set models.fm_hidden=[256,128]"
+DEMO_ARGS ?=
 
 .PHONY: venv demo test test-unit test-integration bench stack-up stack-down stack-status clean
 
@@ -23,7 +25,7 @@ $(STAMP): requirements.txt pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/exfm demo
+	$(BIN)/exfm demo $(DEMO_ARGS)
 
 # pytest's exit code 5 ("no tests collected") is a failure here, never a silent pass.
 test: $(STAMP)

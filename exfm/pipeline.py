@@ -136,8 +136,9 @@ def augment(cfg: ExfmConfig, day: str, submission_id: str | None = None,
     from exfm.registry.chain import das_fm_version
     from exfm.registry.mlflow_registry import ensure_experiments
 
+    fm_version = das_fm_version(cfg, day)  # RegistryError when MLflow does not answer
     ensure_experiments(cfg)
-    if das_fm_version(cfg, day) is None:
+    if fm_version is None:
         _record_no_fm(cfg, day)
         log(f"DAS {day}: no FM snapshot trained before {day}; VMs train WITHOUT FM today "
             "(MLflow run das-{day} tagged status=skipped_no_fm)")

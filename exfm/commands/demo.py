@@ -1,84 +1,221 @@
-"""``exfm demo`` (what ``make demo`` runs): the stack, the data, and the daily DAG over days."""
+"""``exfm demo`` (what ``make demo`` runs): the data, the stack, and a real ``airflow backfill
+create`` of ``exfm_daily`` over the days, run by the scheduler (never ``dags test``), with progress
+read from Airflow's REST API, then the results table from MLflow and the UIs with their login."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
+import urllib.request
 
 import click
 
 from exfm.commands.options import config_options
 
+DAG_ID = "exfm_daily"
 
-def airflow_dags_test(cfg, day: str, log_path, log=click.echo) -> None:
-    """Run ``exfm_daily`` for ``day`` through Airflow (``airflow dags test``: the real DAG, its
-    tasks in this process, the run recorded in Airflow's DB so the UI shows it)."""
-    from exfm.stack.services import airflow_env
 
-    env = airflow_env(cfg)
-    cmd = ["airflow", "dags", "test", "exfm_daily", day]
-    log(f"$ {' '.join(cmd)}   (full log: {log_path})")
-    keys = ("EXFM_RESULT", "DAS ", "ingested", "ray job", "ERROR", "Traceback", "state=",
-            "Task failed", "no FM snapshot")
-    tail: list[str] = []
-    with open(log_path, "a") as full, subprocess.Popen(
-            cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
-        for line in proc.stdout:  # stream: a long day shows its progress as it goes
-            full.write(line)
-            tail = (tail + [line.rstrip()])[-60:]
-            if any(k in line for k in keys) and "great_expectations" not in line:
-                log("  " + line.rstrip()[-200:])
-        rc = proc.wait()
-    if rc != 0 or any("state=failed" in x for x in tail):
-        raise click.ClickException(f"exfm_daily failed for {day} (see {log_path}):\n"
-                                   + "\n".join(tail[-25:]))
+class AirflowAPI:
+    """The few REST calls the demo makes (a fresh JWT when the old one nears expiry)."""
+
+    def __init__(self, cfg):
+        from exfm.stack.services import airflow_url
+
+        self.cfg, self.base = cfg, airflow_url(cfg) + "/api/v2"
+        self._token, self._t = None, 0.0
+
+    def get(self, path: str):
+        from exfm.stack.services import airflow_token
+
+        if self._token is None or time.monotonic() - self._t > 600:
+            self._token, self._t = airflow_token(self.cfg), time.monotonic()
+        req = urllib.request.Request(self.base + path, headers={
+            "Authorization": f"Bearer {self._token}", "Accept": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read() or b"null")
+
+    def runs(self, days: list[str]) -> dict[str, dict]:
+        """{day: the newest run of that logical day} for ``days``."""
+        runs = self.get(f"/dags/{DAG_ID}/dagRuns?limit=500&order_by=-start_date")["dag_runs"]
+        out: dict[str, dict] = {}
+        for r in runs:
+            d = (r.get("logical_date") or "")[:10]
+            if d in days and d not in out:
+                out[d] = r
+        return out
+
+    def task_instances(self, run_id: str) -> list[dict]:
+        return self.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=200")["task_instances"]
+
+    def log(self, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
+        q = f"?full_content=true&map_index={map_index}"
+        out = self.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/logs/"
+                       f"{try_number}{q}")
+        content = out.get("content") if isinstance(out, dict) else out
+        if isinstance(content, list):
+            return "\n".join(c.get("event", "") if isinstance(c, dict) else str(c)
+                             for c in content)
+        return str(content or "")
+
+
+def airflow_cli(cfg, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """``airflow ARGS`` with the environment ``eval "$(exfm stack env)"`` gives a shell."""
+    from exfm.stack.services import airflow_shell_env
+
+    proc = subprocess.run(["airflow", *args], env=airflow_shell_env(cfg), text=True,
+                          capture_output=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise click.ClickException(f"airflow {' '.join(args)} failed:\n"
+                                   f"{(proc.stdout + proc.stderr)[-2000:]}")
+    return proc
+
+
+def unpause(cfg, timeout_s: float = 300, log=click.echo) -> None:
+    """``airflow dags unpause exfm_daily`` once the DAG processor has parsed the DAG file."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        p = airflow_cli(cfg, "dags", "unpause", DAG_ID, check=False)
+        if p.returncode == 0:
+            log(f"$ airflow dags unpause {DAG_ID}   (done)")
+            return
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"{DAG_ID} could not be unpaused in {timeout_s:.0f}s:\n"
+                                       f"{(p.stdout + p.stderr)[-1500:]}")
+        time.sleep(5)
+
+
+def _running(tis: list[dict]) -> str:
+    busy = [t for t in tis if t.get("state") in ("running", "queued", "up_for_reschedule",
+                                                 "up_for_retry", "scheduled")]
+    if not busy:
+        return "-"
+    names = []
+    for t in busy:
+        n = t["task_id"] + (f"[{t.get('rendered_map_index') or t['map_index']}]"
+                            if t.get("map_index", -1) >= 0 else "")
+        names.append(f"{n} ({t['state']})")
+    return ", ".join(names)
+
+
+def follow(cfg, days: list[str], timeout_s: float, log=click.echo, poll_s: float = 10.0) -> dict:
+    """Print ``day k of N, running task, elapsed`` until every day's run is terminal; returns
+    {day: run}. Raises with the failed task's log tail when a day fails."""
+    api = AirflowAPI(cfg)
+    t0, last, last_print = time.monotonic(), "", 0.0
+    while True:
+        runs = api.runs(days)
+        done = [d for d in days if runs.get(d, {}).get("state") == "success"]
+        failed = [d for d in days if runs.get(d, {}).get("state") == "failed"]
+        if failed:
+            d = failed[0]
+            tis = api.task_instances(runs[d]["dag_run_id"])
+            bad = [t for t in tis if t.get("state") == "failed"]
+            tail = ""
+            if bad:
+                t = bad[0]
+                tail = api.log(runs[d]["dag_run_id"], t["task_id"], max(t["try_number"], 1),
+                               t.get("map_index", -1))[-3000:]
+            raise click.ClickException(f"day {d}: run failed"
+                                       + (f" at {bad[0]['task_id']}" if bad else "")
+                                       + f"\n{tail}")
+        if len(done) == len(days):
+            log(f"  {len(days)} of {len(days)} day(s) done, {time.monotonic() - t0:.0f}s")
+            return runs
+        current = next((d for d in days if d not in done), None)
+        run = runs.get(current)
+        what = _running(api.task_instances(run["dag_run_id"])) if run else "waiting for the run"
+        line = f"  day {len(done) + 1} of {len(days)} ({current}): {what}"
+        now = time.monotonic()
+        if line != last or now - last_print >= 60:
+            log(f"{line}   elapsed {now - t0:.0f}s")
+            last, last_print = line, now
+        if now - t0 > timeout_s:
+            raise click.ClickException(f"backfill not finished after {timeout_s:.0f}s: {line}")
+        time.sleep(poll_s)
+
+
+def check_logs(cfg, runs: dict, task_id: str = "land") -> None:
+    """Each run's ``task_id`` log is readable through the API (what the UI shows)."""
+    api = AirflowAPI(cfg)
+    for d, r in runs.items():
+        tis = [t for t in api.task_instances(r["dag_run_id"]) if t["task_id"] == task_id]
+        text = api.log(r["dag_run_id"], task_id, max(tis[0]["try_number"], 1)) if tis else ""
+        if len(text.strip()) < 20:
+            raise click.ClickException(f"day {d}: the log of {task_id} is empty in Airflow")
 
 
 def results_table(cfg) -> list[dict]:
-    """One row per VM arm per day, read back from MLflow (what the UI shows)."""
+    """One row per VM per day: the FM arm and its control (progressive eval on the day before
+    training on it), the lift, the FM version and DAS's freshness gap, read back from MLflow."""
     import mlflow
 
     from exfm.registry.mlflow_registry import connect, experiment_name
 
     connect(cfg)
-    exp = mlflow.get_experiment_by_name(experiment_name(cfg, "vm"))
-    if exp is None:
-        return []
-    runs = mlflow.search_runs([exp.experiment_id], output_format="list", max_results=1000)
-    rows = []
-    for r in runs:
-        m, t = r.data.metrics, r.data.tags
-        rows.append({"day": t.get("day"), "vm": t.get("vm"), "arm": t.get("arm"),
-                     "mode": t.get("mode"), "fm_version": t.get("fm_version"),
-                     "eval_auc": m.get("eval/auc"), "eval_ne": m.get("eval/ne"),
-                     "eval_calibration": m.get("eval/calibration"),
-                     "train_auc": m.get("train/auc"), "steps": m.get("train/steps")})
-    return sorted(rows, key=lambda x: (x["day"] or "", x["vm"] or "", x["arm"] or ""))
+
+    def runs(family):
+        exp = mlflow.get_experiment_by_name(experiment_name(cfg, family))
+        return [] if exp is None else mlflow.search_runs(
+            [exp.experiment_id], output_format="list", max_results=5000,
+            order_by=["attributes.start_time ASC"])
+
+    gap = {}
+    for r in runs("das"):
+        g = r.data.metrics.get("das/freshness_gap_days")
+        gap[r.data.tags.get("day")] = (int(g) if g is not None and
+                                       r.data.tags.get("status") == "committed" else None)
+    cells: dict[tuple, dict] = {}
+    for r in runs("vm"):  # oldest first: a re-run of a day overwrites its cell
+        t, m = r.data.tags, r.data.metrics
+        if "eval/auc" not in m and "train/auc" not in m:
+            continue
+        row = cells.setdefault((t.get("day"), t.get("vm")), {"day": t.get("day"), "vm": t.get("vm")})
+        arm = "fm" if t.get("arm") == "fm" else "ctl"
+        row[f"{arm}_auc"], row[f"{arm}_ne"] = m.get("eval/auc"), m.get("eval/ne")
+        row[f"{arm}_cal"] = m.get("eval/calibration")
+        if arm == "fm":
+            row["fm_version"] = t.get("fm_version")
+    out = []
+    for (day, _vm), row in sorted(cells.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or "")):
+        a, c = row.get("fm_auc"), row.get("ctl_auc")
+        row["lift_auc"] = a - c if a is not None and c is not None else None
+        row["gap"] = gap.get(day)
+        out.append(row)
+    return out
+
+
+COLUMNS = ["day", "vm", "fm_auc", "ctl_auc", "lift_auc", "fm_ne", "ctl_ne", "fm_cal", "ctl_cal",
+           "fm_version", "gap"]
 
 
 def _fmt(v) -> str:
-    return "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
+    return "-" if v is None else (f"{v:+.4f}" if isinstance(v, float) and v < 0 else
+                                  f"{v:.4f}" if isinstance(v, float) else str(v))
 
 
-def print_table(rows: list[dict]) -> None:
-    cols = ["day", "vm", "arm", "mode", "fm_version", "eval_auc", "eval_ne", "eval_calibration",
-            "train_auc", "steps"]
-    widths = {c: max(len(c), *(len(_fmt(r[c])) for r in rows)) for c in cols} if rows else {}
-    click.echo("  ".join(c.ljust(widths[c]) for c in cols))
+def print_table(rows: list[dict], log=click.echo) -> None:
+    widths = {c: max([len(c)] + [len(_fmt(r.get(c))) for r in rows]) for c in COLUMNS}
+    log("  ".join(c.ljust(widths[c]) for c in COLUMNS))
     for r in rows:
-        click.echo("  ".join(_fmt(r[c]).ljust(widths[c]) for c in cols))
+        log("  ".join(_fmt(r.get(c)).ljust(widths[c]) for c in COLUMNS))
+    log("fm_* = the VM taught by the FM, ctl_* = its control arm (no FM), both scored on the day "
+        "before training on it (progressive; '-' on a VM's first day); lift_auc = fm - ctl; "
+        "gap = days between the day and the FM snapshot DAS used.")
 
 
 @click.command()
-@click.option("--days", type=int, default=2, show_default=True,
-              help="simulated days to run through the DAG, from the data's first day")
+@click.option("--days", type=int, default=8, show_default=True,
+              help="days to backfill through the scheduler, from the data's first day")
+@click.option("--timeout", "timeout_s", type=int, default=7200, show_default=True,
+              help="seconds to wait for the backfill")
 @click.option("--keep-up/--down", default=True, show_default=True,
               help="leave the stack running at the end to browse the UIs")
 @config_options
-def demo(cfg, days: int, keep_up: bool) -> None:
-    """Start the embedded stack, prepare the data, run the daily DAG over DAYS days, print the
-    results table and the UIs to browse. eval_* is the progressive metric: yesterday's snapshot
-    scored on the day before training on it (empty on a VM's first day)."""
+def demo(cfg, days: int, timeout_s: int, keep_up: bool) -> None:
+    """Prepare the data, start the embedded stack, unpause exfm_daily and backfill DAYS days
+    through Airflow's scheduler (`airflow backfill create`), following each day's tasks; then
+    print the results table and the UIs to browse."""
     from exfm import pipeline
     from exfm.config import read_state_secrets
     from exfm.data.schema import list_days
@@ -86,21 +223,31 @@ def demo(cfg, days: int, keep_up: bool) -> None:
     from exfm.stack.services import airflow_url
 
     t0 = time.monotonic()
-    click.echo("== 1/4 stack")
+    click.echo("== 1/5 data")
+    data = pipeline.data_dir(cfg)
+    available = list_days(data)
+    if days < 1 or len(available) < days:
+        raise click.ClickException(f"--days {days}: {data} has {len(available)} day(s)")
+    todo = available[:days]
+    click.echo(f"{data}: {len(available)} days, backfilling {todo[0]} .. {todo[-1]}")
+    click.echo("== 2/5 stack")
     stack_up(cfg, log=click.echo)
     try:
-        click.echo("== 2/4 data")
-        data = pipeline.data_dir(cfg)
-        available = list_days(data)
-        if len(available) < days:
-            raise click.ClickException(f"{data} has {len(available)} days; --days {days} asks more")
-        click.echo(f"{data}: {len(available)} days, running {available[:days]}")
-        click.echo(f"== 3/4 exfm_daily over {days} day(s)")
-        for day in available[:days]:
-            t = time.monotonic()
-            airflow_dags_test(cfg, day, cfg.state_path / "logs" / f"demo-{day}.log")
-            click.echo(f"day {day} done in {time.monotonic() - t:.0f} s")
-        click.echo("== 4/4 results (from MLflow)")
+        click.echo(f"== 3/5 {DAG_ID}: unpause, backfill {days} day(s) through the scheduler")
+        unpause(cfg)
+        api = AirflowAPI(cfg)
+        if all(r.get("state") == "success" for r in api.runs(todo).values()) and \
+                len(api.runs(todo)) == len(todo):
+            click.echo("every day already ran (clear one to re-run it: see README)")
+        else:
+            args = ["backfill", "create", "--dag-id", DAG_ID, "--from-date", todo[0],
+                    "--to-date", todo[-1], "--reprocess-behavior", "failed"]
+            click.echo("$ airflow " + " ".join(args))
+            airflow_cli(cfg, *args)
+        click.echo(f"== 4/5 following the runs (UI: {airflow_url(cfg)}/dags/{DAG_ID})")
+        runs = follow(cfg, todo, timeout_s)
+        check_logs(cfg, runs)
+        click.echo("== 5/5 results (from MLflow)")
         print_table(results_table(cfg))
     except BaseException:
         if not keep_up:
@@ -114,6 +261,7 @@ def demo(cfg, days: int, keep_up: bool) -> None:
     click.echo(f"  Ray      {cfg.ray_dashboard_url}")
     click.echo(f"  S3       {cfg.s3_endpoint} bucket '{cfg.storage.bucket}' "
                f"(keys in {cfg.state_path}/secrets.json)")
+    click.echo('Airflow CLI against this stack: eval "$(.venv/bin/exfm stack env)"')
     if keep_up:
         click.echo("Stop everything with `make stack-down` (or `.venv/bin/exfm stack down`).")
     else:

@@ -1,0 +1,209 @@
+"""Scheduler-driven days through a real stack (SeaweedFS, MLflow, Ray, Airflow's scheduler):
+
+- a 3-day ``airflow backfill create --max-active-runs 3`` runs the days one after another (task
+  start times), the FM chains day by day (each version warm-started from the previous day's),
+  each day's DAS infers with the previous day's snapshot (freshness gap 1);
+- ``airflow tasks clear`` of day 2 after day 3 re-runs it with the same FM snapshot and the same
+  augmented digest; the newest versions are still day 3's; a new version of day 2 supersedes
+  the old one (tagged ``superseded_by``);
+- MLflow unreachable during ``augment``: the step raises (never "no FM") and nothing is committed.
+
+One stack for the module (tiny data: 300 rows a day, one VM with a control arm, a small FM).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from exfm import pipeline
+
+pytestmark = pytest.mark.integration
+
+DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
+D1, D2, D3 = DAYS
+VM = "t-d0"
+SETS = ("data.source=generate", "data.generator.days=3", "data.generator.rows_per_day=300",
+        "data.generator.seed=7", "models.fm_hidden=[64,32]", "models.fm_embed_dim=16",
+        f"vms=[{{name: {VM}, model: fam, task: click, domain: d0, control: true}}]",
+        "schedule.data_wait_s=120", "schedule.poke_s=5", "ray.checkpoints_per_day=1",
+        "das.max_actors=1")
+
+
+def _airflow(env, *args, timeout=180) -> str:
+    proc = subprocess.run(["airflow", *args], env=env, text=True, capture_output=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"airflow {' '.join(args)}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def _api(cfg, path: str):
+    from exfm.stack.services import airflow_token, airflow_url
+
+    req = urllib.request.Request(airflow_url(cfg) + "/api/v2" + path,
+                                 headers={"Authorization": f"Bearer {airflow_token(cfg)}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        body = r.read()
+    return json.loads(body) if body[:1] in (b"{", b"[") else body.decode()
+
+
+def _wait_runs(cfg, days: list[str], timeout_s: float, since: float = 0.0) -> dict:
+    """Wait until the runs of ``days`` are all terminal; returns {day: run}."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        runs = _api(cfg, "/dags/exfm_daily/dagRuns?limit=100")["dag_runs"]
+        by_day = {r["logical_date"][:10]: r for r in runs}
+        mine = {d: by_day.get(d) for d in days}
+        if all(r and r["state"] in ("success", "failed") for r in mine.values()):
+            ends = [r["end_date"] for r in mine.values()]
+            if not since or all(e and _ts(e) > since for e in ends):
+                return mine
+        if time.monotonic() > deadline:
+            pytest.fail(f"runs not finished after {timeout_s:.0f}s: "
+                        f"{ {d: r and r['state'] for d, r in mine.items()} }")
+        time.sleep(5)
+
+
+def _ts(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _tis(cfg, run_id: str) -> list[dict]:
+    return _api(cfg, f"/dags/exfm_daily/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"]
+
+
+@pytest.fixture(scope="module")
+def sched(tmp_path_factory):
+    from tests.integration.conftest import _start, make_test_config, stack_env
+
+    from exfm.stack import stack_down
+    from exfm.stack.services import airflow_shell_env
+
+    tmp = tmp_path_factory.mktemp("sched")
+    cfg = make_test_config(tmp, f"data.dir={tmp / 'data'}", *SETS)
+    pipeline.data_dir(cfg)  # the days exist before the DAG's calendar is read
+    _start(cfg, ["s3", "mlflow", "ray", "airflow"])
+    try:
+        with stack_env(cfg):
+            env = airflow_shell_env(cfg)
+            deadline = time.monotonic() + 180
+            while True:  # the dag processor parses the DAG file, then it can be unpaused
+                p = subprocess.run(["airflow", "dags", "unpause", "exfm_daily"], env=env,
+                                   text=True, capture_output=True, timeout=120)
+                if p.returncode == 0:
+                    break
+                assert time.monotonic() < deadline, p.stdout[-2000:] + p.stderr[-2000:]
+                time.sleep(5)
+            yield cfg, env
+    finally:
+        stack_down(cfg, log=print)
+
+
+def test_backfill_runs_days_in_order_and_chains_the_fm(sched):
+    from exfm.registry.mlflow_registry import connect, fm_model_name, vm_model_name
+    from exfm.storage.partitions import PartitionStore
+
+    cfg, env = sched
+    _airflow(env, "backfill", "create", "--dag-id", "exfm_daily", "--from-date", D1,
+             "--to-date", D3, "--max-active-runs", "3", "--reprocess-behavior", "failed")
+    runs = _wait_runs(cfg, DAYS, timeout_s=1500)
+    assert {d: r["state"] for d, r in runs.items()} == {d: "success" for d in DAYS}
+
+    # one after the other: every task of day d+1 started after every task of day d ended
+    spans = {}
+    for d, r in runs.items():
+        tis = [t for t in _tis(cfg, r["dag_run_id"]) if t["start_date"]]
+        spans[d] = (min(_ts(t["start_date"]) for t in tis),
+                    max(_ts(t["end_date"]) for t in tis if t["task_id"] in
+                        ("land", "train_fm", "augment")))
+    for a, b in zip(DAYS, DAYS[1:]):
+        assert spans[b][0] >= spans[a][1] - 1, f"{b} started before {a}'s FM/DAS finished"
+
+    # the FM chains day by day: version of day d warm-started from the version of day d-1
+    client = connect(cfg)
+    fm = {v.tags["day"]: v for v in client.search_model_versions(f"name='{fm_model_name(cfg)}'")}
+    assert sorted(fm) == DAYS
+    assert fm[D1].tags["warm_start"] == "none"
+    assert fm[D2].tags["warm_start"] == fm[D1].version
+    assert fm[D3].tags["warm_start"] == fm[D2].version
+    assert int(fm[D1].version) < int(fm[D2].version) < int(fm[D3].version)
+
+    # each day's DAS used the previous day's snapshot (gap 1); day 1 had none (said in MLflow)
+    aug = PartitionStore(cfg, "augmented")
+    assert aug.manifest(D1) is None
+    for prev, d in ((D1, D2), (D2, D3)):
+        m = aug.manifest(d)
+        assert m.fm_version == fm[prev].version and m.extra["fm_choice"] in ("lease", "pinned")
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(f"{cfg.tracking.experiment_prefix}-das")
+    das = {r.data.tags["day"]: r for r in mlflow.search_runs(
+        [exp.experiment_id], output_format="list")}
+    assert das[D1].data.tags["status"] == "skipped_no_fm"
+    assert das[D3].data.metrics["das/freshness_gap_days"] == 1
+    vm = {v.tags["day"]: v for v in client.search_model_versions(f"name='{vm_model_name(VM)}'")}
+    assert vm[D3].tags["fm_version"] == fm[D2].version
+
+    # a task's log is readable through the API (what the UI shows)
+    log = _api(cfg, f"/dags/exfm_daily/dagRuns/{runs[D2]['dag_run_id']}/taskInstances/"
+                    "augment/logs/1?full_content=true")
+    text = json.dumps(log)
+    assert "DAS" in text and len(text) > 200, text[:500]
+
+
+def test_cleared_day_replays_with_the_same_snapshot(sched):
+    from exfm.registry.chain import supersede_day
+    from exfm.registry.mlflow_registry import (connect, fm_model_name, latest_version,
+                                               vm_model_name)
+    from exfm.storage.partitions import PartitionStore
+
+    cfg, env = sched
+    aug = PartitionStore(cfg, "augmented")
+    before = aug.manifest(D2)
+    client = connect(cfg)
+    fm_before = {v.version for v in client.search_model_versions(f"name='{fm_model_name(cfg)}'")}
+    t0 = time.time()
+    _airflow(env, "tasks", "clear", "exfm_daily", "--start-date", D2, "--end-date",
+             f"{D2}T23:59:59", "--yes")
+    run = _wait_runs(cfg, [D2], timeout_s=900, since=t0)[D2]
+    assert run["state"] == "success"
+    after = aug.manifest(D2)
+    assert after.digest == before.digest  # same rows, same FM snapshot: same augmented day
+    assert after.fm_version == before.fm_version
+    # the re-run found its FM run registered (same data, same warm start): no new FM version
+    fm_after = {v.version for v in client.search_model_versions(f"name='{fm_model_name(cfg)}'")}
+    assert fm_after == fm_before
+    name = vm_model_name(VM)
+    newest = latest_version(cfg, name)
+    assert client.get_model_version(name, newest).tags["day"] == D3  # still day 3's
+    # superseding: a second version of day 2 replaces the first; lookups skip the old one
+    old = [v for v in client.search_model_versions(f"name='{name}'") if v.tags["day"] == D2]
+    assert len(old) == 1
+    src = client.get_model_version(name, old[0].version)
+    new = client.create_model_version(name, src.source, run_id=src.run_id,
+                                      tags={**src.tags, "day": D2})
+    assert supersede_day(cfg, name, D2, new.version) == [old[0].version]
+    assert client.get_model_version(name, old[0].version).tags["superseded_by"] == new.version
+    assert latest_version(cfg, name, before_day=D3) == new.version
+    assert client.get_model_version(name, latest_version(cfg, name)).tags["day"] == D3
+
+
+def test_mlflow_down_fails_augment_and_commits_nothing(sched, monkeypatch):
+    from exfm.registry.mlflow_registry import RegistryError
+    from exfm.storage.partitions import PartitionStore
+
+    cfg, _env = sched
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    dead = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(
+        update={"uri": "http://127.0.0.1:9"})})
+    aug = PartitionStore(cfg, "augmented")
+    before = aug.manifest(D3)
+    with pytest.raises(RegistryError, match="127.0.0.1:9"):
+        pipeline.augment(dead, D3, log=print)
+    assert aug.manifest(D3) == before  # nothing committed
