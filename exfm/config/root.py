@@ -20,6 +20,7 @@ from exfm.config.promotion import (DeadlineConfig, FMBlessingConfig, FreshnessCo
                                    OncallConfig, PromotionConfig)
 from exfm.config.services import (AirflowConfig, DasConfig, DatabaseConfig, PortsConfig,
                                   RayConfig, StorageConfig, TrackingConfig)
+from exfm.config.validation import ValidationConfig
 
 
 class ExfmConfig(StrictModel):
@@ -38,6 +39,7 @@ class ExfmConfig(StrictModel):
     distillation: DistillationConfig = Field(default_factory=DistillationConfig)
     das: DasConfig = Field(default_factory=DasConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
     fm_blessing: FMBlessingConfig = Field(default_factory=FMBlessingConfig)
     freshness: FreshnessConfig = Field(default_factory=FreshnessConfig)
     oncall: OncallConfig = Field(default_factory=OncallConfig)

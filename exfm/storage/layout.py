@@ -7,6 +7,7 @@ Pure constants and string functions (no boto3), so the pure parts (``exfm.data``
     raw/labels/day=L/          ... labels later (keyed by the request id)
     das/pending/day=D/         split mode: inferred features waiting for their labels
     augmented/day=D/           raw rows + fm_pred_<task> + fm_version (what VMs read)
+    <prefix>/day=D/_stats.json, _gx_docs/   a data gate's day statistics and Data Docs
     raw/_schema.yaml           the dataset's schema.yaml
     state/vm/<name>/day=D/trainer_state.pt   a VM's optimizer / Student Adapter state
     ray/fm/<run name>/         Ray Train checkpoints of the FM's day
@@ -39,6 +40,16 @@ VERSION_COL = "fm_version"  # the FM version that produced a row's fm_pred_* col
 def partition_prefix(prefix: str, day: str) -> str:
     """The folder of one day's partition: ``<prefix>/day=D/``."""
     return f"{prefix}/day={day}/"
+
+
+def stats_key(prefix: str, day: str) -> str:
+    """The data gate's statistics of one committed day (rows, label rates, FM means)."""
+    return f"{partition_prefix(prefix, day)}_stats.json"
+
+
+def docs_prefix(prefix: str, day: str) -> str:
+    """Where the data gate uploads that day's great-expectations Data Docs."""
+    return f"{partition_prefix(prefix, day)}_gx_docs/"
 
 
 def fm_pred_column(task: str) -> str:
