@@ -1,0 +1,108 @@
+"""Data gates on the real SeaweedFS: trailing-day statistics stored beside committed days, a
+collapse against them fails, the Data Docs are uploaded under the day and the reason links them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from exfm.data.schema import DatasetSchema, SparseField
+from exfm.storage.layout import AUGMENTED, RAW, docs_prefix, stats_key
+from exfm.storage.partitions import PartitionStore, put_remote_schema
+from exfm.storage.s3 import ensure_bucket, s3_client
+from exfm.validation import GateFailed, gate_augmented, gate_raw
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = DatasetSchema(name="t", timestamp="ts", request_id="rid", labels=["click"],
+                       sparse=[SparseField(name="user_id", vocab=50)], dense=["price"])
+DAYS = ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"]
+
+
+def _raw(day: str, n: int, seed: int) -> pa.Table:
+    import datetime as dt
+
+    t0 = int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc).timestamp())
+    rng = np.random.default_rng(seed)
+    return pa.table({
+        "ts": pa.array(t0 + np.sort(rng.integers(0, 86400, n)), pa.int64()),
+        "rid": pa.array(np.arange(n) + seed * 100_000, pa.int64()),
+        "click": pa.array((rng.random(n) < 0.3).astype(np.int64)),
+        "user_id": pa.array(rng.integers(0, 50, n), pa.int64()),
+        "price": pa.array(rng.random(n), pa.float32()),
+    })
+
+
+def _aug(t: pa.Table, mean: float) -> pa.Table:
+    p = np.clip(np.random.default_rng(0).normal(mean, 0.02, t.num_rows), 0, 1)
+    return (t.append_column("fm_pred_click", pa.array(p, pa.float32()))
+             .append_column("fm_version", pa.array(["3"] * t.num_rows)))
+
+
+@pytest.fixture(scope="module")
+def s3_cfg(tmp_path_factory):
+    from tests.integration.conftest import _start, make_test_config, stack_env
+    from exfm.stack import stack_down
+
+    cfg = make_test_config(tmp_path_factory.mktemp("gates"))
+    _start(cfg, ["s3"])
+    try:
+        with stack_env(cfg):
+            ensure_bucket(cfg)
+            put_remote_schema(cfg, SCHEMA.to_yaml())
+            yield cfg
+    finally:
+        stack_down(cfg, ["s3"])
+
+
+def test_raw_gate_uses_trailing_stats_and_uploads_docs(s3_cfg):
+    cfg, raw, logs = s3_cfg, PartitionStore(s3_cfg, RAW), []
+    for i, day in enumerate(DAYS[:3]):
+        raw.write_day(day, _raw(day, 1000, i))
+        res = gate_raw(cfg, day, log=logs.append)
+        assert res.ok, res.reason
+        stats = json.loads(s3_client(cfg).get_object(
+            Bucket=cfg.storage.bucket, Key=stats_key(RAW, day))["Body"].read())
+        assert stats["rows"] == 1000 and 0.2 < stats["label_rate"]["click"] < 0.4
+    assert logs[-1].startswith("raw gate passed for day 2026-03-03")
+
+    # day 4 collapses to 10% of the trailing days' rows: fails on that rule, names the band
+    raw.write_day(DAYS[3], _raw(DAYS[3], 100, 9))
+    res = gate_raw(cfg, DAYS[3], log=logs.append)
+    assert not res.ok
+    assert [f.rule for f in res.failures] == ["row count within the trailing band"]
+    assert "observed 100" in res.reason and "[500, 2000] rows" in res.reason
+    # the Data Docs page is in the bucket under the day, at the URL the reason names
+    prefix = f"{cfg.s3_endpoint}/{cfg.storage.bucket}/{docs_prefix(RAW, DAYS[3])}"
+    assert res.docs_url.startswith(prefix) and res.docs_url.endswith(".html")
+    assert res.docs_url in res.reason and res.local_docs in res.reason
+    key = res.docs_url[len(f"{cfg.s3_endpoint}/{cfg.storage.bucket}/"):]
+    obj = s3_client(cfg).get_object(Bucket=cfg.storage.bucket, Key=key)
+    assert obj["ContentType"] == "text/html" and b"exfm_raw_day" in obj["Body"].read()
+    listed = s3_client(cfg).list_objects_v2(Bucket=cfg.storage.bucket,
+                                            Prefix=docs_prefix(RAW, DAYS[3]))
+    names = [o["Key"] for o in listed.get("Contents", [])]
+    assert any(n.endswith("/index.html") for n in names)
+    assert not any("/validations/" in n and f"/{DAYS[0]}/" in n for n in names)  # this day only
+    # a failing day stores no stats: it does not drag the band of the days after it
+    assert "Contents" not in s3_client(cfg).list_objects_v2(
+        Bucket=cfg.storage.bucket, Prefix=stats_key(RAW, DAYS[3]))
+    with pytest.raises(GateFailed, match="row count within the trailing band"):
+        res.raise_if_failed()
+
+
+def test_augmented_gate_catches_a_mean_collapse(s3_cfg):
+    cfg, raw, aug = s3_cfg, PartitionStore(s3_cfg, RAW), PartitionStore(s3_cfg, AUGMENTED)
+    for i, day in enumerate(DAYS[:2]):
+        if raw.manifest(day) is None:
+            raw.write_day(day, _raw(day, 1000, i))
+        aug.write_day(day, _aug(raw.read_day(day), 0.3), fm_version="3")
+        assert gate_augmented(cfg, day, log=lambda m: None).ok
+    day = DAYS[2]
+    aug.write_day(day, _aug(raw.read_day(day), 0.01), fm_version="3")
+    res = gate_augmented(cfg, day, log=lambda m: None)
+    assert [f.rule for f in res.failures] == ["FM mean prediction within the trailing band"]
+    assert res.failures[0].column == "fm_pred_click"
