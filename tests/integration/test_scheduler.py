@@ -115,15 +115,18 @@ def test_backfill_runs_days_in_order_and_chains_the_fm(sched):
     runs = _wait_runs(cfg, DAYS, timeout_s=1500)
     assert {d: r["state"] for d, r in runs.items()} == {d: "success" for d in DAYS}
 
-    # one after the other: every task of day d+1 started after every task of day d ended
-    spans = {}
-    for d, r in runs.items():
-        tis = [t for t in _tis(cfg, r["dag_run_id"]) if t["start_date"]]
-        spans[d] = (min(_ts(t["start_date"]) for t in tis),
-                    max(_ts(t["end_date"]) for t in tis if t["task_id"] in
-                        ("land", "train_fm", "augment")))
+    # one after the other: day d+1's work (land onwards; its data sensor may look earlier) starts
+    # after day d's FM and DAS ended, and each task after the same task of day d
+    tis = {d: {(t["task_id"], t.get("map_index", -1)): t for t in _tis(cfg, r["dag_run_id"])}
+           for d, r in runs.items()}
     for a, b in zip(DAYS, DAYS[1:]):
-        assert spans[b][0] >= spans[a][1] - 1, f"{b} started before {a}'s FM/DAS finished"
+        fm_das_end = max(_ts(tis[a][(k, -1)]["end_date"]) for k in ("train_fm", "augment"))
+        assert _ts(tis[b][("land", -1)]["start_date"]) >= fm_das_end - 1, \
+            f"{b} landed before {a}'s FM/DAS finished"
+        for key, t in tis[b].items():
+            if key in tis[a] and t["start_date"]:
+                assert _ts(t["start_date"]) >= _ts(tis[a][key]["end_date"]) - 1, \
+                    f"{key} of {b} started before {key} of {a} ended"
 
     # the FM chains day by day: version of day d warm-started from the version of day d-1
     client = connect(cfg)
