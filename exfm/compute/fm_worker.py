@@ -17,22 +17,12 @@ no row is counted twice.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 CKPT_FILE = "checkpoint.pt"
-FAIL_ENV = "EXFM_TEST_FAIL_RANK_AFTER_CHUNKS"  # "RANK:CHUNKS": test-only fault injection
-
-
-def parse_fail_spec(spec: str | None) -> tuple[int, int] | None:
-    """``"1:2"`` -> rank 1 dies (``os._exit``) after 2 checkpointed chunks, first attempt only."""
-    if not spec:
-        return None
-    rank, chunks = spec.split(":")
-    return int(rank), int(chunks)
 
 
 def _weighted(metrics: dict[str, Any], rows: int) -> dict[str, float]:
@@ -99,7 +89,6 @@ def fm_train_loop(config: dict) -> None:
     model.train()
     model = ray.train.torch.prepare_model(model)  # DDP (gloo on CPU, NCCL on GPU); moves to device
 
-    fail = parse_fail_spec(config.get("fail_spec"))
     row_log = config.get("row_log_dir")
     rid = schema.request_id
     shard = ray.train.get_dataset_shard("train")
@@ -107,9 +96,6 @@ def fm_train_loop(config: dict) -> None:
                                                        prefetch_batches=1)):
         if chunk_i < start_chunk:  # done before the restart: its updates are in the weights
             continue
-        if fail and resumed is None and rank == fail[0] and chunk_i == fail[1]:
-            time.sleep(1.0)  # let the previous report reach the controller, then die hard
-            os._exit(17)
         if row_log and rid:
             with open(Path(row_log) / f"rank{rank}.jsonl", "a") as f:
                 f.write(json.dumps({"chunk": chunk_i, "resumed": resumed is not None,

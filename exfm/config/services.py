@@ -40,6 +40,9 @@ class StorageConfig(StrictModel):
 
     endpoint: str | None = None
     bucket: str = Field("exfm", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    superseded_grace_s: float = Field(
+        3600.0, ge=0, description="parts of a replaced day version are kept this long after the "
+        "new manifest commits (a reader holding the old manifest still finds them), then collected")
     region: str = "us-east-1"
     access_key: SecretStr | None = None
     secret_key: SecretStr | None = None

@@ -13,7 +13,9 @@ A SQL table through SQLAlchemy: SQLite embedded, PostgreSQL in production
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 from sqlalchemy import (BigInteger, Column, Float, Integer, MetaData, String, Table, create_engine,
                         insert, select, update)
@@ -52,6 +54,21 @@ loads = Table(
     Column("loaded_at", Float, nullable=False),
     Column("seconds", Float, nullable=False),
 )
+
+
+# one row per day partition (``bucket/prefix/day=D/``): the generation a writer took before
+# staging and must still hold when it commits (a fence: the later writer wins, the earlier fails)
+fences = Table(
+    "exfm_partition_fence", metadata,
+    Column("partition", String(512), primary_key=True),
+    Column("generation", BigInteger, nullable=False),
+    Column("holder", String(64), nullable=False),
+    Column("taken_at", Float, nullable=False),
+)
+
+
+class FencedError(RuntimeError):
+    """A writer lost its partition to a later writer; it must not commit."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +203,72 @@ class LeaseStore:
         with self.engine.begin() as c:
             c.execute(update(history).where((history.c.fm_name == fm_name)
                                             & (history.c.version == version)).values(collected=1))
+
+
+class PartitionFence:
+    """Writer fencing of day partitions, on the lease store's database.
+
+    A writer calls :meth:`take` before staging (the partition's generation goes up by one and the
+    writer becomes its holder) and commits inside :meth:`committing`, which holds the row locked
+    iff the writer's generation is still the current one. A writer that took the partition later
+    therefore fences every earlier one: of two writers on one day, the last to take commits (or
+    both do, one after the other, when they do not overlap), and a fenced writer fails cleanly.
+
+    Example:
+        >>> fence = PartitionFence(make_engine("sqlite://"))
+        >>> fence.create_tables()
+        >>> a = fence.take("b/raw/day=2026-01-01/", "writer-a")
+        >>> b = fence.take("b/raw/day=2026-01-01/", "writer-b")
+        >>> fence.holder("b/raw/day=2026-01-01/")
+        (2, 'writer-b')
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def create_tables(self) -> None:
+        LeaseStore(self.engine).create_tables()
+
+    def take(self, partition: str, holder: str) -> int:
+        """Become the holder of ``partition``; returns the new generation."""
+        for _ in range(5):
+            now = time.time()
+            try:
+                with self.engine.begin() as c:
+                    res = c.execute(update(fences).where(fences.c.partition == partition).values(
+                        generation=fences.c.generation + 1, holder=holder, taken_at=now))
+                    if res.rowcount == 0:
+                        c.execute(insert(fences).values(partition=partition, generation=1,
+                                                        holder=holder, taken_at=now))
+                    return int(c.execute(select(fences.c.generation).where(
+                        fences.c.partition == partition)).scalar_one())
+            except IntegrityError:  # two first writers raced on the insert: update instead
+                continue
+        raise FencedError(f"{partition}: could not take the writer fence")
+
+    def holder(self, partition: str) -> tuple[int, str] | None:
+        """``(generation, holder)`` of ``partition``, or None if nobody ever wrote it."""
+        with self.engine.connect() as c:
+            row = c.execute(select(fences.c.generation, fences.c.holder).where(
+                fences.c.partition == partition)).first()
+        return None if row is None else (int(row.generation), row.holder)
+
+    @contextmanager
+    def committing(self, partition: str, generation: int) -> Iterator[None]:
+        """Run the body (the manifest PUT) holding ``partition``'s row locked, iff
+        ``generation`` is still current; :class:`FencedError` otherwise. A :meth:`take` by
+        another writer waits until the body is done."""
+        with self.engine.begin() as c:
+            res = c.execute(update(fences).where(
+                (fences.c.partition == partition) & (fences.c.generation == generation)
+            ).values(holder=fences.c.holder))
+            if res.rowcount != 1:
+                cur = c.execute(select(fences.c.generation, fences.c.holder).where(
+                    fences.c.partition == partition)).first()
+                raise FencedError(f"{partition}: fenced: another writer ({cur.holder if cur else '?'}) "
+                                  f"took generation {cur.generation if cur else '?'} after this "
+                                  f"writer's {generation}")
+            yield
 
 
 def _version_key(v: str):

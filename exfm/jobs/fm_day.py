@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -92,8 +91,7 @@ def run(cfg: ExfmConfig, day: str, row_log_dir: str | None = None) -> FMDayResul
     from ray.train.torch import TorchTrainer
 
     from exfm.compute.entry import init_ray
-    from exfm.compute.fm_worker import (CKPT_FILE, FAIL_ENV, fm_train_loop,
-                                        summarize_checkpoint_state)
+    from exfm.compute.fm_worker import CKPT_FILE, fm_train_loop, summarize_checkpoint_state
     from exfm.compute.ingest import (OrderedSplit, chunk_rows, equal_steps_batch_size,
                                      read_day_dataset, shard_bounds)
     from exfm.compute.scaling import scaling_config
@@ -137,8 +135,7 @@ def run(cfg: ExfmConfig, day: str, row_log_dir: str | None = None) -> FMDayResul
     loop_config = {
         "cfg": cfg.model_dump(mode="python"), "schema": schema.model_dump(mode="json"), "day": day,
         "batch_size": bs, "chunk_rows": chunk,
-        "warm_start": warm_ref, "warm_rows_seen": warm_rows, "row_log_dir": row_log_dir,
-        "fail_spec": os.environ.get(FAIL_ENV)}
+        "warm_start": warm_ref, "warm_rows_seen": warm_rows, "row_log_dir": row_log_dir}
     fs = arrow_fs(cfg)
     trainer = TorchTrainer(
         fm_train_loop, train_loop_config=loop_config, scaling_config=scaling_config(cfg),

@@ -166,11 +166,50 @@ def log_snapshot(model, name: str, extra: dict[str, Any], sample=None, registere
         )
 
 
-def _tag_version(client, name: str, version: str, tags: dict[str, Any]) -> None:
-    for k, v in tags.items():
-        if v is None:
-            continue
-        client.set_model_version_tag(name, version, k, v if isinstance(v, str) else json.dumps(v))
+def _tag_values(tags: dict[str, Any]) -> dict[str, str]:
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in tags.items() if v is not None}
+
+
+# Registration is two steps (create the version with its tags, then mark it complete); a version
+# is visible to lookups only once ``complete`` is set, and ``reg_key`` makes a retry finish the
+# same version instead of creating a second one.
+COMPLETE_TAG = "complete"
+REG_KEY_TAG = "reg_key"
+# the tags that identify one registration (a retry of the same run/day gives the same key)
+_IDENTITY_TAGS = ("train_run", "data_digest", "fm_version", "mode", "state_key")
+
+
+def is_complete(version) -> bool:
+    """A registry version every step of whose registration finished (versions registered before
+    the ``complete`` tag existed carry no ``reg_key`` and count as complete)."""
+    tags = version.tags or {}
+    return tags.get(COMPLETE_TAG) == "true" or REG_KEY_TAG not in tags
+
+
+def registration_key(name: str, day: str, tags: dict[str, Any], run_id: str) -> str:
+    """Same run/day -> same key. Without any identity tag, the MLflow run is the identity."""
+    import hashlib
+
+    ident = {"name": name, "day": day, **{k: str(tags[k]) for k in _IDENTITY_TAGS if k in tags}}
+    if len(ident) == 2:
+        ident["run_id"] = run_id
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _mark_complete(client, name: str, version: str) -> None:
+    client.set_model_version_tag(name, version, COMPLETE_TAG, "true")
+
+
+def _registered_with_key(client, name: str, key: str):
+    """The version of ``name`` an earlier attempt registered under ``key`` (complete or not)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = [v for v in client.search_model_versions(f"name='{name}'")
+                 if (v.tags or {}).get(REG_KEY_TAG) == key]
+    except MlflowException:
+        return None
+    return max(found, key=lambda v: int(v.version)) if found else None
 
 
 @contextmanager
@@ -192,15 +231,29 @@ def _active_run(cfg: ExfmConfig, family: str, run_id: str | None, run_name: str)
 def _register(cfg: ExfmConfig, name: str, family: str, model, day: str, rows_seen: int,
               data_uris: list[str], run_id: str | None, extra: dict[str, Any] | None, sample,
               tags: dict[str, Any]) -> str:
+    """Log the snapshot and register it as one version of ``name``, idempotently: the version is
+    created with all its tags and its ``reg_key`` in one call, then marked ``complete`` (lookups
+    see it from then on). A retry after a kill between the steps finds the version by its key
+    and completes it instead of registering a duplicate."""
+    import mlflow
+
     client = connect(cfg)
     extra = {"day": day, **(extra or {})}
     with _active_run(cfg, family, run_id, f"{name}-{day}") as run:
-        info = log_snapshot(model, family, extra, sample=sample, registered_name=name)
-    version = str(info.registered_model_version)
-    _tag_version(client, name, version, {"day": day, "rows_seen": str(rows_seen),
-                                         "data_uris": list(data_uris), "git_rev": git_rev(),
-                                         "model_uri": info.model_uri, "run_id": run.info.run_id,
-                                         **tags})
+        key = registration_key(name, day, tags, run.info.run_id)
+        earlier = _registered_with_key(client, name, key)
+        if earlier is not None:
+            if not is_complete(earlier):
+                _mark_complete(client, name, earlier.version)
+            return str(earlier.version)
+        info = log_snapshot(model, family, extra, sample=sample, registered_name=None)
+        all_tags = {"day": day, "rows_seen": str(rows_seen), "data_uris": list(data_uris),
+                    "git_rev": git_rev(), "model_uri": info.model_uri, "run_id": run.info.run_id,
+                    **tags, REG_KEY_TAG: key}
+        mv = mlflow.register_model(info.model_uri, name, await_registration_for=60,
+                                   tags=_tag_values(all_tags))
+    version = str(mv.version)
+    _mark_complete(client, name, version)
     return version
 
 
@@ -244,8 +297,8 @@ def live_versions(cfg: ExfmConfig, name: str) -> list:
     except Exception as e:  # noqa: BLE001 - connection refused, timeout, DNS
         raise RegistryError(f"registry {cfg.tracking_uri} unreachable (listing {name}): "
                             f"{type(e).__name__}: {e}") from e
-    return [v for v in versions
-            if v.tags.get("archived") != "true" and not v.tags.get("superseded_by")]
+    return [v for v in versions if is_complete(v)
+            and v.tags.get("archived") != "true" and not v.tags.get("superseded_by")]
 
 
 def latest_version(cfg: ExfmConfig, name: str, before_day: str | None = None) -> str | None:

@@ -140,23 +140,48 @@ def _launch_argv(spec: ProcSpec) -> list[str]:
     return [sys.executable, "-c", _SIGDEF, ",".join(map(str, sorted(sigs))), *spec.argv]
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` created if missing and readable by its owner only (0700)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by its owner only (0600), never world-readable in between."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """``argv`` with the password of every ``scheme://user:password@host`` hidden."""
+    import re
+
+    return [re.sub(r"(://[^:/@\s]*:)[^@\s]+@", r"\1***@", a) for a in argv]
+
+
 def start_proc(spec: ProcSpec, run_dir: Path) -> dict:
-    """Start ``spec`` detached in its own session; write and return its PID-file record."""
-    spec.log.parent.mkdir(parents=True, exist_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(spec.log, "ab") as logf:
+    """Start ``spec`` detached in its own session; write and return its PID-file record (0600,
+    passwords in the command line hidden); the log file is 0600, their folders 0700."""
+    private_dir(spec.log.parent)
+    private_dir(run_dir)
+    fd = os.open(spec.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "ab") as logf:
         logf.write(f"\n=== exfm stack: starting {spec.name} at {time.ctime()}\n".encode())
         logf.flush()
         p = subprocess.Popen(_launch_argv(spec), env=spec.env, cwd=spec.cwd, stdout=logf,
                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                              start_new_session=True, close_fds=True)
-    info = {"pid": p.pid, "pgid": p.pid, "argv": spec.argv, "log": str(spec.log),
+    info = {"pid": p.pid, "pgid": p.pid, "argv": redact_argv(spec.argv), "log": str(spec.log),
             "stop_signal": int(spec.stop_signal), "stop_timeout": spec.stop_timeout,
             "signal_leader_only": spec.signal_leader_only,
             "start_ticks": _start_ticks(p.pid), "started": time.time(),
             # the stack's id from the environment: only processes carrying it count as ours
             "mark": {k: v for k, v in spec.env.items() if k in MARK_KEYS}}
-    pid_file(run_dir, spec.name).write_text(json.dumps(info))
+    write_private(pid_file(run_dir, spec.name), json.dumps(info))
     # keep the Popen object referenced so Python does not warn; reaped on stop via waitpid
     _CHILDREN[p.pid] = p
     return info

@@ -143,6 +143,7 @@ def ensure_secrets(cfg: ExfmConfig, airflow: bool = True) -> tuple[dict[str, str
 
     path = cfg.state_path / SECRETS_FILE
     cfg.state_path.mkdir(parents=True, exist_ok=True)
+    cfg.state_path.chmod(0o700)  # secrets, logs, PID files and SQLite files live below
     data = dict(read_state_secrets(cfg.state_path))
     gen = {
         "s3_access_key": lambda: "exfm" + _secrets.token_hex(8),
@@ -312,10 +313,12 @@ def mlflow_procs(cfg: ExfmConfig) -> list[ProcSpec]:
     a, s = s3_keys(cfg)
     env.update({"AWS_ACCESS_KEY_ID": a, "AWS_SECRET_ACCESS_KEY": s,
                 "MLFLOW_S3_ENDPOINT_URL": cfg.s3_endpoint,
-                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"})
-    argv = [_exe("mlflow"), "server", "--backend-store-uri", database_url(cfg, "mlflow"),
-            "--artifacts-destination", f"s3://{cfg.storage.bucket}/mlflow", "--serve-artifacts",
-            "--host", cfg.host, "--port", str(cfg.ports.mlflow), "--workers", "1"]
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+                # through the environment, not the command line: /proc/*/cmdline is world-readable
+                # and the PostgreSQL URL may hold a password
+                "MLFLOW_BACKEND_STORE_URI": database_url(cfg, "mlflow")})
+    argv = [_exe("mlflow"), "server", "--artifacts-destination",
+            f"s3://{cfg.storage.bucket}/mlflow", "--serve-artifacts", "--host", cfg.host, "--port", str(cfg.ports.mlflow), "--workers", "1"]
     return [ProcSpec("mlflow", argv, env, log_dir(cfg) / "mlflow.log", cwd=cfg.state_path,
                      stop_signal=signal.SIGTERM, stop_timeout=15)]
 

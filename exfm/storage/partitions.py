@@ -8,7 +8,16 @@ Layout (DESIGN.md "Contracts")::
 S3 cannot rename a folder, so a writer puts its parts under a fresh ``_v=<id>/`` staging prefix
 and commits by writing one small object, the manifest, last (a single PUT is atomic). Readers
 follow the manifest, never a listing: a crash at any point leaves either the old day or the new
-day visible, never a mix. After a commit, parts no manifest names are deleted.
+day visible, never a mix.
+
+Two writers on one day (a manual run beside the DAG, a zombie attempt) are fenced: a writer takes
+the day's generation in the lease store's database before staging and commits only if it still
+holds it (:class:`~exfm.das.lease.PartitionFence`); a fenced writer deletes its own staged parts
+and fails with :class:`WriterFenced`. After a commit the holder collects: parts no manifest names
+(crashed or fenced writers), except the current holder's staging, go at once; the replaced
+version's parts stay listed under the manifest's ``retired`` for ``storage.superseded_grace_s``
+(a reader holding the old manifest still finds them) and are collected by a later commit or
+:meth:`PartitionStore.collect`.
 """
 
 from __future__ import annotations
@@ -37,6 +46,10 @@ class DayNotFound(StorageError):
     """No committed partition for that day."""
 
 
+class WriterFenced(StorageError):
+    """Another writer took the day after this one started; this write committed nothing."""
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What a committed day holds. ``digest`` depends on the content only (not on the write id),
@@ -53,6 +66,8 @@ class Manifest:
     fm_version: str | None = None
     created_at: float = field(default_factory=time.time)
     extra: dict = field(default_factory=dict)
+    # replaced versions still kept for readers: [{"parts": [...], "at": commit time}]
+    retired: list = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, indent=1)
@@ -187,9 +202,13 @@ class PartitionStore:
         if missing:
             raise StorageError(f"{self.uri(day)}: refusing to write: required columns {missing} "
                                f"missing from the table (has {table.column_names})")
+        from exfm.das.store import partition_fence
+
         client = s3_client(self.cfg)
         write_id = uuid.uuid4().hex[:12]
         staging = f"{self.day_prefix(day)}_v={write_id}/"
+        fence, fence_key = partition_fence(self.cfg), self._fence_key(day)
+        generation = fence.take(fence_key, write_id)
         digest = hashlib.sha256(arrow_schema_hash(table.schema).encode())
         parts = []
         n = table.num_rows
@@ -207,25 +226,68 @@ class PartitionStore:
             raise
         except Exception as e:  # noqa: BLE001
             raise StorageError(f"{self.uri(day)}: writing parts failed, day left as it was: {e}") from e
-        m = Manifest(prefix=self.prefix, day=day, write_id=write_id, parts=parts, rows=n,
-                     schema_hash=arrow_schema_hash(table.schema), digest=digest.hexdigest(),
-                     producer=producer, fm_version=fm_version, extra=extra or {})
-        # The commit: one PUT of a small object. Before it, readers see the old day.
-        client.put_object(Bucket=self.bucket, Key=self.manifest_key(day), Body=m.to_json().encode())
-        self._collect_garbage(day, keep=set(parts))
+        from exfm.das.lease import FencedError
+
+        try:
+            # The commit: one PUT of a small object, under the fence. Before it, readers see the
+            # old day; a writer that took the day after us makes this raise instead.
+            with fence.committing(fence_key, generation):
+                now = time.time()
+                m = Manifest(prefix=self.prefix, day=day, write_id=write_id, parts=parts, rows=n,
+                             schema_hash=arrow_schema_hash(table.schema), digest=digest.hexdigest(),
+                             producer=producer, fm_version=fm_version, extra=extra or {},
+                             created_at=now, retired=self._retired(self.manifest(day), now))
+                client.put_object(Bucket=self.bucket, Key=self.manifest_key(day),
+                                  Body=m.to_json().encode())
+        except FencedError as e:
+            self._delete(parts)  # only our own staging; the holder collects the rest
+            raise WriterFenced(f"{self.uri(day)}: {e}; this write ({write_id}) committed nothing "
+                               "and its parts were deleted") from None
+        self.collect(day)
         return m
 
-    def _collect_garbage(self, day: str, keep: set[str]) -> int:
-        """Delete parts under ``day`` that the committed manifest does not name."""
+    def _fence_key(self, day: str) -> str:
+        return f"{self.bucket}/{self.day_prefix(day)}"
+
+    def _retired(self, prev: Manifest | None, now: float) -> list:
+        """The new manifest's ``retired``: the replaced version now, plus earlier ones still in
+        their grace period."""
+        grace = self.cfg.storage.superseded_grace_s
+        out = [r for r in (prev.retired if prev else []) if now - r["at"] < grace]
+        if prev is not None and prev.parts:
+            out.append({"parts": list(prev.parts), "at": now})
+        return out
+
+    def collect(self, day: str, now: float | None = None) -> int:
+        """Delete the parts under ``day`` that no reader can need: not named by the committed
+        manifest, not a replaced version within ``storage.superseded_grace_s``, not the
+        staging of the writer that holds the day now. Returns how many were deleted."""
+        from exfm.das.store import partition_fence
+
+        now = time.time() if now is None else now
+        m = self.manifest(day)
+        keep = set(m.parts) if m else set()
+        for r in (m.retired if m else []):
+            if now - r["at"] < self.cfg.storage.superseded_grace_s:
+                keep |= set(r["parts"])
         client = s3_client(self.cfg)
-        doomed = []
+        listed = []
         for page in client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self.day_prefix(day) + "_v="):
-            doomed += [o["Key"] for o in page.get("Contents", []) if o["Key"] not in keep]
+            listed += [o["Key"] for o in page.get("Contents", [])]
+        # read after listing: a part listed was staged by a writer that took the day before
+        held = partition_fence(self.cfg).holder(self._fence_key(day))
+        holding = f"{self.day_prefix(day)}_v={held[1]}/" if held else None
+        doomed = [k for k in listed if k not in keep and not (holding and k.startswith(holding))]
+        self._delete(doomed)
+        return len(doomed)
+
+    def _delete(self, keys: list[str]) -> None:
+        client = s3_client(self.cfg)
+        doomed = list(keys)
         for i in range(0, len(doomed), 1000):
             client.delete_objects(Bucket=self.bucket, Delete={
                 "Objects": [{"Key": k} for k in doomed[i:i + 1000]], "Quiet": True})
-        return len(doomed)
 
 
 # -- the dataset's schema.yaml beside raw/ -----------------------------------------------------

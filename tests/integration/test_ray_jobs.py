@@ -2,7 +2,8 @@
 
 - FM on 2 workers: disjoint shards that cover every row of the day exactly once; the registered
   snapshot loads from the registry and predicts.
-- Fault injection: rank 1 dies (``os._exit``) on the first attempt; Ray Train restarts the group,
+- Fault injection (through the test's own entry ``tests.integration.fault_train_fm``, not the
+  product): rank 1 dies (``os._exit``) on the first attempt; Ray Train restarts the group,
   both ranks resume from the last checkpoint on S3, the day finishes with every row's update in
   the weights once (``rows_day`` == the manifest's rows, no row counted twice).
 - 1 worker (the default config) warm-starts from the day before; rows_seen is cumulative.
@@ -22,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from exfm.compute.fm_worker import FAIL_ENV
 from exfm.compute.submit import RayJobError, job_client, submit_and_wait
 from tests.integration.conftest import stack_env
+from tests.integration.fault_train_fm import FAIL_ENV
 
 pytestmark = pytest.mark.integration
 
@@ -51,8 +52,9 @@ def ray_data(stack_cfg, tmp_path_factory):
     return {"config": str(config_dump_path(stack_cfg)), "dir": d}
 
 
-def fm_job(stack_cfg, ray_data, day, sid, workers, row_log=None, env=None, log=None):
-    argv = ["-m", "ray_jobs.train_fm", "--day", day, "--config", ray_data["config"], *SMALL,
+def fm_job(stack_cfg, ray_data, day, sid, workers, row_log=None, env=None, log=None,
+           entry="ray_jobs.train_fm"):
+    argv = ["-m", entry, "--day", day, "--config", ray_data["config"], *SMALL,
             "--set", f"ray.num_workers={workers}"]
     if row_log:
         argv += ["--row-log-dir", str(row_log)]
@@ -94,7 +96,8 @@ def test_fm_two_workers_disjoint_shards_and_registered_snapshot(stack_cfg, ray_d
 def test_fm_resumes_from_checkpoint_after_a_worker_dies(stack_cfg, ray_data, tmp_path):
     lines: list[str] = []
     res = fm_job(stack_cfg, ray_data, DAYS[1], "test-fm-d2-fault", 2, row_log=tmp_path / "rows",
-                 env={FAIL_ENV: "1:2"}, log=lines.append)
+                 env={FAIL_ENV: "1:2"}, log=lines.append,
+                 entry="tests.integration.fault_train_fm")  # the fault comes in through the test
     assert res["restarts"] == 1, "the group should have been restarted once"
     assert res["rows_day"] == ROWS  # every row's update in the weights once
     assert res["rows_seen"] == 2 * ROWS  # warm-started from day 1's snapshot

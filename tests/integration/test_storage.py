@@ -40,9 +40,15 @@ def _keys(cfg, prefix: str) -> list[str]:
     return sorted(o["Key"] for o in out.get("Contents", []))
 
 
+def _no_grace(cfg):
+    """Replaced versions collected at the commit (the grace is tested in test_faults.py)."""
+    return cfg.model_copy(update={"storage": cfg.storage.model_copy(
+        update={"superseded_grace_s": 0})})
+
+
 def test_write_read_filter_rerun_identical(stack_cfg):
     ensure_bucket(stack_cfg)
-    store = PartitionStore(stack_cfg, "t_rw")
+    store = PartitionStore(_no_grace(stack_cfg), "t_rw")
     with pytest.raises(DayNotFound):
         store.read_day(DAY)
     m1 = store.write_day(DAY, _table(1000), producer="test", rows_per_part=300)
@@ -82,7 +88,7 @@ _CRASHER = textwrap.dedent("""
 
 @pytest.mark.parametrize("crash_after", [1, 3], ids=["between-parts", "before-manifest"])
 def test_crash_mid_write_leaves_the_day_as_it_was(stack_cfg, crash_after):
-    store = PartitionStore(stack_cfg, "t_crash")
+    store = PartitionStore(_no_grace(stack_cfg), "t_crash")
     before = store.write_day(DAY, _table(100), producer="good")
     proc = subprocess.run([sys.executable, "-c", _CRASHER, str(crash_after)], env=dict(os.environ),
                           capture_output=True, text=True, timeout=120)

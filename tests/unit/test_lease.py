@@ -6,6 +6,7 @@ server (CI has it) and fail, not skip, when it is missing.
 
 import multiprocessing as mp
 import threading
+import time
 import uuid
 
 import pytest
@@ -133,3 +134,55 @@ def test_loader_keeps_old_until_new_loaded_and_loads_once(tmp_path):
     assert loader.current() == ("2", "model-2")
     assert loader.refresh() is False  # same version: no second load
     assert loads == ["1", "2"]
+
+
+# --- writer fence of day partitions ------------------------------------------------------------
+def test_fence_later_writer_wins_earlier_is_fenced(tmp_path):
+    import pytest
+
+    from exfm.das.lease import FencedError, PartitionFence, make_engine
+
+    fence = PartitionFence(make_engine(f"sqlite:///{tmp_path}/f.db"))
+    fence.create_tables()
+    key = "b/raw/day=2026-01-01/"
+    a = fence.take(key, "a")
+    b = fence.take(key, "b")
+    assert (a, b) == (1, 2) and fence.holder(key) == (2, "b")
+    with pytest.raises(FencedError, match="another writer"):
+        with fence.committing(key, a):
+            raise AssertionError("a fenced writer's commit body must not run")
+    ran = []
+    with fence.committing(key, b):
+        ran.append(True)
+    assert ran == [True]
+    assert fence.holder("b/raw/day=2026-01-02/") is None
+
+
+def test_fence_take_waits_for_a_commit_in_progress(tmp_path):
+    """A writer that takes the day while another commits gets it only after that commit: the
+    check and the manifest PUT are one step for everyone else."""
+    import threading
+
+    from exfm.das.lease import PartitionFence, make_engine
+
+    fence = PartitionFence(make_engine(f"sqlite:///{tmp_path}/f.db"))
+    fence.create_tables()
+    key = "b/raw/day=2026-01-01/"
+    g = fence.take(key, "a")
+    events: list[str] = []
+    inside = threading.Event()
+
+    def taker():
+        inside.wait(10)
+        fence.take(key, "b")
+        events.append("b took")
+
+    t = threading.Thread(target=taker)
+    t.start()
+    with fence.committing(key, g):
+        inside.set()
+        time.sleep(0.5)
+        events.append("a committed")
+    t.join(30)
+    assert events == ["a committed", "b took"]
+    assert fence.holder(key) == (2, "b")

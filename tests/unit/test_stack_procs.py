@@ -115,3 +115,23 @@ def test_port_in_use_sees_a_listener_and_a_bound_socket():
 
 def test_tail_of_a_missing_log():
     assert tail("/nonexistent/exfm.log") == "(no log yet)"
+
+
+def test_pid_file_and_log_are_private_and_hide_passwords(tmp_path):
+    import json
+    import stat
+
+    spec = ProcSpec("pw", ["/bin/sh", "-c", "sleep 30", "postgresql://u:s3cr3t-pw@h:5432/db"],
+                    dict(os.environ, EXFM_TEST_MARK=f"{tmp_path}-pw"), tmp_path / "logs" / "pw.log")
+    run = tmp_path / "run"
+    start_proc(spec, run)
+    try:
+        pid = run / "pw.pid"
+        assert "s3cr3t-pw" not in pid.read_text()
+        assert json.loads(pid.read_text())["argv"][-1] == "postgresql://u:***@h:5432/db"
+        assert stat.S_IMODE(pid.stat().st_mode) == 0o600
+        assert stat.S_IMODE(spec.log.stat().st_mode) == 0o600
+        assert stat.S_IMODE(run.stat().st_mode) == 0o700
+        assert stat.S_IMODE(spec.log.parent.stat().st_mode) == 0o700
+    finally:
+        stop_proc(run, "pw", log=lambda m: None)

@@ -128,11 +128,25 @@ def test_seaweedfs_command_binds_loopback_on_configured_ports(cfg):
     assert stat.S_IMODE(ident.stat().st_mode) == 0o600
 
 
+def test_mlflow_password_stays_off_the_command_line(cfg, monkeypatch):
+    import exfm.db
+
+    url = "postgresql://exfm:s3cr3t-pw@db.example:5432/exfm_mlflow"
+    monkeypatch.setattr(exfm.db, "database_url", lambda *a, **k: url)
+    S.ensure_secrets(cfg)
+    (spec,) = S.mlflow_procs(cfg)
+    assert not any("s3cr3t-pw" in a for a in spec.argv)
+    assert spec.env["MLFLOW_BACKEND_STORE_URI"] == url
+    assert stat.S_IMODE(cfg.state_path.stat().st_mode) == 0o700
+
+
 def test_mlflow_command_uses_the_state_db_and_s3_artifacts(cfg):
     S.ensure_secrets(cfg)
     (spec,) = S.mlflow_procs(cfg)
     argv = spec.argv
-    assert argv[argv.index("--backend-store-uri") + 1] == f"sqlite:///{cfg.state_path}/db/mlflow.db"
+    # the database URL (it may hold a password) goes through the env, never the command line
+    assert "--backend-store-uri" not in argv
+    assert spec.env["MLFLOW_BACKEND_STORE_URI"] == f"sqlite:///{cfg.state_path}/db/mlflow.db"
     assert argv[argv.index("--artifacts-destination") + 1] == "s3://exfm/mlflow"
     assert "--serve-artifacts" in argv and argv[argv.index("--workers") + 1] == "1"
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
