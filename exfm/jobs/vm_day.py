@@ -100,10 +100,13 @@ def tune_for_day(cfg: ExfmConfig, day: str, vm: VMConfig, schema, table, store, 
 
 
 def train_arm(cfg: ExfmConfig, day: str, vm: VMConfig, table, schema, data_uri: str, digest: str,
-              fm_version: str | None, registered: str, arm: str, tune_store=None) -> dict:
+              fm_version: str | None, registered: str, arm: str, tune_store=None,
+              freshness=None) -> dict:
     """Progressive score, (tune,) train, register one arm. Returns its summary.
 
-    ``tune_store``: the augmented PartitionStore to tune GS/LS/LW on (None = no tuning)."""
+    ``tune_store``: the augmented PartitionStore to tune GS/LS/LW on (None = no tuning);
+    ``freshness``: the day's :class:`~exfm.promotion.freshness.FreshnessVerdict` (gap metric,
+    ``degraded`` tag)."""
     import mlflow
     import torch
 
@@ -154,6 +157,10 @@ def train_arm(cfg: ExfmConfig, day: str, vm: VMConfig, table, schema, data_uri: 
                            "distillation.lw": cfg.distillation.lw,
                            "models.batch_size": cfg.models.batch_size})
         mlflow.set_tag("tune", tuning["tune"])
+        degraded = freshness is not None and freshness.degraded
+        if freshness is not None and freshness.gap is not None:
+            mlflow.log_metric("fm/freshness_gap_days", freshness.gap, step=step)
+            mlflow.set_tags({"freshness": freshness.status, "degraded": str(degraded).lower()})
         if tuning["tune"] == "tuned":
             mlflow.log_dict(tuning, "tuning.json")
         if progressive is not None:
@@ -169,6 +176,8 @@ def train_arm(cfg: ExfmConfig, day: str, vm: VMConfig, table, schema, data_uri: 
         version = register_vm(cfg, registered.removeprefix("exfm-vm-"), model, day, res.rows_seen,
                               [data_uri], fm_version, extra={"day": day, "mode": mode},
                               sample=table.slice(0, 64), tags={"state_key": key, "mode": mode,
+                                                               **({"degraded": "true"} if degraded
+                                                                  else {}),
                                                                "run_id": run.info.run_id,
                                                                "data_digest": digest,
                                                                **tune_tags})
@@ -203,6 +212,12 @@ def run(cfg: ExfmConfig, day: str, vm_name: str) -> VMDayResult:
             raise DayNotFound(f"{store.uri(day)}: neither augmented nor raw partition for {day}")
         vm = vm.model_copy(update={"mode": "none"})
     fm_version = m.fm_version
+    from exfm.das.blessing import vm_freshness
+
+    fresh = vm_freshness(cfg, day, fm_version)  # StaleFMError under freshness.policy: fail
+    if fresh.degraded:  # the FM is too old: train without its supervision, and say so
+        print(f"VM '{vm_name}': {fresh.message}: training without FM", flush=True)
+        vm = vm.model_copy(update={"mode": "none"})
     table = store.read_day(day, filter=vm_slice_filter(vm, schema))
     if table.num_rows == 0:
         raise ValueError(f"VM '{vm_name}': its slice of {store.uri(day)} is empty "
@@ -212,7 +227,7 @@ def run(cfg: ExfmConfig, day: str, vm_name: str) -> VMDayResult:
     ensure_experiments(cfg, vms=names)
     mlflow.set_experiment(experiment_name(cfg, "vm"))
     arms = {"fm": train_arm(cfg, day, vm, table, schema, store.uri(day), m.digest, fm_version,
-                            vm_model_name(vm_name), arm="fm",
+                            vm_model_name(vm_name), arm="fm", freshness=fresh,
                             tune_store=aug if store is aug else None)}
     if vm.control:
         control = vm.model_copy(update={"mode": "none"})

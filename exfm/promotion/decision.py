@@ -29,11 +29,13 @@ class Decision:
     decision: str  # promoted | refused | no_decision | manual_promote | rollback
     reason: str
     metric: str
+    # the figures on the day's slice: the metric of each model, the challenger's calibration
     challenger: float | None = None
     champion: float | None = None
     control: float | None = None
     calibration: float | None = None
     rows: int = 0
+    # where and what: the VM, the day whose rows judged, the versions compared, who decided
     vm: str = ""
     day: str = ""
     challenger_version: str | None = None

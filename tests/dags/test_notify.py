@@ -1,0 +1,81 @@
+"""The failure notifier in a real Airflow run: a task that fails (a gate's reason) under
+``dag.test()`` with ``ExfmFailureNotifier`` as its ``on_failure_callback``; the alert reaches a
+local webhook (an HTTP server on 127.0.0.1) with the DAG, task, day, try and the reason, and the
+task downstream of the failed one does not run.
+
+Airflow runs in a subprocess with its own AIRFLOW_HOME (SQLite), as in ``test_dagbag``."""
+
+import json
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+
+PROBE = r"""
+import os, pendulum
+from airflow.sdk import dag, task
+from exfm_notify import ExfmFailureNotifier
+
+HOOK, MARKER = os.environ["PROBE_HOOK"], os.environ["PROBE_MARKER"]
+
+@dag(dag_id="notify_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+     catchup=False, default_args={"retries": 0,
+                                  "on_failure_callback": ExfmFailureNotifier(webhook=HOOK)})
+def probe():
+    @task
+    def gate_raw():
+        raise RuntimeError("gate_raw 2026-01-03: label rate of click 0.000 below 0.001")
+
+    @task
+    def augment():
+        open(MARKER, "w").write("ran")
+
+    gate_raw() >> augment()
+
+d = probe()
+if __name__ == "__main__":
+    d.test(logical_date=pendulum.datetime(2026, 1, 3, tz="UTC"))
+"""
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802
+        type(self).received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *a):
+        pass
+
+
+def test_failed_task_alert_reaches_the_webhook(tmp_path):
+    srv = HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    marker = tmp_path / "augment_ran"
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    (folder / "notify_probe.py").write_text(PROBE)
+    env = {"AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__DAGS_FOLDER": str(folder), "PATH": str(Path(sys.executable).parent),
+           "HOME": str(tmp_path), "PYTHONPATH": f"{DAGS}:{DAGS.parent}",
+           "PROBE_HOOK": f"http://127.0.0.1:{srv.server_port}/hook", "PROBE_MARKER": str(marker)}
+    try:
+        subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env,
+                       capture_output=True, timeout=300, check=True)
+        proc = subprocess.run([sys.executable, str(folder / "notify_probe.py")], env=env,
+                              text=True, capture_output=True, timeout=300)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert _Hook.received, proc.stdout[-3000:] + proc.stderr[-3000:]
+    alert = _Hook.received[0]["alert"]
+    assert (alert["dag_id"], alert["task_id"], alert["day"]) == ("notify_probe", "gate_raw", "2026-01-03")
+    assert alert["try_number"] == 1 and "label rate of click" in alert["reason"]
+    assert alert["log_url"] and "/dags/notify_probe/runs/" in alert["log_url"]
+    assert "[exfm] FAILED notify_probe.gate_raw day 2026-01-03" in _Hook.received[0]["text"]
+    assert not marker.exists()  # downstream of the failed gate did not run

@@ -1,0 +1,87 @@
+"""The day report against a real MLflow: for each day of a 3-day run made here directly (VM runs
+with progressive figures for the FM arm and the control arm, an FM version per day, one gate
+decision), the report run exists in ``exfm-pipeline`` with its table, markdown and plots, its
+figures (lift, freshness gap, promoted, degraded) are right, and a re-run reuses the run. Every
+exfm experiment carries ``mlflow.experimentKind=custom_model_development``."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+
+from exfm.config import VMConfig
+from exfm.registry.mlflow_registry import connect, ensure_experiments, experiment_name
+from exfm.report.day_report import log_day_report
+
+pytestmark = pytest.mark.integration
+
+DAYS = ["2026-02-01", "2026-02-02", "2026-02-03"]
+
+
+@pytest.fixture(scope="module")
+def rcfg(stack_cfg):
+    return stack_cfg.model_copy(update={
+        "vms": [VMConfig(name="rep-a", model="fam"), VMConfig(name="rep-b", model="fam")],
+        "das": stack_cfg.das.model_copy(update={"fm_model": "exfm-fm-reporttest"})})
+
+
+def _vm_run(cfg, vm, day, arm, ne, auc, cal, fm_version, degraded=False):
+    mlflow.set_experiment(experiment_name(cfg, "vm"))
+    tags = {"day": day, "vm": vm, "arm": arm, "component": "vm", "fm_version": fm_version}
+    if degraded:
+        tags["degraded"] = "true"
+    with mlflow.start_run(run_name=f"{vm}/{day}/{arm}", tags=tags):
+        mlflow.log_metrics({"eval/ne": ne, "eval/auc": auc, "eval/calibration": cal})
+
+
+def test_day_report_for_each_day_of_a_backfill(rcfg):
+    cfg = rcfg
+    client = connect(cfg)
+    ensure_experiments(cfg, vms=["rep-a", "rep-b"])
+    for name in ("mlflow.experimentKind",):
+        for fam in ("fm", "vm", "das", "pipeline"):
+            exp = client.get_experiment_by_name(experiment_name(cfg, fam))
+            assert exp.tags[name] == "custom_model_development"
+    # FM versions trained on 01-31 and 02-01 (02-02 reuses the 02-01 one: gap 2 on 02-03)
+    fm = {}
+    for d in ("2026-01-31", "2026-02-01"):
+        mv = client.create_model_version("exfm-fm-reporttest", source="s3://none/fm")
+        client.set_model_version_tag("exfm-fm-reporttest", mv.version, "day", d)
+        fm[d] = str(mv.version)
+    teacher = {"2026-02-01": fm["2026-01-31"], "2026-02-02": fm["2026-02-01"],
+               "2026-02-03": fm["2026-02-01"]}
+    for i, d in enumerate(DAYS):
+        _vm_run(cfg, "rep-a", d, "fm", 0.78 - 0.01 * i, 0.72, 1.02, teacher[d])
+        _vm_run(cfg, "rep-a", d, "control", 0.80, 0.70, 0.99, "none")
+        _vm_run(cfg, "rep-b", d, "fm", 0.85, 0.65, 1.4, teacher[d], degraded=(i == 2))
+    # a gate decision of 02-03 recorded on a version of rep-a
+    mv = client.create_model_version("exfm-vm-rep-a", source="s3://none/vm")
+    for k, v in {"gate.day": "2026-02-03", "gate.decision": "promoted",
+                 "gate.reason": "ne 0.76 vs champion 0.77: not worse"}.items():
+        client.set_model_version_tag("exfm-vm-rep-a", mv.version, k, v)
+
+    reports = [log_day_report(cfg, d, links={"gate_raw": f"file:///docs/{d}/index.html"},
+                              log=lambda m: None) for d in DAYS]
+    for rep, d in zip(reports, DAYS):
+        run = client.get_run(rep.run_id)
+        assert run.info.run_name == f"report/{d}" and run.data.tags["day"] == d
+        files = {a.path for a in client.list_artifacts(rep.run_id)}
+        assert {"vms.json", "report.md", "plots"} <= files
+        plots = {a.path for a in client.list_artifacts(rep.run_id, "plots")}
+        assert plots == {"plots/lift.png", "plots/calibration.png", "plots/freshness.png"}
+        assert rep.url.endswith(rep.run_id) and rep.headline[0] == f"day {d}: 2 VM(s)"
+    last = reports[-1]
+    rows = {r["vm"]: r for r in last.rows}
+    assert rows["rep-a"]["ne_lift_pct"] == pytest.approx((0.80 - 0.76) / 0.80 * 100)
+    assert rows["rep-a"]["freshness_gap"] == 2 and rows["rep-a"]["promoted"] == "promoted"
+    assert rows["rep-b"]["degraded"] is True and rows["rep-b"]["ne_lift_pct"] is None
+    metrics = client.get_run(last.run_id).data.metrics
+    assert metrics["report/rep-a/freshness_gap"] == 2 and metrics["report/rep-b/degraded"] == 1
+    table = json.loads(mlflow.artifacts.load_text(f"runs:/{last.run_id}/vms.json"))
+    assert "ne_lift_pct" in table["columns"] and len(table["data"]) == 2
+    md = mlflow.artifacts.load_text(f"runs:/{last.run_id}/report.md")
+    assert "| rep-b |" in md and "[gate_raw](file:///docs/2026-02-03/index.html)" in md
+    # a re-run of the day logs into the same run
+    assert log_day_report(cfg, DAYS[-1], log=lambda m: None).run_id == last.run_id

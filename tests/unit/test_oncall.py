@@ -1,0 +1,103 @@
+"""On-call alerts: one readable message (DAG, task, day, try, the error's last lines, links) that
+reaches a real HTTP server on 127.0.0.1 as JSON; a webhook that is down is logged, not raised,
+and its URL's path (often a token) never appears in the log; FM blessing's pure verdict."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from exfm.config.promotion import FMBlessingConfig
+from exfm.das.blessing import judge_fm
+from exfm.oncall import WEBHOOK_ENV, build_alert, format_alert, notify, webhook_url
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append((self.path, self.headers["Content-Type"], json.loads(body)))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture
+def webhook():
+    _Hook.received = []
+    srv = HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_port}/hooks/SECRET-TOKEN", _Hook.received
+    srv.shutdown()
+    srv.server_close()
+
+
+def _raise():
+    def inner():
+        raise ValueError("gate_raw 2026-01-03: label rate of click 0.000 below 0.001")
+    try:
+        inner()
+    except ValueError as e:
+        return e
+
+
+def test_alert_is_readable_and_keeps_the_last_lines():
+    a = build_alert("exfm_daily", "train_vm", "2026-01-03", 2, _raise(),
+                    log_url="http://127.0.0.1:8080/dags/exfm_daily/runs/r/tasks/train_vm/mapped/1",
+                    mlflow_url="http://127.0.0.1:5000/#/runs/abc", max_lines=3, map_index=1)
+    text = format_alert(a)
+    first = text.splitlines()[0]
+    assert first == ("[exfm] FAILED exfm_daily.train_vm[1] day 2026-01-03 (try 2): ValueError: "
+                     "gate_raw 2026-01-03: label rate of click 0.000 below 0.001")
+    assert len(a.error_lines) == 3 and a.error_lines[-1].startswith("ValueError: gate_raw")
+    assert "Airflow log: http://127.0.0.1:8080/dags/" in text and "MLflow run: " in text
+    s = build_alert("d", "t", None, None, "line1\nRuntimeError: boom")
+    assert s.reason == "RuntimeError: boom" and s.map_index is None
+
+
+def test_alert_reaches_a_local_webhook(webhook):
+    url, got = webhook
+    a = build_alert("exfm_daily", "gate_raw", "2026-01-03", 1, _raise())
+    logs = []
+    assert notify(a, url, log=logs.append) is True
+    [(path, ctype, body)] = got
+    assert path == "/hooks/SECRET-TOKEN" and ctype == "application/json"
+    assert "label rate of click" in body["alert"]["reason"] and body["alert"]["day"] == "2026-01-03"
+    assert body["text"].startswith("[exfm] FAILED exfm_daily.gate_raw")
+    assert logs and logs[0].startswith("[exfm] FAILED")
+
+
+def test_a_dead_webhook_is_logged_without_its_path(monkeypatch):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    logs = []
+    a = build_alert("d", "t", "2026-01-01", 1, "RuntimeError: x")
+    assert notify(a, f"http://127.0.0.1:{port}/hooks/SECRET", timeout_s=2, log=logs.append) is False
+    assert f"127.0.0.1:{port}" in logs[-1] and "SECRET" not in logs[-1]
+    monkeypatch.setenv(WEBHOOK_ENV, "http://127.0.0.1:1/env")
+    assert webhook_url("http://configured") == "http://127.0.0.1:1/env"
+    monkeypatch.delenv(WEBHOOK_ENV)
+    assert webhook_url(None) is None
+
+
+def test_judge_fm_collapse_and_margin():
+    fb = FMBlessingConfig(max_abs_worsening=0.01)
+    y = [0, 1] * 50
+    good = [0.2, 0.8] * 50
+    assert judge_fm(fb, y, good).blessed is True  # first snapshot, not collapsed
+    tiny = [0.001, 0.002] * 50  # mean 0.0015 / rate 0.5: collapsed towards 0
+    b = judge_fm(fb, y, tiny, good)
+    assert b.blessed is False and "outside [0.2, 5.0]" in b.reason
+    worse = judge_fm(fb, y, [0.4, 0.6] * 50, good)
+    assert worse.blessed is False and "vs serving" in worse.reason and worse.serving < worse.candidate
+    assert judge_fm(fb, y, good, [0.4, 0.6] * 50).blessed is True
