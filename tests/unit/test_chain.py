@@ -1,0 +1,52 @@
+"""The point-in-time selection rules of exfm.registry.chain on registry listings (the listing
+itself is exercised against a real MLflow in tests/integration/test_scheduler.py)."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from exfm.config import ExfmConfig
+from exfm.registry import chain
+
+
+def _v(version, day, **tags):
+    return SimpleNamespace(version=str(version), tags={"day": day, **tags})
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    versions: list = []
+    monkeypatch.setattr(chain, "live_versions", lambda cfg, name: [
+        v for v in versions if not v.tags.get("superseded_by")])
+    return versions
+
+
+def test_warm_start_is_the_previous_days_snapshot(registry):
+    cfg = ExfmConfig()
+    assert chain.fm_warm_start(cfg, "2026-01-01") is None  # the chain's first day
+    registry += [_v(1, "2026-01-01"), _v(2, "2026-01-02"), _v(3, "2026-01-03")]
+    assert chain.fm_warm_start(cfg, "2026-01-03") == "2"  # not the newest (v3, a later day)
+    assert chain.fm_warm_start(cfg, "2026-01-02") == "1"
+
+
+def test_missing_previous_day_names_the_day_to_run_first(registry):
+    registry += [_v(1, "2026-01-01")]
+    with pytest.raises(chain.ChainError, match="run 2026-01-02 first"):
+        chain.fm_warm_start(ExfmConfig(), "2026-01-03")
+
+
+def test_das_uses_the_newest_fm_trained_before_the_day(registry):
+    cfg = ExfmConfig()
+    registry += [_v(1, "2026-01-01"), _v(4, "2026-01-02"), _v(3, "2026-01-03")]
+    assert chain.das_fm_version(cfg, "2026-01-01") is None
+    assert chain.das_fm_version(cfg, "2026-01-03") == "4"
+    # a replay of day 2 after day 3: day 1's snapshot, never day 3's
+    assert chain.das_fm_version(cfg, "2026-01-02") == "1"
+    assert chain.das_fm_version(cfg, "2026-02-01") == "3"  # newest day wins over higher version
+
+
+def test_superseded_versions_are_skipped(registry):
+    registry += [_v(1, "2026-01-01"), _v(2, "2026-01-02", superseded_by="5"),
+                 _v(5, "2026-01-02")]
+    assert chain.fm_version_of_day(ExfmConfig(), "2026-01-02") == "5"
+    assert chain.previous_day("2026-03-01") == "2026-02-28"
