@@ -7,26 +7,11 @@ import time
 
 import click
 
-from exfm.commands.options import config_options
-
-
-def parse_day(_ctx, param, value: str | None) -> str | None:
-    """``--day``: a real calendar date written YYYY-MM-DD (one-line error otherwise)."""
-    import re
-    from datetime import date
-
-    if value is None:
-        return None
-    try:
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-            raise ValueError
-        return date.fromisoformat(value).isoformat()
-    except ValueError:
-        raise click.ClickException(f"--day {value!r}: not a date written YYYY-MM-DD") from None
+from exfm.commands.options import config_options, day_callback
 
 
 @click.command("run-day")
-@click.option("--day", required=True, callback=parse_day, help="logical date YYYY-MM-DD")
+@click.option("--day", required=True, callback=day_callback, help="logical date YYYY-MM-DD")
 @click.option("--step", type=click.Choice(["all", "land", "augment", "train-fm", "train-vm"]),
               default="all", show_default=True, help="run one step only")
 @click.option("--vm", default=None, help="with --step train-vm: the VM to train")
