@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 from exfm.config.base import ConfigError, StrictModel
 from exfm.config.method import (DataConfig, DistillationConfig, ModelsConfig, VMConfig,
                                 default_vms)
+from exfm.config.schedule import ScheduleConfig
 from exfm.config.promotion import (DeadlineConfig, FMBlessingConfig, FreshnessConfig,
                                    OncallConfig, PromotionConfig)
 from exfm.config.services import (AirflowConfig, DasConfig, DatabaseConfig, PortsConfig,
@@ -38,6 +39,7 @@ class ExfmConfig(StrictModel):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     distillation: DistillationConfig = Field(default_factory=DistillationConfig)
     das: DasConfig = Field(default_factory=DasConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     fm_blessing: FMBlessingConfig = Field(default_factory=FMBlessingConfig)
