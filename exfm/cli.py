@@ -22,6 +22,7 @@ COMMANDS = {
     "demo": "exfm.commands.demo:demo",
     "das": "exfm.commands.das:das",
     "ray": "exfm.commands.ray:ray_cmd",
+    "offline": "exfm.commands.offline:offline",
     "promote": "exfm.commands.promote:promote", "rollback": "exfm.commands.promote:rollback",
     "gate": "exfm.commands.promote:gate",
 }

@@ -17,6 +17,7 @@ from exfm.config.base import ConfigError, StrictModel
 from exfm.config.method import (DataConfig, DistillationConfig, ModelsConfig, VMConfig,
                                 default_vms)
 from exfm.config.schedule import ScheduleConfig
+from exfm.config.offline import OfflineConfig
 from exfm.config.promotion import (DeadlineConfig, FMBlessingConfig, FreshnessConfig,
                                    OncallConfig, PromotionConfig)
 from exfm.config.services import (AirflowConfig, DasConfig, DatabaseConfig, PortsConfig,
@@ -42,6 +43,7 @@ class ExfmConfig(StrictModel):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    offline: OfflineConfig = Field(default_factory=OfflineConfig)
     fm_blessing: FMBlessingConfig = Field(default_factory=FMBlessingConfig)
     freshness: FreshnessConfig = Field(default_factory=FreshnessConfig)
     oncall: OncallConfig = Field(default_factory=OncallConfig)

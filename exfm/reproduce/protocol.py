@@ -385,6 +385,15 @@ def _key(cell: Cell, vm_kind: str) -> tuple:
     return (vm_kind, cell.domain, cell.task, cell.arm, src)
 
 
+# Stage-level entry points (``exfm.reproduce.stages``, the DVC stages): the very functions
+# run_protocol runs, one FM stream or one VM trajectory at a time.
+Run = _Run
+seed_config = _seed_cfg
+train_fm = _train_fm
+tune_cell = _tune_cell
+run_cell = _run_cell
+
+
 def merge_results(results: list[ReproduceResult]) -> ReproduceResult:
     """One result from several runs of the same protocol (e.g. one process per seed)."""
     if not results:

@@ -1,0 +1,95 @@
+"""``exfm offline <stage>``: the stages of the offline reproduction that ``dvc.yaml`` runs.
+
+Each command is one stage of :mod:`exfm.reproduce.stages` (no logic here); every stage reads
+``params.yaml`` (``offline:``, ``models:``, ``distillation:``) like the rest of the platform.
+See docs/dvc.md.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from exfm.commands.options import config_options
+
+_DIR = click.Path(file_okay=False)
+_IN = click.Path(exists=True, file_okay=False)
+
+
+@click.group()
+def offline() -> None:
+    """Stages of the offline reproduction (run by `dvc repro`, see docs/dvc.md)."""
+
+
+@offline.command("data")
+@click.option("--out", required=True, type=_DIR, help="dataset folder to write")
+@config_options
+def data_cmd(cfg, out: str) -> None:
+    """Write the dataset of offline.source (generate | movielens | folder) and validate it."""
+    from exfm.reproduce.stages import data_stage
+
+    click.echo(f"wrote {data_stage(cfg, out)} (offline.source={cfg.offline.source})")
+
+
+@offline.command("fm")
+@click.option("--data", required=True, type=_IN)
+@click.option("--kind", required=True, help="FM kind (dcn, dcnv2, dmin, mtl)")
+@click.option("--out", required=True, type=_DIR)
+@config_options
+def fm_cmd(cfg, data: str, kind: str, out: str) -> None:
+    """Stream one FM over the days; save its logged predictions."""
+    from exfm.reproduce.stages import fm_stage
+
+    click.echo(f"FM {kind}: {fm_stage(cfg, data, kind, out)}")
+
+
+@offline.command("augment")
+@click.option("--data", required=True, type=_IN)
+@click.option("--fm-dir", required=True, type=_IN)
+@click.option("--out", required=True, type=_DIR)
+@config_options
+def augment_cmd(cfg, data: str, fm_dir: str, out: str) -> None:
+    """Join an FM's predictions onto the days (fm_pred_<task> columns)."""
+    from exfm.reproduce.stages import augment_stage
+
+    click.echo(f"augmented: {augment_stage(cfg, data, fm_dir, out)}")
+
+
+@offline.command("vm")
+@click.option("--data", required=True, type=_IN)
+@click.option("--aug-dir", required=True, type=_IN)
+@click.option("--fm", required=True)
+@click.option("--vm", required=True, help="VM kind (fam, fmfam, deepfam)")
+@click.option("--arm", required=True, type=click.Choice(["wo", "vanilla", "ah", "ah_sa", "plain"]))
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+@config_options
+def vm_cmd(cfg, data: str, aug_dir: str, fm: str, vm: str, arm: str, out: str) -> None:
+    """Train one VM trajectory (FM x VM x arm); write its metrics rows."""
+    from exfm.reproduce.stages import vm_stage
+
+    click.echo(f"VM {fm}/{vm}/{arm}: {vm_stage(cfg, data, aug_dir, fm, vm, arm, out)}")
+
+
+@offline.command("evaluate")
+@click.option("--vm-dir", required=True, type=_IN)
+@click.option("--metrics", required=True, type=click.Path(dir_okay=False))
+@click.option("--plots", required=True, type=click.Path(dir_okay=False))
+def evaluate_cmd(vm_dir: str, metrics: str, plots: str) -> None:
+    """Metrics JSON (mean AUC/NE/calibration per cell, gain over wo) and a plots CSV."""
+    from exfm.reproduce.stages import evaluate_stage
+
+    click.echo(json.dumps(evaluate_stage(vm_dir, metrics, plots), indent=1, sort_keys=True))
+
+
+@offline.command("report")
+@click.option("--vm-dir", required=True, type=_IN)
+@click.option("--fm-dir", "fm_dirs", multiple=True, type=_IN, help="repeatable")
+@click.option("--out", required=True, type=_DIR)
+@config_options
+def report_cmd(cfg, vm_dir: str, fm_dirs: tuple[str, ...], out: str) -> None:
+    """The tables of `exfm reproduce` (results.md, CSVs, plots) from the staged runs."""
+    from exfm.reproduce.stages import report_stage
+
+    paths = report_stage(cfg, vm_dir, list(fm_dirs), out)
+    click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")

@@ -1,0 +1,119 @@
+"""The offline pipeline in DVC, in a temporary git repo with a tiny params set:
+
+- ``dvc repro`` runs every stage and writes the metrics; a second ``dvc repro`` runs nothing;
+- ``dvc exp run -S distillation.gs=...`` re-runs only the stages that read it (vm, evaluate,
+  report), never data/fm/augment;
+- ``dvc push`` / ``dvc pull`` round-trip the cache through the embedded SeaweedFS (S3 remote
+  configured as ``make dvc-remote`` does: endpointurl, ``--local`` credentials).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = ROOT / ".venv" / "bin"
+TINY = {"days": 6, "rows_per_day": 400, "fms": ["dcnv2"], "vms": ["fam"], "arms": ["wo", "ah"]}
+
+
+def sh(repo: Path, *args: str, check: bool = True) -> str:
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
+    p = subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True,
+                       timeout=900)
+    out = p.stdout + p.stderr
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({p.returncode}):\n{out[-4000:]}")
+    return out
+
+
+def ran(out: str) -> set[str]:
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("dvcrepo")
+    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    shutil.copytree(ROOT / "exfm", repo / "exfm",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["offline"].update(TINY)
+    params["state_dir"] = str(repo / ".exfm")
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / ".gitignore").write_text(".exfm/\n")
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "config", "user.email", "t@example.com")
+    sh(repo, "git", "config", "user.name", "t")
+    sh(repo, "dvc", "init", "-q")
+    sh(repo, "dvc", "config", "core.analytics", "false")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "init")
+    return repo
+
+
+def test_repro_then_nothing_then_only_affected_stages(repo):
+    out = sh(repo, "dvc", "repro")
+    assert ran(out) == {"data", "fm@dcnv2", "augment@dcnv2", "vm@dcnv2-fam-wo",
+                        "vm@dcnv2-fam-ah", "evaluate", "report"}, out
+    metrics = json.loads((repo / "offline" / "metrics.json").read_text())
+    assert set(metrics["dcnv2"]["fam"]) == {"wo", "ah"}
+    assert 0 < metrics["dcnv2"]["fam"]["ah"]["auc"] <= 1
+    assert "auc_gain_vs_wo" in metrics["dcnv2"]["fam"]["ah"]
+    assert (repo / "offline" / "plots" / "auc.csv").read_text().startswith("cell,")
+    assert (repo / "offline" / "report" / "results.md").exists()
+    shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json"))
+    assert "offline/metrics.json" in json.dumps(shown)
+
+    again = sh(repo, "dvc", "repro")
+    assert ran(again) == set(), again
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "repro")
+
+    exp = sh(repo, "dvc", "exp", "run", "-S", "distillation.gs=1.0")
+    assert ran(exp) == {"vm@dcnv2-fam-wo", "vm@dcnv2-fam-ah", "evaluate", "report"}, exp
+    listed = sh(repo, "dvc", "exp", "show", "--json")
+    assert "distillation.gs" in listed or '"gs": 1.0' in listed
+
+
+def test_push_pull_round_trip_through_seaweedfs(repo, tmp_path_factory):
+    from tests.integration.conftest import _start, make_test_config, stack_env
+
+    from exfm.stack import stack_down
+    from exfm.storage.s3 import ensure_bucket
+
+    if not (repo / "dvc.lock").exists():
+        sh(repo, "dvc", "repro")
+    cfg = make_test_config(tmp_path_factory.mktemp("dvcs3"))
+    _start(cfg, ["s3"])
+    try:
+        with stack_env(cfg):
+            ensure_bucket(cfg)
+            access, secret = cfg.s3_credentials()
+            sh(repo, "dvc", "remote", "add", "-f", "-d", "exfm",
+               f"s3://{cfg.storage.bucket}/dvc")
+            sh(repo, "dvc", "remote", "modify", "exfm", "endpointurl", cfg.s3_endpoint)
+            sh(repo, "dvc", "remote", "modify", "--local", "exfm", "access_key_id", access)
+            sh(repo, "dvc", "remote", "modify", "--local", "exfm", "secret_access_key", secret)
+            assert secret not in (repo / ".dvc" / "config").read_text()
+            out = sh(repo, "dvc", "push")
+            assert "pushed" in out, out
+            before = sorted(p.relative_to(repo).as_posix()
+                            for p in (repo / "offline" / "data").rglob("*.parquet"))
+            shutil.rmtree(repo / "offline" / "data")
+            shutil.rmtree(repo / ".dvc" / "cache")
+            sh(repo, "dvc", "pull")
+            after = sorted(p.relative_to(repo).as_posix()
+                           for p in (repo / "offline" / "data").rglob("*.parquet"))
+            assert after == before and before
+            assert ran(sh(repo, "dvc", "repro")) == set()
+    finally:
+        stack_down(cfg, ["s3"])
