@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Callable
 
 from exfm.config import ExfmConfig, read_state_secrets
+from exfm.config.root import JOB_SECRETS_ENV
 from exfm.paths import project_root
 
 RESULT_PREFIX = "EXFM_RESULT "
@@ -83,22 +84,38 @@ def is_local(cfg: ExfmConfig) -> bool:
 
 def job_env(cfg: ExfmConfig, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Env vars a job needs to reach S3 and MLflow (the config's env overrides, see
-    ``exfm.config.ENV_OVERRIDES``). Holds secrets: pass it to Ray, never print it."""
-    access, secret = cfg.s3_credentials()
+    ``exfm.config.ENV_OVERRIDES``). No secret: the Jobs API and dashboard show a job's
+    ``runtime_env``. A local job gets the path of a 0600 file with the S3 keys and the database
+    URL (``EXFM_SECRETS_FILE``, :func:`write_job_secrets`); a remote cluster's pods carry them in
+    their own environment (a Kubernetes Secret, see infra/README.md)."""
     env = {
-        "EXFM_S3_ENDPOINT": cfg.s3_endpoint, "EXFM_S3_ACCESS_KEY": access,
-        "EXFM_S3_SECRET_KEY": secret, "EXFM_S3_BUCKET": cfg.storage.bucket,
+        "EXFM_S3_ENDPOINT": cfg.s3_endpoint, "EXFM_S3_BUCKET": cfg.storage.bucket,
         "EXFM_TRACKING_URI": cfg.tracking_uri, "MLFLOW_TRACKING_URI": cfg.tracking_uri,
         "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0",
         "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     }
     if is_local(cfg):  # the state folder (SQLite lease store, secrets) exists only here
         env["EXFM_STATE_DIR"] = str(cfg.state_path)
+        env[JOB_SECRETS_ENV] = str(write_job_secrets(cfg))
     if cfg.database.kind == "postgres":
         env["EXFM_DATABASE"] = "postgres"
-        env["EXFM_DATABASE_URL"] = cfg.database.url.get_secret_value()
     env.update(extra or {})
     return env
+
+
+def write_job_secrets(cfg: ExfmConfig) -> Path:
+    """``<state>/run/job-secrets.json`` (0600, folder 0700): the S3 keys and, on PostgreSQL, the
+    database URL, for jobs on the local head (read by :meth:`ExfmConfig.s3_credentials` and
+    :func:`exfm.config.load_config` through ``$EXFM_SECRETS_FILE``)."""
+    from exfm.stack.procs import private_dir, write_private
+
+    access, secret = cfg.s3_credentials()
+    data = {"s3_access_key": access, "s3_secret_key": secret}
+    if cfg.database.kind == "postgres":
+        data["database_url"] = cfg.database.url.get_secret_value()
+    path = private_dir(cfg.state_path / "run") / "job-secrets.json"
+    write_private(path, json.dumps(data))
+    return path
 
 
 def _ship_config(argv: list[str], staging: Path) -> list[str]:

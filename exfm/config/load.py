@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from exfm.config.base import ConfigError
-from exfm.config.root import ExfmConfig
+from exfm.config.root import JOB_SECRETS_ENV, ExfmConfig, read_job_secrets
 
 DEFAULT_CONFIG_FILE = "params.yaml"
 CONFIG_ENV = "EXFM_CONFIG"
@@ -103,6 +103,11 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
             raise ConfigError(f"{source}: top level must be a mapping, got {type(loaded).__name__}")
         data = loaded
     origin: dict[str, str] = {}  # dotted key -> where its value came from (last one wins)
+    if env.get(JOB_SECRETS_ENV) and not env.get("EXFM_DATABASE_URL"):
+        url = read_job_secrets(env).get("database_url")
+        if url:  # a Ray job on the local head: the URL comes in a 0600 file, not its env
+            _set_dotted(data, "database.url", url, f"${JOB_SECRETS_ENV}")
+            origin["database.url"] = f"${JOB_SECRETS_ENV}"
     for var, key in ENV_OVERRIDES.items():
         if env.get(var):
             value = _yaml(env[var], f"${var}") if key != "database.url" else env[var]

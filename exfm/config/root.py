@@ -92,7 +92,7 @@ class ExfmConfig(StrictModel):
         if self.storage.access_key and self.storage.secret_key:
             return (self.storage.access_key.get_secret_value(),
                     self.storage.secret_key.get_secret_value())
-        secrets = read_state_secrets(self.state_path)
+        secrets = {**read_state_secrets(self.state_path), **read_job_secrets()}
         if "s3_access_key" in secrets and "s3_secret_key" in secrets:
             return secrets["s3_access_key"], secrets["s3_secret_key"]
         raise ConfigError(
@@ -117,6 +117,16 @@ def read_state_secrets(state_dir: Path) -> dict[str, str]:
     if not path.exists():
         return {}
     return json.loads(path.read_text())
+
+
+JOB_SECRETS_ENV = "EXFM_SECRETS_FILE"
+
+
+def read_job_secrets(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The 0600 file a Ray job on the local head was given (``$EXFM_SECRETS_FILE``): S3 keys and
+    the database URL, kept out of the job's ``runtime_env``; {} when unset."""
+    path = (os.environ if env is None else env).get(JOB_SECRETS_ENV)
+    return json.loads(Path(path).read_text()) if path else {}
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -223,10 +223,25 @@ def _infer(cfg: ExfmConfig, src: PartitionStore, dst: PartitionStore, day: str, 
     progress(f"DAS {day}: inferred {table.num_rows} rows in {secs:.1f}s "
              f"({table.num_rows / max(secs, 1e-9):,.0f} rows/s), FM version(s) {versions}")
     out = dst.write_day(day, table, producer=producer, fm_version=fm_version,
-                        extra={"fm_versions": versions, "source": src.uri(day),
+                        extra={"fm_versions": versions,
+                               "fm_version_ranges": version_ranges(table.column(VERSION_COL)),
+                               "source": src.uri(day),
                                "source_digest": m.digest, "fm_choice": how,
                                "fm_rule": f"newest FM trained before {day}"})
     return m, out, secs
+
+
+def version_ranges(column) -> list[list]:
+    """Row lineage for the manifest: ``[[first_row, end_row, fm_version], ...]`` over the rows in
+    write order (end exclusive), one entry per run of rows inferred by one FM version. A snapshot
+    switch mid-job gives several entries; ``fm_version`` on the manifest is only the newest."""
+    out: list[list] = []
+    for i, v in enumerate(column.to_pylist()):
+        if out and out[-1][2] == v:
+            out[-1][1] = i + 1
+        else:
+            out.append([i, i + 1, v])
+    return out
 
 
 def _result(cfg: ExfmConfig, day: str, status: str, man: Manifest | None, uri: str, secs: float,

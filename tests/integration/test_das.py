@@ -164,6 +164,25 @@ def test_snapshot_switch_while_a_job_runs(stack_cfg, das_env):
     assert max(per_worker.values()) == 1                           # never the same version twice
     assert {v for _, v in loads} == {v1, v2}
     assert res.versions_seen == sorted({v1, v2}, key=int)
+    # lineage: the manifest's row ranges name each row's version, and each row's prediction is
+    # the prediction of that version (not of the newest one the manifest's fm_version names)
+    import numpy as np
+
+    from exfm.models.snapshot import predict_table
+    from exfm.registry.mlflow_registry import load_fm
+    from exfm.storage.layout import fm_pred_column
+
+    ranges = PartitionStore(cfg, AUGMENTED).manifest(DAYS[2]).extra["fm_version_ranges"]
+    assert ranges[0][0] == 0 and ranges[-1][1] == ROWS and len(ranges) >= 2
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert [v for a, b, v in ranges for _ in range(a, b)] == versions
+    models = {v: load_fm(cfg, v)[0] for v in (v1, v2)}
+    for a, b, v in ranges:
+        rows = t.slice(a, b - a)
+        got = np.stack([rows.column(fm_pred_column(task)).to_numpy() for task in models[v].tasks], 1)
+        assert np.allclose(got, predict_table(models[v], rows), atol=1e-5), (a, b, v)
+        other = models[v2 if v == v1 else v1]
+        assert not np.allclose(got, predict_table(other, rows), atol=1e-5)
 
 
 def test_late_labels_join_and_drop(stack_cfg, das_env):

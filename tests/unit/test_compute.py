@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import stat
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -11,7 +14,7 @@ from hypothesis import strategies as st
 
 from exfm.config import ConfigError, load_config
 from exfm.compute import submit as S
-from exfm.compute.fm_worker import parse_fail_spec, summarize_checkpoint_state
+from exfm.compute.fm_worker import summarize_checkpoint_state
 from exfm.compute.ingest import chunk_rows, equal_steps_batch_size, shard_bounds
 from exfm.compute.scaling import (check_gpu_config, device_name, scaling_config, task_options,
                                   torch_threads, worker_resources)
@@ -76,9 +79,7 @@ def test_equal_steps_bumps_batch_when_one_shard_has_an_extra_row():
     assert equal_steps_batch_size([1000, 1001], 100) == 101
 
 
-def test_fail_spec_and_summary():
-    assert parse_fail_spec(None) is None
-    assert parse_fail_spec("1:2") == (1, 2)
+def test_checkpoint_summary():
     s = summarize_checkpoint_state({"metric_sums": {"rows": 10.0, "loss/total": 5.0},
                                     "day_rows": 10, "chunks_done": 2, "restarts": 1})
     assert s["metrics"] == {"loss/total": 0.5} and s["restarts"] == 1 and s["day_rows"] == 10
@@ -106,13 +107,17 @@ def keys(monkeypatch):
     monkeypatch.setenv("EXFM_S3_SECRET_KEY", SECRET)
 
 
-def test_local_submission_uses_this_venv_and_pythonpath(keys):
-    cfg = cfg_with()
+def test_local_submission_uses_this_venv_and_pythonpath(keys, tmp_path):
+    cfg = cfg_with(f"state_dir={tmp_path}")
     cmd, renv = S.build_submission(cfg, ["-m", "ray_jobs.train_fm", "--day", "2026-01-01"], None)
     assert cmd.startswith(sys.executable)
     assert "working_dir" not in renv
     assert str(S.project_root()) in renv["env_vars"]["PYTHONPATH"].split(":")
-    assert renv["env_vars"]["EXFM_S3_SECRET_KEY"] == SECRET and SECRET not in cmd
+    # no secret in the runtime_env (the Jobs API shows it): a path to a 0600 file instead
+    assert SECRET not in cmd and SECRET not in json.dumps(renv)
+    path = Path(renv["env_vars"]["EXFM_SECRETS_FILE"])
+    assert json.loads(path.read_text())["s3_secret_key"] == SECRET
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_remote_submission_ships_checkout_and_config(keys, tmp_path):
@@ -127,6 +132,7 @@ def test_remote_submission_ships_checkout_and_config(keys, tmp_path):
     assert (staging / S.SHIPPED_CONFIG).read_text() == conf.read_text()
     assert (staging / "ray_jobs" / "train_fm.py").exists() and not (staging / ".venv").exists()
     assert "EXFM_STATE_DIR" not in renv["env_vars"]  # the local state folder means nothing there
+    assert SECRET not in json.dumps(renv)  # the pods hold the keys (a Kubernetes Secret)
     assert cfg.ray_dashboard_url == "http://ray-head.example:8265"
 
 
