@@ -217,7 +217,7 @@ def demo(cfg, days: int, timeout_s: int, keep_up: bool) -> None:
     through Airflow's scheduler (`airflow backfill create`), following each day's tasks; then
     print the results table and the UIs to browse."""
     from exfm import pipeline
-    from exfm.config import read_state_secrets
+    from exfm.config import SECRETS_FILE
     from exfm.data.schema import list_days
     from exfm.stack import stack_down, stack_up
     from exfm.stack.services import airflow_url
@@ -253,10 +253,10 @@ def demo(cfg, days: int, timeout_s: int, keep_up: bool) -> None:
         if not keep_up:
             stack_down(cfg, log=click.echo)
         raise
-    secrets = read_state_secrets(cfg.state_path)
     click.echo(f"\ndemo finished in {time.monotonic() - t0:.0f} s. Browse:")
-    click.echo(f"  Airflow  {airflow_url(cfg)}  (login {cfg.airflow.admin_user} / "
-               f"{secrets.get('airflow_password', '<see state_dir/secrets.json>')})")
+    # the password is printed once, by the `stack up` that generated it; after that, its file
+    click.echo(f"  Airflow  {airflow_url(cfg)}  (login {cfg.airflow.admin_user}; password: "
+               f"airflow_password in {cfg.state_path / SECRETS_FILE})")
     click.echo(f"  MLflow   {cfg.tracking_uri}")
     click.echo(f"  Ray      {cfg.ray_dashboard_url}")
     click.echo(f"  S3       {cfg.s3_endpoint} bucket '{cfg.storage.bucket}' "
