@@ -120,8 +120,11 @@ def train_fm(cfg: ExfmConfig, day: str, submission_id: str | None = None,
              log: Callable[[str], None] = print) -> dict:
     """Train the FM one pass on ``raw/day=day`` on Ray Train (:mod:`exfm.jobs.fm_day`); registers
     a new version of the FM's registered model (``das.fm_model``, default ``exfm-fm``)."""
+    from exfm.registry.chain import fm_warm_start
     from exfm.registry.mlflow_registry import ensure_experiments
 
+    warm = fm_warm_start(cfg, day)  # ChainError naming the day to run first, before submitting
+    log(f"FM {day}: warm start from {'v' + warm if warm else 'scratch (first day of the chain)'}")
     ensure_experiments(cfg)
     return _job(cfg, "train_fm", day, submission_id or f"exfm-fm-{day}", log=log)
 

@@ -33,22 +33,39 @@ def previous_day(day: str) -> str:
     return (date.fromisoformat(day) - timedelta(days=1)).isoformat()
 
 
-def _best(versions) -> str | None:
+def _best(versions, cfg: ExfmConfig | None = None) -> str | None:
+    """The newest (day, then version) of ``versions``; ChainError if it was garbage-collected
+    (a day's inputs cannot be reproduced without it: never fall back to an older snapshot)."""
     if not versions:
         return None
     v = max(versions, key=lambda v: ((v.tags.get("day") or ""), int(v.version)))
+    if v.tags.get("archived") == "true":
+        raise ChainError(f"{fm_model_name(cfg) if cfg else 'FM'} v{v.version} (day "
+                         f"{v.tags.get('day')}) was garbage-collected (das.keep_last, "
+                         "das.lease_ttl_s): its artifacts are gone, so this day's inputs cannot "
+                         "be reproduced")
     return str(v.version)
+
+
+def _fm_versions(cfg: ExfmConfig) -> list:
+    """The FM's versions, superseded ones left out, archived ones kept (so that a collected
+    snapshot is an error, never a silent fall-back to an older one)."""
+    return live_versions(cfg, fm_model_name(cfg), include_archived=True)
 
 
 def fm_version_of_day(cfg: ExfmConfig, day: str) -> str | None:
     """The live FM version trained on ``day`` (highest if several), or None."""
-    return _best([v for v in live_versions(cfg, fm_model_name(cfg)) if v.tags.get("day") == day])
+    return _best([v for v in _fm_versions(cfg) if v.tags.get("day") == day], cfg)
 
 
-def das_fm_version(cfg: ExfmConfig, day: str) -> str | None:
-    """The newest live FM version trained on a day < ``day``: what DAS of ``day`` infers with."""
-    return _best([v for v in live_versions(cfg, fm_model_name(cfg))
-                  if (v.tags.get("day") or "9999") < day])
+def das_fm_version(cfg: ExfmConfig, day: str, blessed_only: bool = True,
+                   skip: str | None = None) -> str | None:
+    """The newest live FM version trained on a day < ``day``: what DAS of ``day`` infers with.
+    ``blessed_only``: leave out versions FM blessing refused (tag ``blessed=false``,
+    :mod:`exfm.das.blessing`); ``skip``: a version left out (the one being judged)."""
+    return _best([v for v in _fm_versions(cfg)
+                  if (v.tags.get("day") or "9999") < day and str(v.version) != skip
+                  and not (blessed_only and v.tags.get("blessed") == "false")], cfg)
 
 
 def fm_warm_start(cfg: ExfmConfig, day: str) -> str | None:
@@ -59,7 +76,7 @@ def fm_warm_start(cfg: ExfmConfig, day: str) -> str | None:
     own = fm_version_of_day(cfg, prev)
     if own is not None:
         return own
-    older = das_fm_version(cfg, day)
+    older = das_fm_version(cfg, day, blessed_only=False)
     if older is not None:
         raise ChainError(f"FM of {day} warm-starts from the FM of {prev}, which is not in the "
                          f"registry (newest before {day}: {fm_model_name(cfg)} v{older}); "

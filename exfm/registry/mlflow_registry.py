@@ -281,10 +281,10 @@ def register_vm(cfg: ExfmConfig, vm: str, model, day: str, rows_seen: int, data_
                      extra, sample, {"fm_version": fm_version or "none", **(tags or {})})
 
 
-def live_versions(cfg: ExfmConfig, name: str) -> list:
-    """The versions of ``name`` that lookups may return: not archived, not superseded by a re-run
-    of their day. ``[]`` when the model is not registered yet; :class:`RegistryError` when the
-    registry cannot answer (an outage is never read as "no version")."""
+def live_versions(cfg: ExfmConfig, name: str, include_archived: bool = False) -> list:
+    """The versions of ``name`` that lookups may return: not archived (unless
+    ``include_archived``), not superseded by a re-run of their day. ``[]`` when the model is not
+    registered yet; :class:`RegistryError` when the registry cannot answer (an outage is never read as "no version")."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -297,8 +297,8 @@ def live_versions(cfg: ExfmConfig, name: str) -> list:
     except Exception as e:  # noqa: BLE001 - connection refused, timeout, DNS
         raise RegistryError(f"registry {cfg.tracking_uri} unreachable (listing {name}): "
                             f"{type(e).__name__}: {e}") from e
-    return [v for v in versions if is_complete(v)
-            and v.tags.get("archived") != "true" and not v.tags.get("superseded_by")]
+    return [v for v in versions if is_complete(v) and not v.tags.get("superseded_by")
+            and (include_archived or v.tags.get("archived") != "true")]
 
 
 def latest_version(cfg: ExfmConfig, name: str, before_day: str | None = None) -> str | None:

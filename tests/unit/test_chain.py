@@ -16,7 +16,7 @@ def _v(version, day, **tags):
 @pytest.fixture
 def registry(monkeypatch):
     versions: list = []
-    monkeypatch.setattr(chain, "live_versions", lambda cfg, name: [
+    monkeypatch.setattr(chain, "live_versions", lambda cfg, name, include_archived=False: [
         v for v in versions if not v.tags.get("superseded_by")])
     return versions
 
@@ -50,3 +50,10 @@ def test_superseded_versions_are_skipped(registry):
                  _v(5, "2026-01-02")]
     assert chain.fm_version_of_day(ExfmConfig(), "2026-01-02") == "5"
     assert chain.previous_day("2026-03-01") == "2026-02-28"
+
+
+def test_a_garbage_collected_snapshot_is_an_error_not_no_fm(registry):
+    registry += [_v(1, "2026-01-01"), _v(2, "2026-01-02", archived="true"), _v(3, "2026-01-03")]
+    with pytest.raises(chain.ChainError, match="v2 .*garbage-collected"):
+        chain.das_fm_version(ExfmConfig(), "2026-01-03")
+    assert chain.das_fm_version(ExfmConfig(), "2026-01-02") == "1"
