@@ -92,7 +92,7 @@ def main() -> None:
     args = p.parse_args()
 
     from exfm import pipeline
-    from exfm.commands.demo import AirflowAPI, airflow_cli, follow, unpause
+    from exfm.commands.demo import AirflowAPI, backfill_create, follow, unpause
     from exfm.config import load_config
     from exfm.stack import stack_down, stack_up
 
@@ -107,8 +107,8 @@ def main() -> None:
     stack_up(cfg, log=print)
     try:
         unpause(cfg, log=print)
-        airflow_cli(cfg, "backfill", "create", "--dag-id", "exfm_daily", "--from-date", days[0],
-                    "--to-date", days[1], "--reprocess-behavior", "failed")
+        backfill_create(cfg, ["backfill", "create", "--dag-id", "exfm_daily", "--from-date",
+                              days[0], "--to-date", days[1], "--reprocess-behavior", "failed"])
         runs = follow(cfg, days, timeout_s=6 * 3600, log=print)
         run = runs[days[1]]
         tis = AirflowAPI(cfg).task_instances(run["dag_run_id"])

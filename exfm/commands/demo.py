@@ -71,6 +71,20 @@ def airflow_cli(cfg, *args: str, check: bool = True) -> subprocess.CompletedProc
     return proc
 
 
+def backfill_create(cfg, args: list[str], attempts: int = 6) -> None:
+    """``airflow backfill create``, retried while Airflow's SQLite says "database is locked" (the
+    scheduler writes too; the failed attempt rolled back). A backfill an earlier attempt did
+    create is kept."""
+    for k in range(attempts):
+        p = airflow_cli(cfg, *args, check=False)
+        out = p.stdout + p.stderr
+        if p.returncode == 0 or (k and "AlreadyRunningBackfill" in out):
+            return
+        if "database is locked" not in out or k == attempts - 1:
+            raise click.ClickException(f"airflow {' '.join(args)} failed:\n{out[-2000:]}")
+        time.sleep(5 * (k + 1))
+
+
 def unpause(cfg, timeout_s: float = 300, log=click.echo) -> None:
     """``airflow dags unpause exfm_daily`` once the DAG processor has parsed the DAG file."""
     deadline = time.monotonic() + timeout_s
@@ -243,7 +257,7 @@ def demo(cfg, days: int, timeout_s: int, keep_up: bool) -> None:
             args = ["backfill", "create", "--dag-id", DAG_ID, "--from-date", todo[0],
                     "--to-date", todo[-1], "--reprocess-behavior", "failed"]
             click.echo("$ airflow " + " ".join(args))
-            airflow_cli(cfg, *args)
+            backfill_create(cfg, args)
         click.echo(f"== 4/5 following the runs (UI: {airflow_url(cfg)}/dags/{DAG_ID})")
         runs = follow(cfg, todo, timeout_s)
         check_logs(cfg, runs)
