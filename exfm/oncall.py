@@ -115,3 +115,25 @@ def notify(a: Alert, url: str | None = None, timeout_s: float = 5.0,
     except RuntimeError as e:
         log(f"[exfm] alert not delivered: {e}")
         return False
+
+
+def _get(obj, key: str):
+    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+
+
+async def deadline_missed(context: dict | None = None, dag_id: str = "exfm_daily",
+                          minutes: int | None = None, webhook: str | None = None,
+                          **_kwargs) -> bool:
+    """Airflow ``DeadlineAlert`` callback, run in the triggerer:
+    ``AsyncCallback("exfm.oncall.deadline_missed", kwargs={"dag_id": ..., "minutes": ...})``.
+    One alert ("deadline missed") for the daily run, logged and POSTed like a task failure."""
+    import asyncio
+
+    run = _get(context or {}, "dag_run") or {}
+    logical = _get(run, "logical_date")
+    day = str(logical)[:10] if logical else None
+    reason = (f"DeadlineMissed: the daily run is not done {minutes} min after its logical date"
+              if minutes else "DeadlineMissed: the daily run is past its deadline")
+    a = build_alert(_get(run, "dag_id") or dag_id, "(dag run)", day, None, reason,
+                    run_id=_get(run, "run_id") or "-")
+    return await asyncio.to_thread(notify, a, webhook_url(webhook))

@@ -36,7 +36,7 @@ from exfm.config import ExfmConfig
 from exfm.das.gc import collect_snapshots
 from exfm.das.snapshots import SnapshotLoader, SnapshotUpdater
 from exfm.das.store import lease_store
-from exfm.registry.mlflow_registry import fm_model_name, latest_fm_version, load_fm
+from exfm.registry.mlflow_registry import fm_model_name, load_fm
 from exfm.storage.layout import (AUGMENTED, FEATURES, LABELS, PENDING, RAW, VERSION_COL,
                                  fm_pred_column, is_fm_column)
 from exfm.storage.partitions import Manifest, PartitionStore, load_remote_schema
@@ -51,10 +51,13 @@ class AugmentError(RuntimeError):
 
 
 def registry_latest(cfg: ExfmConfig, day: str):
-    """The updater's view of the SPD: newest FM version trained *before* ``day`` (a backfilled
-    day sees the teacher it would have seen), as ``(version, uri)`` or None."""
+    """The updater's view of the SPD: newest FM version trained *before* ``day`` and not refused
+    by FM blessing (a backfilled day sees the teacher it would have seen), as ``(version, uri)``
+    or None."""
+    from exfm.registry.chain import das_fm_version
+
     def latest():
-        v = latest_fm_version(cfg, before_day=day)
+        v = das_fm_version(cfg, day)
         return None if v is None else (v, f"models:/{fm_model_name(cfg)}/{v}")
     return latest
 

@@ -3,12 +3,12 @@ one on the day's rows and its predictions have not collapsed.
 
 Before the DAS of day ``d`` picks its snapshot, :func:`bless_fm` scores the newest FM version
 trained before ``d`` (the candidate) and the one that would serve without it (the newest older
-version not refused, :func:`blessed_latest`) on the first
+version not refused) on the first
 ``fm_blessing.max_rows`` rows of ``raw/day=d`` (rows neither has trained on) with the head of
 ``fm_blessing.task``; :func:`judge_fm` decides. The verdict is tagged on the candidate
 (``blessed=true|false``, ``blessing.*`` with both figures and the reason). The DAS's snapshot
-choice skips versions tagged ``blessed=false`` (:func:`blessed_latest`: the newest FM trained
-before ``d`` and not refused): it keeps the old snapshot, and the freshness gap grows, and shows.
+choice (:func:`exfm.registry.chain.das_fm_version`, also the updater's) skips versions tagged
+``blessed=false``: it keeps the old snapshot, and the freshness gap grows, and shows.
 A version never judged (no blessing task ran) is leased as before.
 
 :func:`fm_day_of` and :func:`vm_freshness` give a VM task its FM's training day and the freshness
@@ -95,28 +95,11 @@ def judge_fm(fb: FMBlessingConfig, y, p_candidate, p_serving=None) -> Blessing:
     return b
 
 
-def _versions(cfg: ExfmConfig) -> list:
-    from exfm.registry.mlflow_registry import connect, fm_model_name
-
-    try:
-        vs = connect(cfg).search_model_versions(f"name='{fm_model_name(cfg)}'")
-    except Exception:  # noqa: BLE001 - not registered yet
-        return []
-    return [v for v in vs if v.tags.get("archived") != "true" and not v.tags.get("superseded_by")]
-
-
-def blessed_latest(cfg: ExfmConfig, before_day: str, skip: str | None = None) -> str | None:
-    """The newest FM version trained before ``before_day`` that is not tagged ``blessed=false``
-    (and is not ``skip``): what the DAS of ``before_day`` may serve."""
-    ok = [v for v in _versions(cfg) if (v.tags.get("day") or "9999") < before_day
-          and v.tags.get(BLESSED_TAG) != "false" and str(v.version) != skip]
-    return str(max(ok, key=lambda v: (v.tags.get("day") or "", int(v.version))).version) if ok else None
-
-
 def bless_fm(cfg: ExfmConfig, day: str, table=None, log: Callable[[str], None] = print) -> Blessing:
     """Judge the newest FM version trained before ``day`` against the serving one on day ``day``'s
     rows (``table``, else ``raw/day=day``) and tag the verdict on it. Idempotent for the day."""
     from exfm.models.snapshot import predict_table
+    from exfm.registry.chain import das_fm_version
     from exfm.registry.mlflow_registry import connect, fm_model_name, latest_fm_version, load_fm
 
     fb, name = cfg.fm_blessing, fm_model_name(cfg)
@@ -125,7 +108,7 @@ def bless_fm(cfg: ExfmConfig, day: str, table=None, log: Callable[[str], None] =
         return Blessing(None, f"{name}: no version trained before {day}", fb.metric, day=day)
     client = connect(cfg)
     tags = client.get_model_version(name, cand).tags
-    serving = blessed_latest(cfg, day, skip=cand)  # fixed by the date, not by the live lease
+    serving = das_fm_version(cfg, day, skip=cand)  # fixed by the date, not by the live lease
     if tags.get(BLESSED_TAG) in ("true", "false") or not fb.enabled:
         why = "already judged" if tags.get(BLESSED_TAG) else "fm_blessing.enabled is false"
         return Blessing(tags.get(BLESSED_TAG, "true") == "true", why, fb.metric,

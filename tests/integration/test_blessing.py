@@ -1,5 +1,5 @@
 """FM blessing against a real MLflow registry: the first snapshot is blessed, a snapshot whose
-predictions collapsed (constant) is not, and the DAS's choice (:func:`blessed_latest`) skips it
+predictions collapsed (constant) is not, and the DAS's choice (``das_fm_version``, and the updater's) skips it
 and keeps the older one; the verdict with its figures is tagged on the version; the freshness
 verdict of a VM day reads the FM's training day from the registry."""
 
@@ -10,10 +10,12 @@ import pyarrow as pa
 import pytest
 import torch
 
-from exfm.das.blessing import bless_fm, blessed_latest, fm_day_of, vm_freshness
+from exfm.das.augment import registry_latest
+from exfm.das.blessing import bless_fm, fm_day_of, vm_freshness
 from exfm.data.schema import DatasetSchema, SparseField
 from exfm.models.build import build_fm
 from exfm.promotion.freshness import StaleFMError
+from exfm.registry.chain import das_fm_version
 from exfm.registry.mlflow_registry import connect, ensure_experiments, register_fm
 
 pytestmark = pytest.mark.integration
@@ -61,7 +63,9 @@ def test_collapsed_fm_is_not_leased(bcfg):
     assert tags["blessed"] == "false" and tags["blessing.reason"] == refused.reason
     assert float(tags["blessing.pred_std"]) < 1e-6
     # the DAS of 03-03 keeps serving the older snapshot; a re-run changes nothing
-    assert blessed_latest(cfg, "2026-03-03") == va
+    assert das_fm_version(cfg, "2026-03-03") == va
+    assert registry_latest(cfg, "2026-03-03")()[0] == va  # the updater does not lease it either
+    assert das_fm_version(cfg, "2026-03-03", blessed_only=False) == vb
     assert bless_fm(cfg, "2026-03-03", table=t, log=lambda m: None).blessed is False
     # freshness of a VM day taught by v_a (trained 03-01): gap 2 ok, gap 4 > 3 under fail
     assert fm_day_of(cfg, va) == "2026-03-01"

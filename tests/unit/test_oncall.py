@@ -101,3 +101,17 @@ def test_judge_fm_collapse_and_margin():
     worse = judge_fm(fb, y, [0.4, 0.6] * 50, good)
     assert worse.blessed is False and "vs serving" in worse.reason and worse.serving < worse.candidate
     assert judge_fm(fb, y, good, [0.4, 0.6] * 50).blessed is True
+
+
+def test_deadline_callback_posts_one_alert(webhook):
+    import asyncio
+
+    from exfm.oncall import deadline_missed
+
+    url, got = webhook
+    ctx = {"dag_run": {"dag_id": "exfm_daily", "run_id": "scheduled__2026-01-03",
+                       "logical_date": "2026-01-03T00:00:00+00:00"}}
+    assert asyncio.run(deadline_missed(ctx, minutes=240, webhook=url)) is True
+    [(_path, _ctype, body)] = got
+    assert body["alert"]["day"] == "2026-01-03" and "240 min" in body["alert"]["reason"]
+    assert body["alert"]["extra"]["run_id"] == "scheduled__2026-01-03"
