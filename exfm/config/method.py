@@ -124,6 +124,14 @@ class ModelsConfig(StrictModel):
         "sparse_adam", description="optimizer of the embedding tables (at embedding_lr): "
         "sparse_adam = sparse gradients, only looked-up rows move (CPU, gloo DDP); adam = dense "
         "gradients (NCCL DDP cannot all-reduce sparse ones)")
+    sparse_min_elements: int = Field(
+        4_194_304, ge=0, description="with sparse_adam, a table below this many elements (rows x "
+        "width) trains with dense fused Adam instead: coalescing its sparse gradient each step "
+        "costs more than updating the whole small table (e.g. a first-order table of width 1); "
+        "0 = every table sparse")
+    amp: bool = Field(
+        True, description="on a CUDA device: bf16 autocast for FM training and DAS inference, and "
+        "pinned, non-blocking host-to-device copies; no effect on CPU")
     log_every: int = Field(50, ge=1, description="trainer: report every this many steps")
 
 
@@ -131,12 +139,18 @@ class DistillationConfig(StrictModel):
     """Equations 1-7 of METHOD.md. gs = alpha, ls = beta, lw = w."""
 
     mode: DistillMode = "ah_sa"
-    gs: float = Field(2.0, gt=0)
+    gs: float = Field(2.0, ge=0, description="GS alpha: how hard the AH (and SA) pull the "
+                      "backbone; 0 = not at all (the heads still learn, the served head trains "
+                      "as without distillation)")
     ls: float = Field(1.0, ge=1)
     lw: float = Field(1.0, ge=0)
     sa_weight: float = Field(1.0, ge=0)
     sa_hidden: int = Field(16, ge=1)
     sa_lr: float = Field(1e-2, gt=0)
+    sa_columns: list[str] = Field(
+        default_factory=lambda: ["item_age"], description="dense columns the Student Adapter "
+        "also sees when the VM reads them (item age, where declared), next to the freshness gap "
+        "and the row's domain and stage; [] = none")
     tune: bool = Field(
         True, description="AH and AH+SA VMs pick (gs, ls, lw) themselves on an earlier day, never "
         "the scored one: one fresh VM per candidate of tune_gs x tune_ls x tune_lw trains one "
@@ -149,6 +163,11 @@ class DistillationConfig(StrictModel):
                                  description="LS (beta) candidates")
     tune_lw: list[float] = Field(default_factory=lambda: [1.0, 3.0],
                                  description="LW (w) candidates")
+    tune_step_back: list[float] = Field(
+        default_factory=lambda: [0.5, 0.0], description="GS candidates tried after the grid (at "
+        "the configured ls, lw): a weak pull and none. When the earlier day says the teacher has "
+        "little to teach this student (a small FM - student margin), one of them wins and the "
+        "AH steps back from the backbone; [] = the grid only")
     tune_metric: TuneMetric = Field(
         "auc", description="what the tuning day ranks candidates by (auc: higher, ne: lower)")
     tune_every_days: int = Field(

@@ -12,6 +12,8 @@ Batch layout (the seam every model reads, see docs/CONTRACTS.md):
     seq     {name: (B, L) int64}  the most recent ``max_len`` ids, oldest first, padded with -1
     labels  (B, T) float32   when the table has every task's label column
     fm_pred (B, T) float32   when the table has every ``fm_pred_<task>`` column
+    fm_age  (B,) float32     when the table has ``fm_age_days``: days between the FM's last
+                             training day and the row's day (the SA's freshness gap)
 
 Example:
     >>> tt = TableTensors.from_table(table, schema, tasks=["click"])   # doctest: +SKIP
@@ -29,6 +31,8 @@ import torch
 from exfm.data.schema import DatasetSchema
 from exfm.data.vocab import encode_sparse
 from exfm.storage.layout import FM_PRED_PREFIX, fm_pred_column  # noqa: F401 - re-exported
+
+FM_AGE_COLUMN = "fm_age_days"
 
 
 def _column(table: pa.Table, name: str) -> pa.Array:
@@ -89,9 +93,11 @@ class TableTensors:
     """
 
     def __init__(self, sparse: torch.Tensor, dense: torch.Tensor, seq: dict[str, torch.Tensor],
-                 labels: torch.Tensor | None, fm_pred: torch.Tensor | None, tasks: list[str]):
+                 labels: torch.Tensor | None, fm_pred: torch.Tensor | None, tasks: list[str],
+                 fm_age: torch.Tensor | None = None):
         self.sparse, self.dense, self.seq = sparse, dense, seq
         self.labels, self.fm_pred, self.tasks = labels, fm_pred, list(tasks)
+        self.fm_age = fm_age
 
     @classmethod
     def from_table(cls, table: pa.Table, schema: DatasetSchema,
@@ -112,8 +118,11 @@ class TableTensors:
         if tasks and all(fm_pred_column(t) in names for t in tasks):
             fm_pred = torch.from_numpy(
                 np.stack([_floats(table, fm_pred_column(t)) for t in tasks], axis=1))
+        fm_age = (torch.from_numpy(_floats(table, FM_AGE_COLUMN, fill=1.0))
+                  if FM_AGE_COLUMN in names else None)
         return cls(torch.from_numpy(np.ascontiguousarray(sparse)),
-                   torch.from_numpy(np.ascontiguousarray(dense)), seq, labels, fm_pred, tasks)
+                   torch.from_numpy(np.ascontiguousarray(dense)), seq, labels, fm_pred, tasks,
+                   fm_age)
 
     def __len__(self) -> int:
         return int(self.sparse.shape[0])
@@ -123,7 +132,7 @@ class TableTensors:
         mv = lambda t: None if t is None else t.to(device)  # noqa: E731
         return TableTensors(mv(self.sparse), mv(self.dense),
                             {k: mv(v) for k, v in self.seq.items()},
-                            mv(self.labels), mv(self.fm_pred), self.tasks)
+                            mv(self.labels), mv(self.fm_pred), self.tasks, mv(self.fm_age))
 
     def take(self, index: torch.Tensor | slice) -> dict[str, torch.Tensor | dict]:
         """The batch dict for rows ``index`` (a slice is a view, an index tensor a gather)."""
@@ -133,6 +142,8 @@ class TableTensors:
             batch["labels"] = self.labels[index]
         if self.fm_pred is not None:
             batch["fm_pred"] = self.fm_pred[index]
+        if self.fm_age is not None:
+            batch["fm_age"] = self.fm_age[index]
         return batch
 
     def batches(self, batch_size: int, shuffle: bool = False,

@@ -1,5 +1,12 @@
 """Student Adapter (SA, METHOD.md eq. 6): a small MLP from the FM's prediction to an adapted one,
 trained alone on the fresh true labels, one step per streaming batch (Algorithm 1 step i).
+
+Beyond the paper's eq. 6, the SA also sees cheap signals of how stale the FM is and where the row
+comes from (:func:`sa_context`): the freshness gap in days (``fm_age_days`` next to the FM's
+predictions; 1, a daily FM, when absent), the row's domain and stage (the VM's categorical
+inputs, when its slice spans several) and the dense columns named in
+``distillation.sa_columns`` that the VM reads (item age, where declared). They enter as an
+additive logit correction that starts at zero, so the SA still starts as the FM itself.
 """
 
 from __future__ import annotations
@@ -34,26 +41,78 @@ class StudentAdapter(nn.Module):
         tensor([0.2000, 0.7000], grad_fn=<SigmoidBackward0>)
     """
 
-    def __init__(self, hidden: int = 16):
+    def __init__(self, hidden: int = 16, n_dense: int = 0, categories: list[int] | None = None,
+                 cat_dim: int = 4):
         super().__init__()
         self.g = MLP(1, [hidden], 1)
         nn.init.zeros_(self.g.net[-1].weight)
         nn.init.zeros_(self.g.net[-1].bias)
+        self.cats = nn.ModuleList(nn.Embedding(n, cat_dim) for n in (categories or []))
+        width = n_dense + cat_dim * len(self.cats)
+        self.ctx = MLP(width, [hidden], 1) if width else None
+        if self.ctx is not None:  # the correction starts at zero: p_SA = p_FM at step 0
+            nn.init.zeros_(self.ctx.net[-1].weight)
+            nn.init.zeros_(self.ctx.net[-1].bias)
 
-    def forward(self, p_fm: torch.Tensor) -> torch.Tensor:
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """An SA saved without context weights (before the staleness signals) loads with its
+        context branch at the start: a zero correction."""
+        fresh = {k: v for k, v in self.state_dict().items() if k.startswith(("ctx.", "cats."))}
+        return super().load_state_dict({**fresh, **state_dict}, strict=strict, assign=assign)
+
+    def forward(self, p_fm: torch.Tensor, ctx: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> torch.Tensor:
+        """``ctx``: (dense (B, n_dense) float, ids (B, len(categories)) int) from
+        :func:`sa_context`; None = the paper's SA (no context)."""
         u = prob_logit(p_fm).unsqueeze(-1)
-        return (u + self.g(u)).squeeze(-1)
+        z = u + self.g(u)
+        if self.ctx is not None and ctx is not None:
+            dense, ids = ctx
+            parts = [dense] + [e(ids[:, k].clamp(min=0)) for k, e in enumerate(self.cats)]
+            z = z + self.ctx(torch.cat(parts, dim=1))
+        return z.squeeze(-1)
+
+
+def sa_shape(model: nn.Module, columns: list[str]) -> dict:
+    """The :class:`StudentAdapter` keyword arguments that fit :func:`sa_context` of ``model``."""
+    from exfm.data.vocab import InputSchema
+
+    s = model.schema
+    cats = [c.capacity for c in s.categorical] if isinstance(s, InputSchema) else []
+    return {"n_dense": 1 + len([c for c in columns if c in s.dense]), "categories": cats}
+
+
+def sa_context(model: nn.Module, batch: dict, columns: list[str]
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The SA's context of a VM ``batch``: dense (B, 1 + k) = [log1p(freshness gap in days),
+    the ``columns`` the VM reads], ids (B, K) = the VM's categorical inputs (domain, stage)."""
+    from exfm.data.vocab import InputSchema
+
+    s, sparse = model.schema, batch["sparse"]
+    B = sparse.shape[0]
+    age = batch.get("fm_age")
+    gap = (age if age is not None else torch.ones(B, device=sparse.device)).float()
+    dense = [torch.log1p(gap.clamp(min=0)).unsqueeze(1)]
+    idx = [s.dense.index(c) for c in columns if c in s.dense]
+    if idx:
+        dense.append(batch["dense"][:, idx])
+    names = [c.column for c in s.categorical] if isinstance(s, InputSchema) else []
+    cols = [s.sparse_names.index(c) for c in names]
+    ids = sparse[:, cols] if cols else sparse.new_zeros((B, 0))
+    return torch.cat(dense, dim=1), ids
 
 
 def student_adapter_step(sa: StudentAdapter, optimizer: torch.optim.Optimizer,
-                         p_fm: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                         p_fm: torch.Tensor, y: torch.Tensor,
+                         ctx: tuple[torch.Tensor, torch.Tensor] | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Algorithm 1 (i) and (ii): one step of SA on L_SA = BCE(y, logit_SA), then sg(p_SA) from
     the *updated* SA. Returns (L_SA detached, p_SA detached (B,))."""
     p_fm = p_fm.detach()
-    loss = F.binary_cross_entropy_with_logits(sa(p_fm), y)
+    loss = F.binary_cross_entropy_with_logits(sa(p_fm, ctx), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     with torch.no_grad():
-        p_sa = torch.sigmoid(sa(p_fm))
+        p_sa = torch.sigmoid(sa(p_fm, ctx))
     return loss.detach(), p_sa

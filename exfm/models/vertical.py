@@ -191,6 +191,6 @@ class VerticalModel(nn.Module):
     def heads(self, batch: dict, gs: float = 1.0) -> tuple[torch.Tensor, ...]:
         """(z_s, z_d, z_d2), each (B,); GS = ``gs`` on the distillation heads' path into h."""
         h = self.backbone(batch)
-        hd = scale_gradient(h, gs)
+        hd = h.detach() if gs == 0 else scale_gradient(h, gs)  # 0: the heads never pull h
         return (self.serving_head(h).squeeze(-1), self.aux_head(hd).squeeze(-1),
                 self.sa_head(hd).squeeze(-1))

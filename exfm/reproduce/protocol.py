@@ -101,8 +101,20 @@ class ReproduceResult:
 
 
 # --- data ---------------------------------------------------------------------------------------
-def with_fm_pred(table: pa.Table, tasks: list[str], pred: np.ndarray) -> pa.Table:
-    """``table`` plus one ``fm_pred_<task>`` column per task (the DAS output layout)."""
+def fm_age_days(fm_source: str, day: int) -> int:
+    """Days between the FM's last training day and VM day index ``day`` (0-based): 1 for the
+    streaming FM (it trained through the day before), ``day - k + 1`` for ``kind@dk`` (frozen
+    after day k, 1-based)."""
+    if "@d" not in fm_source:
+        return 1
+    return day - int(fm_source.split("@d")[1]) + 1
+
+
+def with_fm_pred(table: pa.Table, tasks: list[str], pred: np.ndarray,
+                 age: int | None = None) -> pa.Table:
+    """``table`` plus one ``fm_pred_<task>`` column per task (the DAS output layout), and the
+    ``fm_age_days`` column (the FM's freshness gap, which the Student Adapter sees) when
+    ``age`` is given."""
     for t, task in enumerate(tasks):
         name = fm_pred_column(task)
         col = pa.array(pred[:, t].astype(np.float32))
@@ -110,6 +122,13 @@ def with_fm_pred(table: pa.Table, tasks: list[str], pred: np.ndarray) -> pa.Tabl
             table = table.set_column(table.column_names.index(name), name, col)
         else:
             table = table.append_column(name, col)
+    if age is not None:
+        from exfm.data.batches import FM_AGE_COLUMN
+        col = pa.array(np.full(table.num_rows, float(age), dtype=np.float32))
+        if FM_AGE_COLUMN in table.column_names:
+            table = table.set_column(table.column_names.index(FM_AGE_COLUMN), FM_AGE_COLUMN, col)
+        else:
+            table = table.append_column(FM_AGE_COLUMN, col)
     return table
 
 
@@ -271,7 +290,8 @@ def _run_cell(run: _Run, cell: Cell, vm_kind: str, cfg: ExfmConfig, seed: int,
             model, state = build_vm(vm, run.schema, cfg), None
         train = run.tables[d]
         if cell.fm_source is not None:  # the DAS column is logged on the shared day, then sliced
-            train = with_fm_pred(train, run.tasks, run.preds[cell.fm_source][d])
+            train = with_fm_pred(train, run.tasks, run.preds[cell.fm_source][d],
+                                 age=fm_age_days(cell.fm_source, d))
         train = domain_slice(train, run.schema, cell.domain)
         res = train_vm_day(model, train, run.schema, vm, cfg, state=state)
         state = res.state

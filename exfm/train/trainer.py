@@ -13,8 +13,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,8 @@ from exfm.config import ExfmConfig, VMConfig
 from exfm.config.kinds import DistillMode
 from exfm.data.batches import TableTensors
 from exfm.data.schema import DatasetSchema
-from exfm.distill import StudentAdapter, distillation_loss, student_adapter_step
+from exfm.distill import (StudentAdapter, distillation_loss, sa_context, sa_shape,
+                          student_adapter_step)
 from exfm.models.build import unwrap
 from exfm.train.metrics import all_metrics
 from exfm.train.optim import (effective_batch_size, load_optimizer_states, make_optimizers,
@@ -62,11 +64,28 @@ def _device(model: nn.Module, device: str | torch.device | None) -> torch.device
     return device
 
 
+def autocast(device: torch.device, amp: bool):
+    """bf16 autocast on a CUDA device when ``amp`` (``models.amp``); a no-op context on CPU."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_device(tt: TableTensors, device: torch.device) -> TableTensors:
+    """The day's tensors on ``device``: on CUDA through pinned host memory with non-blocking
+    copies (the copy overlaps the first steps); elsewhere a plain ``.to`` (pinning needs CUDA)."""
+    if device.type != "cuda":
+        return tt.to(device)
+    mv = lambda t: None if t is None else t.pin_memory().to(device, non_blocking=True)  # noqa: E731
+    return TableTensors(mv(tt.sparse), mv(tt.dense), {k: mv(v) for k, v in tt.seq.items()},
+                        mv(tt.labels), mv(tt.fm_pred), tt.tasks)
+
+
 def _day_tensors(model: nn.Module, table: pa.Table, tasks: list[str], device) -> TableTensors:
     tt = TableTensors.from_table(table, unwrap(model).schema, tasks)
     if tt.labels is None:
         raise ValueError(f"training needs the label columns {tasks}")
-    return tt.to(device)
+    return to_device(tt, device)
 
 
 class _Meter:
@@ -138,7 +157,8 @@ def train_fm_day(model: nn.Module, table: pa.Table, schema: DatasetSchema, cfg: 
     meter, labels, preds = _Meter(), [], []
     steps, t0 = 0, time.perf_counter()
     for batch in tt.batches(bs):
-        logits = model(batch)  # (B, T)
+        with autocast(device, mcfg.amp):
+            logits = model(batch).float()  # (B, T)
         per_task = F.binary_cross_entropy_with_logits(logits, batch["labels"],
                                                       reduction="none").mean(0)
         loss = per_task.sum()
@@ -190,13 +210,16 @@ def train_vm_day(model: nn.Module, table: pa.Table, schema: DatasetSchema, vm: V
     if mode == "ah_sa":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(mcfg.seed)
-            sa = StudentAdapter(dcfg.sa_hidden)
+            sa = StudentAdapter(dcfg.sa_hidden, **sa_shape(m, dcfg.sa_columns))
         sa.to(device)
         sa_opt = torch.optim.Adam(sa.parameters(), lr=dcfg.sa_lr)
         if state.get("sa") is not None:
             sa.load_state_dict(state["sa"])
             load_optimizer_states({"sa": sa_opt}, {"sa": state["sa_optimizer"]})
     _cold_start_bias(m, tt, bs, state)
+    # Modes that read only the serving head skip the AH and SA heads (forward and backward); a
+    # DDP wrapper keeps them, so every parameter gets a gradient (distillation_loss's weight 0).
+    serving_only = model is m and mode in ("none", "vanilla")
     model.train()
     meter, labels, preds = _Meter(), [], []
     steps, t0 = 0, time.perf_counter()
@@ -206,8 +229,13 @@ def train_vm_day(model: nn.Module, table: pa.Table, schema: DatasetSchema, vm: V
         p_sa = None
         parts: dict[str, torch.Tensor] = {}
         if sa is not None:  # Algorithm 1 (i)+(ii): SA step, then sg(p_SA) from the updated SA
-            parts["loss/sa"], p_sa = student_adapter_step(sa, sa_opt, p_fm, y)
-        z = model(batch, gs=dcfg.gs)  # (iii) through __call__, so DDP syncs the gradients
+            parts["loss/sa"], p_sa = student_adapter_step(sa, sa_opt, p_fm, y,
+                                                          sa_context(m, batch, dcfg.sa_columns))
+        if serving_only:
+            z_s = model(batch).squeeze(-1)
+            z = (z_s, z_s.new_zeros(()), z_s.new_zeros(()))
+        else:
+            z = model(batch, gs=dcfg.gs)  # (iii) through __call__, so DDP syncs the gradients
         loss, vm_parts = distillation_loss(mode, z, y, p_fm, p_sa, lw=dcfg.lw, ls=dcfg.ls,
                                            sa_weight=dcfg.sa_weight)
         for o in opts.values():
@@ -235,7 +263,40 @@ def train_vm_day(model: nn.Module, table: pa.Table, schema: DatasetSchema, vm: V
     return TrainResult(rows_seen, steps, metrics, new_state)
 
 
-@torch.no_grad()
+def train_stream(train_day: Callable[..., TrainResult], model: nn.Module,
+                 chunks: Iterable[pa.Table], *args, state: dict | None = None,
+                 report: Report | None = None, **kwargs) -> TrainResult:
+    """One pass over a day that arrives in chunks (e.g. :func:`exfm.compute.ingest.iter_tables`):
+    ``train_day`` (:func:`train_fm_day` or :func:`train_vm_day`) on each chunk in order, the
+    trainer state carried from one to the next, so memory holds one chunk, not the day.
+
+    The same rows in the same order as one call on the whole day, batched per chunk (a chunk a
+    multiple of the batch size gives the very same batches). Metrics: the row-weighted mean of
+    the chunks' (progressive metrics are per chunk); ``steps``/``rows`` summed.
+
+    Example:
+        >>> res = train_stream(train_fm_day, fm, iter_tables(path, 262_144), schema, cfg)  # doctest: +SKIP
+    """
+    state = dict(state or {})
+    steps, rows, sums = 0, 0, {}
+    res = None
+    for chunk in chunks:
+        if chunk.num_rows == 0:
+            continue
+        res = train_day(model, chunk, *args, state=state, report=report, **kwargs)
+        state, steps, n = res.state, steps + res.steps, int(res.metrics.get("rows", chunk.num_rows))
+        rows += n
+        for k, v in res.metrics.items():
+            if isinstance(v, (int, float)) and k not in ("steps", "rows", "batch_size"):
+                sums[k] = sums.get(k, 0.0) + float(v) * n
+    if res is None:
+        raise ValueError("train_stream: the day has no rows")
+    metrics = {k: v / max(rows, 1) for k, v in sums.items()}
+    metrics.update(steps=steps, rows=rows, batch_size=res.metrics.get("batch_size"))
+    return TrainResult(res.rows_seen, steps, metrics, state)
+
+
+@torch.inference_mode()
 def predict_tensors(model: nn.Module, tt: TableTensors, batch_size: int = 8192) -> np.ndarray:
     """Probabilities (N, T) of the serving output over already-converted tensors."""
     m = unwrap(model)

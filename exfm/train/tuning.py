@@ -9,6 +9,13 @@ landscape keeps the defaults. The paper's hyper-parameter study (figs. 11, 12) i
 help up to a point and GS has a sweet spot that moves with the data, so no fixed triple is right
 for every dataset.
 
+The AH can also step back: ``tune_step_back`` adds a weak backbone pull and none (GS = 0: the
+AH's and SA's gradients never reach the backbone, so the served head trains as without
+distillation). A teacher barely ahead of its student (MovieLens: +1..2 AUC points) teaches
+little but still pulls the shared backbone towards its own errors; the earlier-day score then
+prefers a weak pull or none, while a teacher well ahead keeps a strong one. The choice is the
+same rule on every dataset: nothing is fitted to one.
+
 Example:
     >>> res = tune_amplifiers(day4_with_fm, day5, schema, vm, cfg)   # doctest: +SKIP
     >>> res.best.gs, res.best.ls, res.best.lw                         # doctest: +SKIP
@@ -69,10 +76,13 @@ class TuneResult:
 
 
 def candidates(cfg: ExfmConfig) -> list[tuple[float, float, float]]:
-    """The configured (gs, ls, lw) first, then tune_gs x tune_ls x tune_lw (no duplicates)."""
+    """The configured (gs, ls, lw) first, then tune_gs x tune_ls x tune_lw, then the step-back
+    pulls ``tune_step_back`` at the configured ls, lw (no duplicates). Step-back candidates come
+    last, so on a tie the AH keeps pulling."""
     d = cfg.distillation
     out = [(d.gs, d.ls, d.lw)]
-    for c in itertools.product(d.tune_gs, d.tune_ls, d.tune_lw):
+    step_back = [(g, d.ls, d.lw) for g in d.tune_step_back]
+    for c in [*itertools.product(d.tune_gs, d.tune_ls, d.tune_lw), *step_back]:
         c = tuple(float(x) for x in c)
         if c not in out:
             out.append(c)

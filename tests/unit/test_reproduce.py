@@ -100,8 +100,8 @@ def test_protocol_rows_and_columns(small_run):
     # one unit per FM day (6), per VM reading of each distinct trajectory (4 main + 2 frozen) and
     # per tuning trial (dcnv2 -> fam, one tuning for AH and one for AH+SA, each shared with
     # the frozen copies of that arm)
-    assert len(seen) == 6 + 7 * 3 + 2 * 12
-    assert sum(w.startswith("tune ") for w in seen) == 2 * 12
+    assert len(seen) == 6 + 7 * 3 + 2 * 14
+    assert sum(w.startswith("tune ") for w in seen) == 2 * 14
     vm_steps = [s for s in res.steps if s["model"].startswith("vm:")]
     assert all(s["steps"] >= 4 for s in vm_steps)
 

@@ -28,9 +28,12 @@ def test_candidates_configured_first_without_duplicates():
     cfg = load_config(None, ["distillation.gs=2", "distillation.ls=1", "distillation.lw=1"])
     c = candidates(cfg)
     assert c[0] == (2.0, 1.0, 1.0)
-    assert len(c) == len(set(c)) == 3 * 2 * 2  # the configured triple is in the default grid
+    # the configured triple is in the default grid; then the two step-back pulls
+    assert len(c) == len(set(c)) == 3 * 2 * 2 + 2
+    assert c[-2:] == [(0.5, 1.0, 1.0), (0.0, 1.0, 1.0)]  # last: a tie keeps the pull
     off_grid = candidates(load_config(None, ["distillation.gs=3"]))
-    assert off_grid[0] == (3.0, 1.0, 1.0) and len(off_grid) == 13
+    assert off_grid[0] == (3.0, 1.0, 1.0) and len(off_grid) == 15
+    assert len(candidates(load_config(None, ["distillation.tune_step_back=[]"]))) == 12
 
 
 def test_pick_best_tie_and_nan():
@@ -85,7 +88,8 @@ def test_protocol_tunes_on_earlier_days_and_trains_with_the_choice(data):
                             arms=("wo", "ah", "ah_sa"))
     res = run_protocol(data, cfg, opts)
     t = pd.DataFrame(res.tuning)
-    assert len(t) == 2 * 5  # AH and AH+SA each: the configured (2,1,1) + a 2 x 2 grid
+    # AH and AH+SA each: the configured (2,1,1) + a 2 x 2 grid + the step-back pulls 0.5, 0
+    assert len(t) == 2 * 7
     assert (t.groupby("arm").chosen.sum() == 1).all()
     # tuned on day 4 -> 5: before every scored day (6, 7, 8); day 5 is the VM's first train day
     assert set(t.train_day) == {res.days[3]} and set(t.valid_day) == {res.days[4]}
@@ -106,3 +110,31 @@ def test_protocol_tunes_on_earlier_days_and_trains_with_the_choice(data):
     plain = pd.DataFrame(run_protocol(data, load_config(None, TINY + ["distillation.tune=false"]),
                                       opts).rows)
     assert not np.allclose(a[a.arm == "ah"].auc.values, plain[plain.arm == "ah"].auc.values)
+
+
+def test_zero_pull_keeps_the_ah_out_of_the_backbone(tiny_schema, tiny_cfg, tiny_table):
+    """GS = 0: the AH and SA heads still learn, but no gradient of theirs reaches the backbone,
+    so the served head trains exactly as the VM without distillation."""
+    import torch
+
+    from exfm.data.batches import TableTensors
+    from exfm.distill.losses import distillation_loss
+    from exfm.models import build_vm
+
+    vm = build_vm(VMConfig(name="v", model="deepfam", task="click"), tiny_schema, tiny_cfg)
+    batch = next(TableTensors.from_table(tiny_table, vm.schema, ["click"]).batches(32))
+    y, p = batch["labels"][:, 0], batch["fm_pred"][:, 0]
+
+    def grads(mode, gs):
+        vm.zero_grad()
+        z = vm(batch, gs=gs)
+        loss, _ = distillation_loss(mode, z, y, p, p_sa=p, lw=3.0)
+        loss.backward()
+        return {n: q.grad.to_dense().clone() for n, q in vm.named_parameters()
+                if q.grad is not None}
+
+    none, ah0, ah2 = grads("none", 1.0), grads("ah_sa", 0.0), grads("ah_sa", 2.0)
+    back = [n for n in none if not n.startswith(("aux_head", "sa_head", "serving_head"))]
+    assert back and all(torch.equal(none[n], ah0[n]) for n in back)
+    assert any(not torch.allclose(none[n], ah2[n]) for n in back)
+    assert ah0["aux_head.net.0.weight"].abs().sum() > 0  # the head itself still learns

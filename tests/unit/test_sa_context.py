@@ -1,0 +1,72 @@
+"""The Student Adapter's staleness signals: freshness gap, domain / stage, declared item age."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+import torch
+
+from exfm.config import VMConfig
+from exfm.data.batches import FM_AGE_COLUMN, TableTensors
+from exfm.distill import StudentAdapter, sa_context, sa_shape, student_adapter_step
+from exfm.models import build_vm
+from exfm.reproduce.protocol import fm_age_days, with_fm_pred
+
+
+def _multi_domain(table: pa.Table) -> pa.Table:
+    dom = pa.array(["d0" if i % 3 else "d1" for i in range(table.num_rows)])
+    return table.set_column(table.column_names.index("domain"), "domain", dom)
+
+
+def test_fm_age_of_the_fresh_and_the_frozen_fm():
+    assert fm_age_days("dcnv2", 6) == 1
+    assert fm_age_days("dcnv2@d2", 4) == 3  # trained days 1-2 (index 0, 1); VM day index 4
+    assert fm_age_days("dcnv2@d3", 6) == 4
+
+
+def test_context_holds_gap_declared_columns_and_domain(tiny_schema, tiny_cfg, table_factory):
+    t = _multi_domain(table_factory(64))
+    t = with_fm_pred(t, ["click", "like"], torch.rand(64, 2).numpy(), age=3)
+    vm = build_vm(VMConfig(name="v", model="fam", task="click"), tiny_schema, tiny_cfg)
+    batch = next(TableTensors.from_table(t, vm.schema, ["click"]).batches(64))
+    assert torch.all(batch["fm_age"] == 3)
+    dense, ids = sa_context(vm, batch, ["price", "not_a_column"])
+    assert dense.shape == (64, 2) and ids.shape == (64, 1)
+    assert torch.allclose(dense[:, 0], torch.log1p(torch.tensor(3.0)).expand(64))
+    assert len(set(ids[:, 0].tolist())) == 2  # d0 and d1 are different ids
+    assert sa_shape(vm, ["price", "not_a_column"]) == {"n_dense": 2, "categories": [64]}
+    # without the age column the gap is 1 (a daily FM)
+    plain = TableTensors.from_table(t.drop([FM_AGE_COLUMN]), vm.schema, ["click"])
+    assert plain.fm_age is None
+    d2, _ = sa_context(vm, next(plain.batches(8)), [])
+    assert torch.allclose(d2[:, 0], torch.log1p(torch.tensor(1.0)).expand(8))
+
+
+def test_sa_starts_as_the_fm_and_learns_a_per_domain_correction():
+    torch.manual_seed(0)
+    sa = StudentAdapter(8, n_dense=1, categories=[4])
+    p = torch.full((256,), 0.3)
+    dom = torch.randint(1, 3, (256, 1))
+    ctx = (torch.zeros(256, 1), dom)
+    torch.testing.assert_close(torch.sigmoid(sa(p, ctx)), p)  # step 0: p_SA = p_FM
+    y = (dom[:, 0] == 1).float()  # a stale FM: domain 1 converts, domain 2 does not
+    opt = torch.optim.Adam(sa.parameters(), lr=3e-2)
+    for _ in range(200):
+        _, p_sa = student_adapter_step(sa, opt, p, y, ctx)
+    assert p_sa[dom[:, 0] == 1].mean() > 0.8 and p_sa[dom[:, 0] == 2].mean() < 0.2
+    without = StudentAdapter(8)  # the paper's SA: one input, cannot tell the domains apart
+    opt2 = torch.optim.Adam(without.parameters(), lr=3e-2)
+    for _ in range(200):
+        _, q = student_adapter_step(without, opt2, p, y)
+    assert q.std() < 1e-4
+
+
+def test_an_sa_saved_without_context_still_loads():
+    old = StudentAdapter(8)
+    new = StudentAdapter(8, n_dense=2, categories=[64])
+    new.load_state_dict(old.state_dict())
+    p = torch.tensor([0.2, 0.6])
+    ctx = (torch.randn(2, 2), torch.tensor([[1], [2]]))
+    torch.testing.assert_close(new(p, ctx), old(p))
+    with pytest.raises(RuntimeError):
+        StudentAdapter(4).load_state_dict(old.state_dict())  # a real mismatch still fails
