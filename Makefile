@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # e.g. make demo DEMO_ARGS="--days 3" or DEMO_ARGS="--set models.fm_hidden=[256,128]"
 DEMO_ARGS ?=
 
-.PHONY: venv demo test test-unit test-integration bench stack-up stack-down stack-status clean
+.PHONY: venv demo test test-unit test-integration bench stack-up stack-down stack-status clean dvc-remote
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,3 +52,9 @@ stack-status: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# The S3 remote of `dvc push/pull` on the configured endpoint (the embedded SeaweedFS by default;
+# `make stack-up` first): bucket created, url + endpointurl in .dvc/config, keys in the git-ignored
+# .dvc/config.local, analytics off. docs/dvc.md.
+dvc-remote: $(STAMP)
+	$(BIN)/exfm offline remote

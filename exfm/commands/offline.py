@@ -49,11 +49,11 @@ def fm_cmd(cfg, data: str, kind: str, out: str) -> None:
 @click.option("--fm-dir", required=True, type=_IN)
 @click.option("--out", required=True, type=_DIR)
 @config_options
-def augment_cmd(cfg, data: str, fm_dir: str, out: str) -> None:
+def augment_cmd(cfg, **paths: str) -> None:
     """Join an FM's predictions onto the days (fm_pred_<task> columns)."""
     from exfm.reproduce.stages import augment_stage
 
-    click.echo(f"augmented: {augment_stage(cfg, data, fm_dir, out)}")
+    click.echo(f"augmented: {augment_stage(cfg, **paths)}")
 
 
 @offline.command("vm")
@@ -93,3 +93,28 @@ def report_cmd(cfg, vm_dir: str, fm_dirs: tuple[str, ...], out: str) -> None:
 
     paths = report_stage(cfg, vm_dir, list(fm_dirs), out)
     click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+
+
+@offline.command("remote")
+@click.option("--name", default="exfm", show_default=True, help="DVC remote name")
+@click.option("--prefix", default="dvc", show_default=True, help="folder of the bucket")
+@config_options
+def remote_cmd(cfg, name: str, prefix: str) -> None:
+    """Make the configured S3 endpoint (the embedded SeaweedFS by default) this repo's default
+    DVC remote: bucket created first, url + endpointurl in .dvc/config, the S3 keys in the
+    git-ignored .dvc/config.local (written in-process, never on a command line)."""
+    from dvc.repo import Repo
+
+    from exfm.storage.s3 import ensure_bucket
+
+    ensure_bucket(cfg)
+    access, secret = cfg.s3_credentials()
+    repo = Repo(".")
+    url = f"s3://{cfg.storage.bucket}/{prefix.strip('/')}"
+    with repo.config.edit("repo") as conf:
+        conf["core"]["analytics"] = False
+        conf["core"]["remote"] = name
+        conf["remote"][name] = {"url": url, "endpointurl": cfg.s3_endpoint}
+    with repo.config.edit("local") as conf:
+        conf["remote"][name] = {"access_key_id": access, "secret_access_key": secret}
+    click.echo(f"dvc remote '{name}' = {url} at {cfg.s3_endpoint} (keys in .dvc/config.local)")

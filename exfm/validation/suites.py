@@ -68,6 +68,16 @@ def _column_checks(schema: DatasetSchema) -> list[Check]:
     return out
 
 
+def _mean_band(column: str, trailing: list[dict], path: str, ratio: tuple[float, float],
+               rule: str, what: str) -> list[Check]:
+    """The column's mean within ``ratio`` x the trailing days' mean of ``path`` (none: [])."""
+    b = band(trailing, path, ratio)
+    if not b:
+        return []
+    return [Check(_e().ExpectColumnMeanToBeBetween(column=column, min_value=b[0], max_value=b[1]),
+                  rule, f"{what} in [{b[0]:.4g}, {b[1]:.4g}] (trailing days x {list(ratio)})")]
+
+
 def raw_checks(schema: DatasetSchema, day: str, trailing: list[dict],
                vcfg: ValidationConfig) -> list[Check]:
     """The raw-day suite: schema columns and types, non-null keys, labels in {0,1}, label rates
@@ -91,13 +101,8 @@ def raw_checks(schema: DatasetSchema, day: str, trailing: list[dict],
         lo, hi = vcfg.rate_bounds(c)
         out.append(Check(E.ExpectColumnMeanToBeBetween(column=c, min_value=lo, max_value=hi),
                          "label rate within configured bounds", f"rate in [{lo:g}, {hi:g}]"))
-        b = band(trailing, f"label_rate/{c}", vcfg.label_rate_band)
-        if b:
-            out.append(Check(E.ExpectColumnMeanToBeBetween(column=c, min_value=b[0],
-                                                           max_value=b[1]),
-                             "label rate within the trailing band",
-                             f"rate in [{b[0]:.4g}, {b[1]:.4g}] (trailing days x "
-                             f"{list(vcfg.label_rate_band)})"))
+        out += _mean_band(c, trailing, f"label_rate/{c}", vcfg.label_rate_band,
+                          "label rate within the trailing band", "rate")
     for f in schema.sparse:
         out.append(Check(E.ExpectColumnValuesToBeBetween(column=f.name, min_value=0,
                                                          max_value=f.vocab - 1),
@@ -131,13 +136,8 @@ def augmented_checks(schema: DatasetSchema, day: str, raw_rows: int | None, trai
             Check(E.ExpectColumnValuesToBeBetween(column=c, min_value=0.0, max_value=1.0),
                   "FM prediction in [0, 1]", "values in [0, 1]"),
         ]
-        b = band(trailing, f"fm_pred_mean/{c}", vcfg.fm_pred_mean_band)
-        if b:
-            out.append(Check(E.ExpectColumnMeanToBeBetween(column=c, min_value=b[0],
-                                                           max_value=b[1]),
-                             "FM mean prediction within the trailing band",
-                             f"mean in [{b[0]:.4g}, {b[1]:.4g}] (trailing days x "
-                             f"{list(vcfg.fm_pred_mean_band)})"))
+        out += _mean_band(c, trailing, f"fm_pred_mean/{c}", vcfg.fm_pred_mean_band,
+                          "FM mean prediction within the trailing band", "mean")
     lo = max(int(vcfg.min_rows), int(-(-vcfg.min_coverage * (raw_rows or 0) // 1)))
     out.append(Check(E.ExpectTableRowCountToBeBetween(min_value=lo, max_value=raw_rows),
                      "row coverage of the raw day",

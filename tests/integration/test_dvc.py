@@ -3,6 +3,8 @@
 - ``dvc repro`` runs every stage and writes the metrics; a second ``dvc repro`` runs nothing;
 - ``dvc exp run -S distillation.gs=...`` re-runs only the stages that read it (vm, evaluate,
   report), never data/fm/augment;
+- ``dvc exp run --queue -S distillation.gs=1,2`` + ``dvc queue start``: ``dvc exp show`` lists
+  both values (the amplifier sweep);
 - ``dvc push`` / ``dvc pull`` round-trip the cache through the embedded SeaweedFS (S3 remote
   configured as ``make dvc-remote`` does: endpointurl, ``--local`` credentials).
 """
@@ -84,11 +86,37 @@ def test_repro_then_nothing_then_only_affected_stages(repo):
     assert "distillation.gs" in listed or '"gs": 1.0' in listed
 
 
+def test_queued_gs_sweep_shows_two_experiments(repo):
+    import time
+
+    if not (repo / "dvc.lock").exists():
+        sh(repo, "dvc", "repro")
+    sh(repo, "dvc", "exp", "run", "--queue", "-S", "distillation.gs=1,2")
+    sh(repo, "dvc", "queue", "start", "-j", "1")
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        status = sh(repo, "dvc", "queue", "status")
+        if not any(w in status for w in ("Queued", "Running")):
+            break
+        time.sleep(10)
+    assert "Failed" not in status, status + sh(repo, "dvc", "queue", "logs", "-f", "x",
+                                               check=False)
+    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json"))
+    gs = set()
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                data = (rev.get("data") or {})
+                p = data.get("params", {}).get("params.yaml", {}).get("data", {})
+                if rev.get("name") and p:
+                    gs.add(float(p["distillation"]["gs"]))
+    assert {1.0, 2.0} <= gs, json.dumps(shown)[:3000]
+
+
 def test_push_pull_round_trip_through_seaweedfs(repo, tmp_path_factory):
     from tests.integration.conftest import _start, make_test_config, stack_env
 
     from exfm.stack import stack_down
-    from exfm.storage.s3 import ensure_bucket
 
     if not (repo / "dvc.lock").exists():
         sh(repo, "dvc", "repro")
@@ -96,14 +124,13 @@ def test_push_pull_round_trip_through_seaweedfs(repo, tmp_path_factory):
     _start(cfg, ["s3"])
     try:
         with stack_env(cfg):
-            ensure_bucket(cfg)
-            access, secret = cfg.s3_credentials()
-            sh(repo, "dvc", "remote", "add", "-f", "-d", "exfm",
-               f"s3://{cfg.storage.bucket}/dvc")
-            sh(repo, "dvc", "remote", "modify", "exfm", "endpointurl", cfg.s3_endpoint)
-            sh(repo, "dvc", "remote", "modify", "--local", "exfm", "access_key_id", access)
-            sh(repo, "dvc", "remote", "modify", "--local", "exfm", "secret_access_key", secret)
-            assert secret not in (repo / ".dvc" / "config").read_text()
+            _, secret = cfg.s3_credentials()
+            # what `make dvc-remote` runs ($EXFM_CONFIG = this stack's config)
+            sh(repo, "exfm", "offline", "remote")
+            shared = (repo / ".dvc" / "config").read_text()
+            assert secret not in shared and cfg.s3_endpoint in shared
+            assert secret in (repo / ".dvc" / "config.local").read_text()
+            assert ".dvc/config.local" not in sh(repo, "git", "status", "--porcelain")
             out = sh(repo, "dvc", "push")
             assert "pushed" in out, out
             before = sorted(p.relative_to(repo).as_posix()
