@@ -1,4 +1,4 @@
-"""``exfm data generate|movielens|validate|ingest``: produce, check and upload datasets.
+"""``exfm data generate|movielens|validate|gate|ingest``: produce, check and upload datasets.
 
 Every source lands in the bring-your-own format (DESIGN.md "Dataset format"); see docs/data.md.
 """
@@ -9,7 +9,8 @@ import sys
 
 import click
 
-from exfm.commands.options import config_options, days_callback, require_days_in
+from exfm.commands.options import (config_options, day_callback, days_callback,
+                                  require_days_in)
 
 
 def _bar(total: int, desc: str):
@@ -84,6 +85,21 @@ def validate(directory: str, days: list[str] | None) -> None:
     if report.ignored_line():
         click.echo(report.ignored_line(), err=True)
     click.echo(f"ok: {directory} ({len(report.days)} days, {report.rows} rows)")
+
+
+@data.command()
+@click.option("--day", required=True, callback=day_callback, help="YYYY-MM-DD")
+@click.option("--kind", type=click.Choice(["raw", "augmented"]), default="raw", show_default=True)
+@config_options
+def gate(cfg, day: str, kind: str) -> None:
+    """Run the great-expectations gate on a committed day; print its reason (docs/validation.md).
+    Non-zero exit when it fails."""
+    from exfm.validation import gate_augmented, gate_raw
+
+    res = (gate_raw if kind == "raw" else gate_augmented)(cfg, day, log=click.echo)
+    if not res.ok:
+        raise click.ClickException(f"{kind} gate failed for {day} "
+                                   f"({len(res.failures)} expectation(s))")
 
 
 @data.command()

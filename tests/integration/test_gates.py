@@ -92,6 +92,14 @@ def test_raw_gate_uses_trailing_stats_and_uploads_docs(s3_cfg):
         Bucket=cfg.storage.bucket, Prefix=stats_key(RAW, DAYS[3]))
     with pytest.raises(GateFailed, match="row count within the trailing band"):
         res.raise_if_failed()
+    # the CLI: the same gate, its reason printed, a non-zero exit
+    from click.testing import CliRunner
+
+    from exfm.commands.data import data
+
+    out = CliRunner().invoke(data, ["gate", "--day", DAYS[3]])
+    assert out.exit_code != 0 and "row count within the trailing band" in out.output
+    assert CliRunner().invoke(data, ["gate", "--day", DAYS[2]]).exit_code == 0
 
 
 def test_augmented_gate_catches_a_mean_collapse(s3_cfg):
