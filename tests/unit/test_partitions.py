@@ -23,3 +23,14 @@ def test_parquet_bytes_depend_on_content_only():
 def test_label_window_days():
     cfg = load_config(None, ["data.label_window_days=2"], env={})
     assert label_days(cfg, "2026-01-31") == ["2026-01-31", "2026-02-01", "2026-02-02"]
+
+
+def test_version_ranges_name_each_rows_fm_version():
+    from exfm.das.augment import version_ranges
+
+    col = pa.chunked_array([["3", "3"], ["3", "4", "4"], ["4"]])
+    assert version_ranges(col) == [[0, 3, "3"], [3, 6, "4"]]
+    assert version_ranges(pa.chunked_array([["5"]])) == [[0, 1, "5"]]
+    assert version_ranges(pa.chunked_array([[]], pa.string())) == []
+    ranges = version_ranges(col)
+    assert [v for a, b, v in ranges for _ in range(a, b)] == col.to_pylist()
