@@ -139,6 +139,17 @@ def gate_vm(cfg: ExfmConfig, day: str, vm_name: str, table=None,
     return d
 
 
+def gate_day(cfg: ExfmConfig, day: str, log: Callable[[str], None] = print) -> dict[str, dict]:
+    """The day's promote task: :func:`gate_vm` for every configured VM, ``{vm: {decision,
+    reason, challenger_version, champion_version}}`` (small: fit for XCom)."""
+    keep = ("decision", "reason", "challenger_version", "champion_version")
+    out = {}
+    for v in cfg.vms:
+        d = gate_vm(cfg, day, v.name, log=log).as_dict()
+        out[v.name] = {k: d[k] for k in keep}
+    return out
+
+
 def promote(cfg: ExfmConfig, vm_name: str, version: str, reason: str, by: str | None = None,
             log: Callable[[str], None] = print) -> Decision:
     """On call: make ``version`` the ``@champion`` of ``vm_name`` by hand (recorded as

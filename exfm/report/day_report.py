@@ -148,4 +148,22 @@ def log_day_report(cfg: ExfmConfig, day: str, links: dict[str, str] | None = Non
     url = f"{cfg.oncall.mlflow_base_url or cfg.tracking_uri}/#/experiments/{exp_id}/runs/{run.info.run_id}"
     lines = headline(day, today)
     log(f"day report {day}: {url}")
+    stale = [r for r in today if r.freshness_gap is not None
+             and r.freshness_gap > cfg.freshness.max_gap_days]
+    if stale:
+        freshness_alert(cfg, day, stale, url, log)
     return DayReport(day=day, run_id=run.info.run_id, url=url, headline=lines, rows=records)
+
+
+def freshness_alert(cfg: ExfmConfig, day: str, stale: list[VMDayRow], report_url: str | None = None,
+                    log: Callable[[str], None] = print) -> bool:
+    """The FM-freshness alert: the VMs of ``day`` taught by an FM older than
+    ``freshness.max_gap_days``, logged and POSTed like a failure (True if delivered)."""
+    from exfm.oncall import build_alert, notify, webhook_url
+
+    worst = max(r.freshness_gap for r in stale)
+    reason = (f"FMStale: freshness gap {worst} day(s) > freshness.max_gap_days "
+              f"{cfg.freshness.max_gap_days} (policy {cfg.freshness.policy}) for "
+              + ", ".join(f"{r.vm}{' (degraded)' if r.degraded else ''}" for r in stale))
+    alert = build_alert("exfm_daily", "report", day, None, reason, mlflow_url=report_url)
+    return notify(alert, webhook_url(cfg.oncall.webhook_url), cfg.oncall.timeout_s, log=log)

@@ -62,8 +62,9 @@ def test_day_report_for_each_day_of_a_backfill(rcfg):
                  "gate.reason": "ne 0.76 vs champion 0.77: not worse"}.items():
         client.set_model_version_tag("exfm-vm-rep-a", mv.version, k, v)
 
+    reports_logs: list[str] = []
     reports = [log_day_report(cfg, d, links={"gate_raw": f"file:///docs/{d}/index.html"},
-                              log=lambda m: None) for d in DAYS]
+                              log=reports_logs.append) for d in DAYS]
     for rep, d in zip(reports, DAYS):
         run = client.get_run(rep.run_id)
         assert run.info.run_name == f"report/{d}" and run.data.tags["day"] == d
@@ -83,5 +84,10 @@ def test_day_report_for_each_day_of_a_backfill(rcfg):
     assert "ne_lift_pct" in table["columns"] and len(table["data"]) == 2
     md = mlflow.artifacts.load_text(f"runs:/{last.run_id}/report.md")
     assert "| rep-b |" in md and "[gate_raw](file:///docs/2026-02-03/index.html)" in md
-    # a re-run of the day logs into the same run
-    assert log_day_report(cfg, DAYS[-1], log=lambda m: None).run_id == last.run_id
+    # a re-run of the day logs into the same run; with max_gap_days 1 the freshness alert fires
+    logs = []
+    strict = cfg.model_copy(update={"freshness": cfg.freshness.model_copy(update={"max_gap_days": 1})})
+    assert log_day_report(strict, DAYS[-1], log=logs.append).run_id == last.run_id
+    assert any("FMStale: freshness gap 2 day(s) > freshness.max_gap_days 1" in m
+               and "rep-b (degraded)" in m for m in logs), logs
+    assert not any("FMStale" in m for m in reports_logs)

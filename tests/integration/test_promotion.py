@@ -18,8 +18,8 @@ import pytest
 from exfm.config import VMConfig
 from exfm.data.schema import DatasetSchema, SparseField
 from exfm.models.build import build_vm
-from exfm.promotion.gate import (CHAMPION, CHAMPION_PREV, GateError, alias_version, gate_vm,
-                                 promote, rollback)
+from exfm.promotion.gate import (CHAMPION, CHAMPION_PREV, GateError, alias_version, gate_day,
+                                 gate_vm, promote, rollback)
 from exfm.registry.mlflow_registry import connect, ensure_experiments, register_vm
 from exfm.train.trainer import train_vm_day
 
@@ -95,6 +95,9 @@ def test_gate_promotes_better_refuses_worse_and_rolls_back(gcfg):
     # a re-run of the day returns what was decided, without moving anything
     again = gate_vm(cfg, "2026-01-04", "gatevm", table=t[4])
     assert again.decision == "promoted" and again.challenger == promoted.challenger
+    assert gate_day(cfg, "2026-01-04", log=lambda m: None)["gatevm"] == {
+        "decision": "promoted", "reason": promoted.reason, "challenger_version": good,
+        "champion_version": a}
 
     rb = rollback(cfg, "gatevm", reason="bad serving metrics", by="oncall-test")
     assert rb.decision == "rollback" and alias_version(client, name, CHAMPION) == a
