@@ -4,7 +4,7 @@ The stack's S3 secret key and Ray token must not appear in any process's command
 (``/proc/*/cmdline`` is world-readable), in a Ray job's submission (entrypoint, runtime_env,
 metadata: shown by the Jobs API and the dashboard), in MLflow params or tags of a registered
 snapshot's run, or in the stack's and the job's logs; the state folder, PID files and logs are
-private to their owner.
+private to their owner; SeaweedFS's own ports refuse requests without the stack's JWT.
 """
 
 from __future__ import annotations
@@ -86,3 +86,32 @@ def test_ray_job_submission_and_mlflow_hold_no_secret(stack_cfg, tmp_path):
         assert s not in logs, "a secret in the job's logs"
         assert s not in recorded, "a secret in MLflow params/tags"
     assert "EXFM_SECRETS_FILE" in shown  # the job got a path to its keys, not the keys
+
+
+def test_seaweedfs_ports_refuse_requests_without_the_stacks_jwt(stack_cfg):
+    """Only the S3 gateway (with the S3 keys) reaches the data: a local user writing straight to
+    the volume server or reading through the filer's HTTP port gets 401 (security.toml's keys)."""
+    import urllib.error
+    import urllib.request
+
+    from exfm.stack.services import service_ports
+    from exfm.storage.s3 import ensure_bucket, s3_client
+
+    ensure_bucket(stack_cfg)
+    s3_client(stack_cfg).put_object(Bucket=stack_cfg.storage.bucket, Key="sec/probe.txt",
+                                    Body=b"private")
+    toml = stack_cfg.state_path / "security.toml"
+    assert stat.S_IMODE(toml.stat().st_mode) == 0o600 and "[jwt.signing]" in toml.read_text()
+    ports = service_ports(stack_cfg)["s3"]
+    assign = json.loads(urllib.request.urlopen(
+        f"http://127.0.0.1:{ports['master']}/dir/assign", timeout=10).read())
+    with pytest.raises(urllib.error.HTTPError) as put:
+        urllib.request.urlopen(urllib.request.Request(
+            f"http://{assign['url']}/{assign['fid']}", data=b"x", method="PUT"), timeout=10)
+    assert put.value.code == 401
+    with pytest.raises(urllib.error.HTTPError) as get:
+        urllib.request.urlopen(f"http://127.0.0.1:{ports['filer']}/buckets/"
+                               f"{stack_cfg.storage.bucket}/sec/probe.txt", timeout=10)
+    assert get.value.code == 401
+    assert s3_client(stack_cfg).get_object(Bucket=stack_cfg.storage.bucket,
+                                           Key="sec/probe.txt")["Body"].read() == b"private"
