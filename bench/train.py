@@ -47,6 +47,13 @@ def bench_config(args, *sets: str):
                               f"models.torch_threads={args.threads}", *sets], env={})
 
 
+def scfg_sets() -> list[str]:
+    """The config overrides that give exfm's models section 2's equal sizes."""
+    return [f"models.embed_dim={SAME['embed_dim']}", f"models.vm_hidden={SAME['hidden']}",
+            f"models.fm_embed_dim={SAME['embed_dim']}", f"models.fm_hidden={SAME['hidden']}",
+            f"models.fm_cross_layers={SAME['cross_layers']}"]
+
+
 def make_data(args, out: Path):
     """Two generated days as Parquet: day 1 (train), day 2 (eval); returns (schema, paths)."""
     import pyarrow.parquet as pq
@@ -75,8 +82,9 @@ def run_ours(kind: str, role: str, schema, cfg, train_path: Path, eval_path: Pat
     import torch
 
     from exfm.config import VMConfig
-    from exfm.models.build import build_fm, build_vm, count_parameters
-    from exfm.train.trainer import evaluate, train_fm_day, train_vm_day
+    from exfm.data.batches import TableTensors
+    from exfm.models.build import build_fm, build_vm, count_parameters, unwrap
+    from exfm.train.trainer import evaluate, predict_tensors, train_fm_day, train_vm_day
 
     torch.manual_seed(0)
     table = pq.read_table(train_path)  # the trainer is a plain function on a Parquet file
@@ -90,11 +98,17 @@ def run_ours(kind: str, role: str, schema, cfg, train_path: Path, eval_path: Pat
         c0, t0 = time.process_time(), time.perf_counter()
         res = train_vm_day(model, table, schema, vm, cfg)
     secs, cpu = time.perf_counter() - t0, time.process_time() - c0
-    ev = evaluate(model, pq.read_table(eval_path), task="click")
+    ev_table = pq.read_table(eval_path)
+    ev = evaluate(model, ev_table, task="click")
+    # inference ex/s from in-memory tensors (the conversion excluded), as the plain loop's
+    tt = TableTensors.from_table(ev_table, unwrap(model).schema, unwrap(model).tasks)
+    t1 = time.perf_counter()
+    predict_tensors(model, tt)
+    infer = len(tt) / (time.perf_counter() - t1)
     return {"lib": "exfm", "model": kind, "role": role, "rows": res.rows_seen, "seconds": secs,
             "examples_per_s": res.rows_seen / secs, "cpu_seconds": cpu,
             "examples_per_cpu_s": res.rows_seen / cpu, "auc": ev["auc"], "steps": res.steps,
-            "params": count_parameters(model)}
+            "infer_examples_per_s": infer, "params": count_parameters(model)}
 
 
 def run_peers(args, schema, train_path: Path, eval_path: Path, out: Path) -> list[dict]:
@@ -177,15 +191,121 @@ def run_ray_overhead(args, schema, cfg, train_path: Path, eval_path: Path) -> di
             "ray_auc": auc, "overhead_seconds": fit_s - plain["seconds"]}
 
 
+TARGETS = "train >= 1.6x the faster peer and >= 0.9x the plain loop; AUC >= plain - 0.002; " \
+          "inference >= the plain loop"
+
+
+def _best_of(rounds: list[dict]) -> list[dict]:
+    """Per (lib, model): the fastest round, with every round's ex/s and the best CPU time."""
+    same = []
+    for key in dict.fromkeys((r["lib"], r["model"]) for r in rounds):
+        runs = [r for r in rounds if (r["lib"], r["model"]) == key]
+        best = dict(min(runs, key=lambda r: r["seconds"]))
+        best["all_examples_per_s"] = [r["examples_per_s"] for r in runs]
+        # CPU time is what a loaded, shared machine distorts least: best of the rounds too
+        best["cpu_seconds"] = min(r["cpu_seconds"] for r in runs)
+        best["examples_per_cpu_s"] = best["rows"] / best["cpu_seconds"]
+        if runs[0].get("infer_examples_per_s"):
+            best["infer_examples_per_s"] = max(r.get("infer_examples_per_s", 0) for r in runs)
+        same.append(best)
+    return same
+
+
+def verdict(rows: list[dict], model: str) -> dict:
+    """exfm (default) against the plain loop and the faster peer on ``model``: ratios and the
+    targets of issue #18 (None where the comparison is missing)."""
+    get = lambda lib: next((r for r in rows if r["model"] == model and r["lib"] == lib), None)  # noqa: E731
+    ours, plain = get("exfm"), get("plain loop")
+    peers = [r for r in rows if r["model"] == model and r["lib"] not in ("plain loop",)
+             and not r["lib"].startswith("exfm")]
+    peer = max(peers, key=lambda r: r["examples_per_s"]) if peers else None
+    out: dict = {"model": model}
+    if ours is None:
+        return out
+    if peer is not None:
+        out["train_vs_peer"] = ours["examples_per_s"] / peer["examples_per_s"]
+        out["peer"] = peer["lib"]
+        out["train_vs_peer_met"] = out["train_vs_peer"] >= 1.6
+    if plain is not None:
+        out["train_vs_plain"] = ours["examples_per_s"] / plain["examples_per_s"]
+        out["train_vs_plain_cpu"] = ours["examples_per_cpu_s"] / plain["examples_per_cpu_s"]
+        out["train_vs_plain_met"] = out["train_vs_plain"] >= 0.9
+        out["auc_minus_plain"] = ours["auc"] - plain["auc"]
+        out["auc_met"] = out["auc_minus_plain"] >= -0.002
+        out["infer_vs_plain"] = ours["infer_examples_per_s"] / plain["infer_examples_per_s"]
+        out["infer_met"] = out["infer_vs_plain"] >= 1.0
+    return out
+
+
+def same_model(args, small, scfg, train_path: Path, eval_path: Path, out: Path,
+               skip: set[str]) -> tuple[list[dict], list[dict]]:
+    """Section 2: exfm, the plain loop and the peers on DeepFM and DCN, interleaved rounds."""
+    import pyarrow.parquet as pq
+
+    from plain import run_plain
+
+    print(f"\n== same model, same data: DeepFM and DCN (emb 16, DNN [256,128], 3 cross), "
+          f"{args.rows:,} rows, best of {args.repeats} interleaved rounds ==")
+    variants = [("exfm", scfg)]
+    if args.variant:  # e.g. models.sparse_min_elements=0 (every table sparse: the old default)
+        vcfg = bench_config(args, *scfg_sets(), *args.variant.split(";"))
+        variants.append((f"exfm ({args.variant})", vcfg))
+    train_t, eval_t = pq.read_table(train_path), pq.read_table(eval_path)
+    rounds: list[dict] = []
+    for _ in range(args.repeats):  # interleaved, so a burst of machine load hits every library
+        for lib, c in variants:
+            rounds += [dict(run_ours("deepfam", "vm", small, c, train_path, eval_path),
+                            model="DeepFM", lib=lib),
+                       dict(run_ours("dcn", "fm", small, c, train_path, eval_path),
+                            model="DCN", lib=lib)]
+        for model in ("DeepFM", "DCN"):
+            rounds.append(run_plain(model, small, train_t, eval_t, batch=args.batch,
+                                    lr=args.plain_lr, dim=SAME["embed_dim"],
+                                    hidden=SAME["hidden"], cross_layers=SAME["cross_layers"]))
+        if "peers" not in skip:
+            rounds += run_peers(args, small, train_path, eval_path, out)
+    same = _best_of(rounds)
+    print(f"{'library':<38}{'model':<8}{'best ex/s':>10}{'median':>9}{'ex/cpu-s':>10}"
+          f"{'infer ex/s':>11}{'auc':>8}")
+    for r in same:
+        med = sorted(r["all_examples_per_s"])[len(r["all_examples_per_s"]) // 2]
+        inf = r.get("infer_examples_per_s")
+        print(f"{r['lib']:<38}{r['model']:<8}{r['examples_per_s']:>10,.0f}{med:>9,.0f}"
+              f"{r['examples_per_cpu_s']:>10,.0f}{(f'{inf:,.0f}' if inf else '-'):>11}"
+              f"{r['auc']:>8.4f}")
+    print(f"\ntargets (exfm default): {TARGETS}")
+    yes = lambda v: "-" if v is None else ("MET" if v else "NOT MET")  # noqa: E731
+    targets = []
+    for model in ("DeepFM", "DCN"):
+        v = verdict(same, model)
+        targets.append(v)
+        if "train_vs_peer" in v:
+            print(f"{model:<7} train vs faster peer ({v['peer']}): {v['train_vs_peer']:.2f}x "
+                  f"{yes(v['train_vs_peer_met'])}")
+        else:
+            print(f"{model:<7} train vs faster peer: - (no bench/.venv-peers)")
+        if "train_vs_plain" in v:
+            print(f"{model:<7} train vs plain loop: {v['train_vs_plain']:.2f}x wall, "
+                  f"{v['train_vs_plain_cpu']:.2f}x CPU {yes(v['train_vs_plain_met'])}; "
+                  f"AUC - plain: {v['auc_minus_plain']:+.4f} {yes(v['auc_met'])}; "
+                  f"inference vs plain: {v['infer_vs_plain']:.2f}x {yes(v['infer_met'])}")
+    return same, targets
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, default=100_000, help="rows of the train (and eval) day")
+    p.add_argument("--rows", type=int, default=300_000, help="rows of the train (and eval) day")
     p.add_argument("--zoo-rows", type=int, default=20_000,
                    help="training rows for the default-size zoo (the FMs are ~4M parameters)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--peer-lr", type=float, default=3e-3,
                    help="peers' Adam lr (= exfm's dense lr, models.lr)")
+    p.add_argument("--plain-lr", type=float, default=1e-2,
+                   help="the plain loop's Adam lr (best AUC of 1e-3, 3e-3, 1e-2 on this data)")
+    p.add_argument("--variant", default="models.sparse_min_elements=0",
+                   help="an extra exfm row in section 2: ';'-separated config overrides "
+                        "('' = none)")
     p.add_argument("--repeats", type=int, default=3, help="rounds of section 2 (best is kept)")
     p.add_argument("--fms", default="dcn,dcnv2,dmin,mtl")
     p.add_argument("--vms", default="fam,fmfam,deepfam,dlrm,two_tower")
@@ -201,6 +321,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
+    import torch._dynamo  # noqa: F401 - the optimizers' one-off import (1-5 s), outside any timing
     load = os.getloadavg()[0]
     print(f"bench: {args.rows} rows/day, batch {args.batch}, {args.threads} threads, "
           f"torch {torch.__version__}, load average {load:.1f} on {os.cpu_count()} cores")
@@ -224,52 +345,10 @@ def main(argv: list[str] | None = None) -> dict:
                       f"{r['auc']:>8.4f}")
 
     small = same_model_schema(schema)
-    scfg = bench_config(args, f"models.embed_dim={SAME['embed_dim']}",
-                        f"models.vm_hidden={SAME['hidden']}",
-                        f"models.fm_embed_dim={SAME['embed_dim']}",
-                        f"models.fm_hidden={SAME['hidden']}",
-                        f"models.fm_cross_layers={SAME['cross_layers']}")
+    scfg = bench_config(args, *scfg_sets())
     if "same" not in skip:
-        print(f"\n== same model, same data: DeepFM and DCN (emb 16, DNN [256,128], 3 cross), "
-              f"{args.rows:,} rows, best of {args.repeats} interleaved rounds ==")
-        acfg = scfg.model_copy(update={"models": scfg.models.model_copy(
-            update={"embedding_optimizer": "adam"})})
-        rounds: list[dict] = []
-        for _ in range(args.repeats):  # interleaved, so a burst of machine load hits every library
-            for lib, c in (("exfm", scfg), ("exfm (dense adam)", acfg)):
-                rounds += [dict(run_ours("deepfam", "vm", small, c, train_path, eval_path),
-                                model="DeepFM", lib=lib),
-                           dict(run_ours("dcn", "fm", small, c, train_path, eval_path),
-                                model="DCN", lib=lib)]
-            if "peers" not in skip:
-                rounds += run_peers(args, small, train_path, eval_path, out)
-        same = []
-        for key in dict.fromkeys((r["lib"], r["model"]) for r in rounds):
-            runs = [r for r in rounds if (r["lib"], r["model"]) == key]
-            best = dict(min(runs, key=lambda r: r["seconds"]))
-            best["all_examples_per_s"] = [r["examples_per_s"] for r in runs]
-            # CPU time is what a loaded, shared machine distorts least: best of the rounds too
-            best["cpu_seconds"] = min(r["cpu_seconds"] for r in runs)
-            best["examples_per_cpu_s"] = best["rows"] / best["cpu_seconds"]
-            same.append(best)
-        report["same"] = same
-        print(f"{'library':<19}{'model':<8}{'best ex/s':>10}{'median':>9}{'ex/cpu-s':>10}"
-              f"{'auc':>8}{'vs faster peer (wall, cpu)':>28}")
-        for model in ("DeepFM", "DCN"):
-            rows = [r for r in same if r["model"] == model]
-            peers = [r for r in rows if not r["lib"].startswith("exfm")]
-            best = max(peers, key=lambda r: r["examples_per_s"]) if peers else None
-            best_cpu = max(peers, key=lambda r: r["examples_per_cpu_s"]) if peers else None
-            for r in rows:
-                ratio = r["examples_per_s"] / best["examples_per_s"] if best else float("nan")
-                rcpu = (r["examples_per_cpu_s"] / best_cpu["examples_per_cpu_s"] if best_cpu
-                        else float("nan"))
-                r["ratio_to_faster_peer"], r["cpu_ratio_to_faster_peer"] = ratio, rcpu
-                med = sorted(r["all_examples_per_s"])[len(r["all_examples_per_s"]) // 2]
-                print(f"{r['lib']:<19}{model:<8}{r['examples_per_s']:>10,.0f}{med:>9,.0f}"
-                      f"{r['examples_per_cpu_s']:>10,.0f}{r['auc']:>8.4f}"
-                      f"{ratio:>18.2f}x{rcpu:>9.2f}x")
-
+        report["same"], report["targets"] = same_model(args, small, scfg, train_path, eval_path,
+                                                       out, skip)
     if "ray" not in skip:
         print(f"\n== Ray Train (1 worker, local Ray) vs the plain trainer: FM {args.ray_fm}, "
               "same-model sizes and data ==")

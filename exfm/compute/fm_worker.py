@@ -58,6 +58,7 @@ def fm_train_loop(config: dict) -> None:
     from exfm.models.snapshot import load_snapshot
     from exfm.compute.scaling import device_name, torch_threads
     from exfm.train.checkpoint import load_checkpoint, save_checkpoint
+    from exfm.train.optim import dense_small_tables
     from exfm.train.trainer import train_fm_day
 
     cfg = ExfmConfig.model_validate(config["cfg"])
@@ -87,6 +88,7 @@ def fm_train_loop(config: dict) -> None:
     restarts = int(state.get("restarts", 0)) + (resumed is not None)
     train_seconds = float(state.get("train_seconds", 0.0))  # inside train_fm_day, this rank
     model.train()
+    dense_small_tables(model, cfg.models.sparse_min_elements)  # before DDP records sparse tables
     model = ray.train.torch.prepare_model(model)  # DDP (gloo on CPU, NCCL on GPU); moves to device
 
     row_log = config.get("row_log_dir")

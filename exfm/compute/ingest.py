@@ -89,3 +89,18 @@ def read_day_dataset(cfg, manifest):
     # no partition discovery from the path (day=...): the columns are the file's own
     return ray.data.read_parquet(paths, filesystem=arrow_fs(cfg), partitioning=None,
                                  shuffle=None, file_extensions=None)
+
+
+def iter_tables(source, chunk_rows: int, columns: list[str] | None = None,
+                filesystem=None):
+    """A Parquet file (path or open file) as ``pa.Table`` chunks of at most ``chunk_rows`` rows,
+    in file order, read one record batch at a time: memory holds one chunk, not the day."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    pf = pq.ParquetFile(source, filesystem=filesystem) if filesystem is not None else \
+        pq.ParquetFile(source)
+    for rb in pf.iter_batches(batch_size=chunk_rows, columns=columns):
+        yield pa.Table.from_batches([rb])

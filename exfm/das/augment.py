@@ -67,6 +67,16 @@ def update_lease(cfg: ExfmConfig, day: str) -> str:
     return SnapshotUpdater(lease_store(cfg), fm_model_name(cfg), registry_latest(cfg, day)).poll_once()
 
 
+FORWARD_ROWS_COL = "_exfm_fm_forward_rows"  # internal, dropped by infer_partition
+FORWARD_ROWS_META = b"exfm.fm_forward_rows"  # infer_partition's table metadata: the FM's count
+
+
+def fm_forward_rows(table: pa.Table) -> int | None:
+    """Rows that went through the FM's forward for ``table`` (``infer_partition``'s count)."""
+    v = (table.schema.metadata or {}).get(FORWARD_ROWS_META)
+    return int(v) if v is not None else None
+
+
 class FMPredictor:
     """Ray Data actor = one DAS worker: ``pa.Table`` batch -> the batch + ``fm_pred_<task>`` +
     ``fm_version``.
@@ -99,7 +109,11 @@ class FMPredictor:
 
     def _load(self, version: str, uri: str):
         model, _v = load_fm(self.cfg, version)
+        model.register_forward_hook(self._count)  # rows actually through the FM's forward
         return model.to(self.device)
+
+    def _count(self, _module, inputs, _output) -> None:
+        self.forward_rows = getattr(self, "forward_rows", 0) + int(inputs[0]["sparse"].shape[0])
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(self.cfg.das.refresh_s):
@@ -116,7 +130,15 @@ class FMPredictor:
         version, model = self.loader.current()  # one (version, model) pair for the whole batch
         if self.batch_delay_s:
             time.sleep(self.batch_delay_s)
-        preds = predict_table(model, batch, device=self.device)
+        import torch
+
+        from exfm.train.trainer import autocast
+
+        before = getattr(self, "forward_rows", 0)
+        with autocast(torch.device(self.device), self.cfg.models.amp):  # bf16 on CUDA only
+            preds = predict_table(model, batch, device=self.device)
+        batch = batch.append_column(FORWARD_ROWS_COL, pa.array(
+            [self.forward_rows - before] + [0] * (batch.num_rows - 1), pa.int64())[:batch.num_rows])
         for i, task in enumerate(model.tasks):
             batch = batch.append_column(fm_pred_column(task), pa.array(preds[:, i], pa.float32()))
         return batch.append_column(VERSION_COL, pa.array([version] * batch.num_rows, pa.string()))
@@ -148,6 +170,10 @@ def infer_partition(cfg: ExfmConfig, m: Manifest, day: str, batch_delay_s: float
         num_gpus=1 if gpu else 0, num_cpus=1)
     tables = [ray.get(ref) for ref in out.to_arrow_refs()]
     table = pa.concat_tables(tables) if tables else pa.table({})
+    if FORWARD_ROWS_COL in table.column_names:  # per batch: rows the FM's forward saw
+        forward = int(pc.sum(table.column(FORWARD_ROWS_COL)).as_py() or 0)
+        table = table.drop_columns([FORWARD_ROWS_COL]).replace_schema_metadata(
+            {**(table.schema.metadata or {}), FORWARD_ROWS_META: str(forward)})
     if table.num_rows != m.rows:
         raise AugmentError(f"DAS {day}: inferred {table.num_rows} rows of {m.rows}; not committed")
     if table.num_rows and table.column(VERSION_COL).null_count:

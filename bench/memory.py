@@ -1,0 +1,175 @@
+"""Peak memory of a day's FM training, DAS inference and VM training vs day size.
+
+    .venv/bin/python bench/memory.py [--rows 1000000,4000000] [--modes streamed,materialised]
+
+One generated day (``exfm.data.generator``) of the largest ``--rows`` is written as Parquet
+(row groups of ``--row-group`` rows); each smaller size is its first rows. Each (stage, mode, size)
+runs in a fresh process, which prints its peak RSS (``ru_maxrss``) and its RSS after imports and
+model build (the baseline), so a number is one stage's alone:
+
+- ``fm``: ``train_fm_day`` (DCN at bench/train.py's equal sizes, batch ``--batch``);
+- ``vm``: ``train_vm_day`` (DeepFM, mode none, same sizes);
+- ``das``: the FM's predictions appended as ``fm_pred_<task>`` and written back as Parquet.
+
+``materialised`` reads the whole day (``pq.read_table``) and calls the trainer once, as the day
+jobs do today; ``streamed`` reads it chunk by chunk (``exfm.compute.ingest.iter_tables``,
+``--chunk`` rows) through ``exfm.train.trainer.train_stream`` (DAS: one chunk in, one out).
+Target (issue #18): the peak of the largest day within +/-10 % of the smallest's.
+Results: printed and written to bench/out/memory.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+STAGES = ("fm", "das", "vm")
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child(stage: str, mode: str, path: str, rows: int, chunk: int, batch: int) -> dict:
+    """One stage in this process; returns its figures (called through ``--child``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    import train as bench_train  # noqa: E402 - the bench's equal-size config
+
+    from exfm.compute.ingest import iter_tables
+    from exfm.config import VMConfig
+    from exfm.data.schema import DatasetSchema
+    from exfm.models.build import build_fm, build_vm
+    from exfm.models.snapshot import predict_table
+    from exfm.train.trainer import train_fm_day, train_stream, train_vm_day
+
+    torch.manual_seed(0)
+    schema = DatasetSchema.model_validate_json(Path(path).with_suffix(".schema.json").read_text())
+    small = bench_train.same_model_schema(schema)
+    args = argparse.Namespace(batch=batch, threads=2)
+    cfg = bench_train.bench_config(args, *bench_train.scfg_sets())
+    vm_cfg = VMConfig(name="mem", model="deepfam", task="click", mode="none", control=False)
+    model = build_vm(vm_cfg, small, cfg) if stage == "vm" else build_fm(small, None, cfg,
+                                                                           name="dcn")
+    base = _rss_mb()
+    t0 = time.perf_counter()
+    tables = (iter_tables(path, chunk) if mode == "streamed"
+              else iter([pq.read_table(path)]))
+    if stage == "das":
+        out = Path(path).with_name(f"das-{mode}-{os.getpid()}.parquet")
+        writer = None
+        for t in tables:
+            p = predict_table(model, t)
+            t = t.append_column("fm_pred_click", pa.array(p[:, 0], pa.float32()))
+            writer = writer or pq.ParquetWriter(out, t.schema)
+            writer.write_table(t)
+        writer.close()
+        out.unlink()
+    else:
+        fn, extra = (train_fm_day, ()) if stage == "fm" else (train_vm_day, (vm_cfg,))
+        train_stream(fn, model, tables, small, *extra, cfg)
+    secs = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"stage": stage, "mode": mode, "rows": rows, "peak_rss_mb": peak,
+            "baseline_rss_mb": base, "above_baseline_mb": peak - base, "seconds": secs}
+
+
+def make_days(sizes: list[int], out: Path, row_group: int) -> dict[int, Path]:
+    import pyarrow.parquet as pq
+
+    from exfm.config import load_config
+    from exfm.data.generator import generator_schema, iter_days
+
+    g = load_config(None, [], env={}).data.generator.model_copy(
+        update={"days": 1, "rows_per_day": max(sizes), "seed": 11})
+    schema = generator_schema(g)
+    _, table = next(iter(iter_days(g)))
+    paths = {}
+    for n in sizes:
+        path = out / f"day-{n}.parquet"
+        pq.write_table(table.slice(0, n), path, row_group_size=row_group)
+        path.with_suffix(".schema.json").write_text(schema.model_dump_json())
+        paths[n] = path
+    return paths
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", default="1000000,4000000", help="comma list of day sizes")
+    p.add_argument("--modes", default="streamed,materialised")
+    p.add_argument("--stages", default=",".join(STAGES))
+    p.add_argument("--chunk", type=int, default=262_144, help="rows per streamed chunk")
+    p.add_argument("--row-group", type=int, default=131_072)
+    p.add_argument("--batch", type=int, default=4096)
+    p.add_argument("--out", default=str(HERE / "out"))
+    p.add_argument("--child", nargs=3, metavar=("STAGE", "MODE", "PATH"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    sizes = sorted(int(x) for x in args.rows.split(","))
+    if args.child:
+        stage, mode, path = args.child
+        rows = int(Path(path).stem.split("-")[1])
+        print(json.dumps(child(stage, mode, path, rows, args.chunk, args.batch)), flush=True)
+        return {}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"memory bench: days of {sizes} rows, load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores", flush=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="exfm-mem-") as tmp:
+        t0 = time.perf_counter()
+        paths = make_days(sizes, Path(tmp), args.row_group)
+        print(f"generated in {time.perf_counter() - t0:.0f}s", flush=True)
+        print(f"{'stage':<6}{'mode':<14}{'rows':>11}{'peak MB':>9}{'base MB':>9}{'above':>8}"
+              f"{'s':>7}")
+        for stage in args.stages.split(","):
+            for mode in args.modes.split(","):
+                for n in sizes:
+                    proc = subprocess.run(
+                        [sys.executable, __file__, "--child", stage, mode, str(paths[n]),
+                         "--chunk", str(args.chunk), "--batch", str(args.batch)],
+                        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+                    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("{")),
+                                None)
+                    if proc.returncode != 0 or line is None:
+                        print(proc.stderr[-3000:])
+                        raise RuntimeError(f"{stage}/{mode}/{n} failed")
+                    r = json.loads(line)
+                    results.append(r)
+                    print(f"{stage:<6}{mode:<14}{n:>11,}{r['peak_rss_mb']:>9,.0f}"
+                          f"{r['baseline_rss_mb']:>9,.0f}{r['above_baseline_mb']:>8,.0f}"
+                          f"{r['seconds']:>7.0f}", flush=True)
+    print("\ntarget: peak RSS of the largest day within +/-10 % of the smallest's")
+    verdicts = []
+    for stage in args.stages.split(","):
+        for mode in args.modes.split(","):
+            rs = sorted((r for r in results if (r["stage"], r["mode"]) == (stage, mode)),
+                        key=lambda r: r["rows"])
+            if len(rs) >= 2:
+                ratio = rs[-1]["peak_rss_mb"] / rs[0]["peak_rss_mb"]
+                met = abs(ratio - 1) <= 0.10
+                verdicts.append({"stage": stage, "mode": mode, "ratio": ratio, "met": met})
+                print(f"{stage:<6}{mode:<14}{rs[-1]['rows']:,} / {rs[0]['rows']:,} rows: peak "
+                      f"x{ratio:.2f} {'MET' if met else 'NOT MET'}")
+    report = {"args": vars(args), "results": results, "verdicts": verdicts,
+              "load_average_end": os.getloadavg()[0]}
+    (out / "memory.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Trainer fast paths: dense fused Adam on small tables, serving-only VM steps, the GPU path's
+autocast / pinned-copy selection (checked on CPU)."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from exfm.config import VMConfig
+from exfm.data.batches import TableTensors
+from exfm.models import build_vm
+from exfm.train import train_vm_day
+from exfm.train.optim import load_optimizer_states, make_optimizers, optimizer_states
+from exfm.train.trainer import autocast, to_device
+
+
+def _with(cfg, **models):
+    return cfg.model_copy(update={"models": cfg.models.model_copy(update=models)})
+
+
+def _tables(model):
+    return [m for m in model.modules() if isinstance(m, nn.Embedding)]
+
+
+def test_small_tables_train_dense_with_fused_adam(tiny_schema, tiny_cfg):
+    vm = build_vm(VMConfig(name="v", model="deepfam"), tiny_schema, tiny_cfg)
+    assert all(t.sparse for t in _tables(vm))  # built for sparse_adam
+    opts = make_optimizers(vm, tiny_cfg.models)  # default threshold: these tables are tiny
+    assert set(opts) == {"dense", "embedding_dense"}
+    assert not any(t.sparse for t in _tables(vm))
+    assert opts["dense"].defaults["fused"] and opts["embedding_dense"].defaults["fused"]
+    assert opts["embedding_dense"].defaults["lr"] == tiny_cfg.models.embedding_lr
+
+
+def test_threshold_zero_keeps_every_table_sparse(tiny_schema, tiny_cfg):
+    cfg = _with(tiny_cfg, sparse_min_elements=0)
+    vm = build_vm(VMConfig(name="v", model="deepfam"), tiny_schema, cfg)
+    opts = make_optimizers(vm, cfg.models)
+    assert set(opts) == {"dense", "embedding"}
+    assert isinstance(opts["embedding"], torch.optim.SparseAdam)
+    assert len(opts["embedding"].param_groups[0]["params"]) == len(_tables(vm))
+
+
+def test_threshold_splits_by_table_size(tiny_schema, tiny_cfg):
+    vm = build_vm(VMConfig(name="v", model="deepfam"), tiny_schema, tiny_cfg)
+    sizes = sorted(t.weight.numel() for t in _tables(vm))
+    assert len(sizes) == 2 and sizes[0] < sizes[1]  # first-order (width 1) < field vectors
+    opts = make_optimizers(vm, _with(tiny_cfg, sparse_min_elements=sizes[1]).models)
+    assert [p.numel() for p in opts["embedding"].param_groups[0]["params"]] == [sizes[1]]
+    assert [p.numel() for p in opts["embedding_dense"].param_groups[0]["params"]] == [sizes[0]]
+
+
+def test_warm_start_from_all_sparse_state_starts_the_changed_group_fresh(
+        tiny_schema, tiny_cfg, tiny_table):
+    cfg0 = _with(tiny_cfg, sparse_min_elements=0)
+    vm_cfg = VMConfig(name="v", model="deepfam", mode="none")
+    vm = build_vm(vm_cfg, tiny_schema, cfg0)
+    res = train_vm_day(vm, tiny_table, tiny_schema, vm_cfg, cfg0)
+    assert "embedding" in res.state["optimizers"]
+    # the default config now trains these tables dense: the dense group reloads, the rest is new
+    res2 = train_vm_day(vm, tiny_table, tiny_schema, vm_cfg, tiny_cfg, state=res.state)
+    assert set(res2.state["optimizers"]) == {"dense", "embedding_dense"}
+    assert res2.state["steps"] == 2 * res.steps
+
+
+def test_load_optimizer_states_round_trip(tiny_schema, tiny_cfg):
+    vm = build_vm(VMConfig(name="v", model="fam"), tiny_schema, tiny_cfg)
+    opts = make_optimizers(vm, tiny_cfg.models)
+    for p in vm.parameters():
+        p.grad = torch.ones_like(p)
+    for o in opts.values():
+        o.step()
+    saved = optimizer_states(opts)
+    fresh = make_optimizers(vm, tiny_cfg.models)
+    load_optimizer_states(fresh, saved)
+    assert optimizer_states(fresh)["dense"]["state"][0]["step"] == 1
+
+
+class _Wrapper(nn.Module):
+    """DDP-like: the trainer sees ``model is not unwrap(model)`` and keeps every head."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *a, **k):
+        return self.module(*a, **k)
+
+
+@pytest.mark.parametrize("mode", ["none", "vanilla"])
+def test_serving_only_modes_skip_the_distillation_heads(mode, tiny_schema, tiny_cfg, tiny_table):
+    vm_cfg = VMConfig(name="v", model="deepfam", mode=mode)
+    vm = build_vm(vm_cfg, tiny_schema, tiny_cfg)
+    table = tiny_table  # holds fm_pred_click
+    wrapped = copy.deepcopy(vm)
+    aux0 = vm.aux_head.net[-1].weight.detach().clone()
+    res = train_vm_day(vm, table, tiny_schema, vm_cfg, tiny_cfg)
+    assert vm.aux_head.net[-1].weight.grad is None and vm.sa_head.net[-1].weight.grad is None
+    assert torch.equal(vm.aux_head.net[-1].weight, aux0)
+    # the wrapped (DDP-like) path computes every head; the served model comes out the same
+    res_w = train_vm_day(_Wrapper(wrapped), table, tiny_schema, vm_cfg, tiny_cfg)
+    assert wrapped.aux_head.net[-1].weight.grad is not None
+    assert res.steps == res_w.steps
+    for (name, a), b in zip(vm.backbone.state_dict().items(), wrapped.backbone.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    for a, b in zip(vm.serving_head.parameters(), wrapped.serving_head.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_ah_modes_still_train_the_heads(tiny_schema, tiny_cfg, tiny_table):
+    vm_cfg = VMConfig(name="v", model="deepfam", mode="ah")
+    vm = build_vm(vm_cfg, tiny_schema, tiny_cfg)
+    table = tiny_table
+    aux0 = vm.aux_head.net[-1].weight.detach().clone()
+    train_vm_day(vm, table, tiny_schema, vm_cfg, tiny_cfg)
+    assert not torch.equal(vm.aux_head.net[-1].weight, aux0)
+
+
+def test_autocast_is_bf16_on_cuda_only():
+    with pytest.warns(UserWarning) if not torch.cuda.is_available() else _nothing():
+        ctx = autocast(torch.device("cuda"), True)
+    assert isinstance(ctx, torch.autocast)
+    assert ctx.device == "cuda" and ctx.fast_dtype == torch.bfloat16
+    assert not isinstance(autocast(torch.device("cuda"), False), torch.autocast)
+    assert not isinstance(autocast(torch.device("cpu"), True), torch.autocast)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_to_device_pins_only_for_cuda(monkeypatch, tiny_schema, tiny_table):
+    tt = TableTensors.from_table(tiny_table, tiny_schema, ["click"])
+
+    def no_pin(self, *a, **k):
+        raise AssertionError("pin_memory called for a CPU device")
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", no_pin)
+    out = to_device(tt, torch.device("cpu"))
+    assert torch.equal(out.sparse, tt.sparse) and torch.equal(out.labels, tt.labels)
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: pinned.append(1) or self)
+    calls = []
+    monkeypatch.setattr(torch.Tensor, "to",
+                        lambda self, *a, **k: calls.append(k.get("non_blocking")) or self)
+    to_device(tt, torch.device("cuda"))
+    n = 3 + len(tt.seq) + (tt.fm_pred is not None)  # sparse, dense, labels, sequences, fm_pred
+    assert len(pinned) == n and calls == [True] * n
+
+
+def test_train_stream_matches_one_call_on_the_whole_day(tiny_schema, tiny_cfg, tiny_table,
+                                                        tmp_path):
+    import pyarrow.parquet as pq
+
+    from exfm.compute.ingest import iter_tables
+    from exfm.models import build_fm
+    from exfm.train.trainer import train_fm_day, train_stream
+
+    torch.manual_seed(0)
+    whole = build_fm(tiny_schema, None, tiny_cfg, "dcn")
+    streamed = copy.deepcopy(whole)
+    res = train_fm_day(whole, tiny_table, tiny_schema, tiny_cfg)
+    path = tmp_path / "day.parquet"
+    pq.write_table(tiny_table, path, row_group_size=100)
+    chunks = list(iter_tables(path, 128))  # a multiple of the batch (64): the same batches
+    assert [c.num_rows for c in chunks] == [128, 128]
+    res_s = train_stream(train_fm_day, streamed, iter(chunks), tiny_schema, tiny_cfg)
+    assert (res_s.steps, res_s.rows_seen, res_s.metrics["rows"]) == (res.steps, 256, 256)
+    for (name, a), b in zip(whole.state_dict().items(), streamed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_iter_tables_rejects_a_bad_chunk_size(tmp_path, tiny_table):
+    import pyarrow.parquet as pq
+
+    from exfm.compute.ingest import iter_tables
+
+    pq.write_table(tiny_table, tmp_path / "d.parquet")
+    with pytest.raises(ValueError, match="chunk_rows"):
+        next(iter_tables(tmp_path / "d.parquet", 0))
+
+
+def test_das_predictor_counts_rows_through_the_fm_forward(tiny_schema, tiny_cfg, tiny_table):
+    import pyarrow as pa
+
+    from exfm.das.augment import (FORWARD_ROWS_COL, FORWARD_ROWS_META, FMPredictor,
+                                  fm_forward_rows)
+    from exfm.models import build_fm
+
+    fm = build_fm(tiny_schema, None, tiny_cfg, "dcn")
+    pred = object.__new__(FMPredictor)  # the __call__ path, without a registry or lease store
+    pred.cfg, pred.device, pred.batch_delay_s = tiny_cfg, "cpu", 0.0
+    pred._stop = __import__("threading").Event()
+
+    class _Loader:
+        def current(self):
+            return "3", fm
+
+    pred.loader = _Loader()
+    fm.register_forward_hook(pred._count)
+    batch = tiny_table.drop_columns([c for c in tiny_table.column_names
+                                     if c.startswith("fm_pred_")])
+    out1 = pred(batch.slice(0, 100))
+    out2 = pred(batch.slice(100, 156))
+    assert pred.forward_rows == 256
+    for out, n in ((out1, 100), (out2, 156)):
+        assert out.num_rows == n and int(pa.compute.sum(out.column(FORWARD_ROWS_COL)).as_py()) == n
+        assert out.column("fm_pred_click").null_count == 0
+    empty = pred(batch.slice(0, 0))
+    assert empty.num_rows == 0 and pred.forward_rows == 256
+    meta = pa.table({"a": [1]}).replace_schema_metadata({FORWARD_ROWS_META: "7"})
+    assert fm_forward_rows(meta) == 7 and fm_forward_rows(pa.table({"a": [1]})) is None
