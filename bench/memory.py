@@ -4,7 +4,7 @@
 
 One generated day (``exfm.data.generator``) of the largest ``--rows`` is written as Parquet
 (row groups of ``--row-group`` rows); each smaller size is its first rows. Each (stage, mode, size)
-runs in a fresh process, which prints its peak RSS (``ru_maxrss``) and its RSS after imports and
+runs in a fresh process, which prints its peak RSS (``VmHWM``) and its RSS after imports and
 model build (the baseline), so a number is one stage's alone:
 
 - ``fm``: ``train_fm_day`` (DCN at bench/train.py's equal sizes, batch ``--batch``);
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,10 +33,12 @@ HERE = Path(__file__).resolve().parent
 STAGES = ("fm", "das", "vm")
 
 
-def _rss_mb() -> float:
+def _status_mb(key: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process from /proc (Linux). Not ``ru_maxrss``:
+    Linux carries the parent's peak into a forked child, so it would report the parent's."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -66,7 +67,7 @@ def child(stage: str, mode: str, path: str, rows: int, chunk: int, batch: int) -
     vm_cfg = VMConfig(name="mem", model="deepfam", task="click", mode="none", control=False)
     model = build_vm(vm_cfg, small, cfg) if stage == "vm" else build_fm(small, None, cfg,
                                                                            name="dcn")
-    base = _rss_mb()
+    base = _status_mb("VmRSS")
     t0 = time.perf_counter()
     tables = (iter_tables(path, chunk) if mode == "streamed"
               else iter([pq.read_table(path)]))
@@ -84,7 +85,7 @@ def child(stage: str, mode: str, path: str, rows: int, chunk: int, batch: int) -
         fn, extra = (train_fm_day, ()) if stage == "fm" else (train_vm_day, (vm_cfg,))
         train_stream(fn, model, tables, small, *extra, cfg)
     secs = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mb("VmHWM")
     return {"stage": stage, "mode": mode, "rows": rows, "peak_rss_mb": peak,
             "baseline_rss_mb": base, "above_baseline_mb": peak - base, "seconds": secs}
 
