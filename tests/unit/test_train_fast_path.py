@@ -14,6 +14,8 @@ from exfm.train import train_vm_day
 from exfm.train.optim import load_optimizer_states, make_optimizers, optimizer_states
 from exfm.train.trainer import autocast, to_device
 
+from test_train import _Wrapper  # DDP-like: the trainer keeps every head
+
 
 def _with(cfg, **models):
     return cfg.model_copy(update={"models": cfg.models.model_copy(update=models)})
@@ -75,17 +77,6 @@ def test_load_optimizer_states_round_trip(tiny_schema, tiny_cfg):
     fresh = make_optimizers(vm, tiny_cfg.models)
     load_optimizer_states(fresh, saved)
     assert optimizer_states(fresh)["dense"]["state"][0]["step"] == 1
-
-
-class _Wrapper(nn.Module):
-    """DDP-like: the trainer sees ``model is not unwrap(model)`` and keeps every head."""
-
-    def __init__(self, module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, *a, **k):
-        return self.module(*a, **k)
 
 
 @pytest.mark.parametrize("mode", ["none", "vanilla"])
