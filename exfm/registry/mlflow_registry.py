@@ -78,7 +78,15 @@ def ensure_experiments(cfg: ExfmConfig, vms: list[str] | None = None) -> dict[st
     for family in ("fm", "vm", "das", "pipeline"):
         name = experiment_name(cfg, family)
         exp = client.get_experiment_by_name(name)
-        ids[family] = exp.experiment_id if exp else client.create_experiment(name)
+        if exp is None:
+            try:
+                ids[family] = client.create_experiment(name)
+            except MlflowException as e:  # a task beside this one created it first
+                if "RESOURCE_ALREADY_EXISTS" not in str(e.error_code):
+                    raise
+                exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            ids[family] = exp.experiment_id
         # MLflow 3's UI opens an experiment of this kind on runs and metrics (not GenAI traces)
         client.set_experiment_tag(ids[family], "mlflow.experimentKind", "custom_model_development")
     names = [fm_model_name(cfg)] + [vm_model_name(v) for v in (vms if vms is not None else
