@@ -191,7 +191,8 @@ def test_cleared_day_replays_with_the_same_snapshot(sched):
     src = client.get_model_version(name, old[0].version)
     new = client.create_model_version(name, src.source, run_id=src.run_id,
                                       tags={**src.tags, "day": D2},
-                                      model_id=getattr(src, "model_id", None))
+                                      model_id=getattr(src, "model_id", None)
+                                      or src.source.removeprefix("models:/").split("/")[0])
     assert supersede_day(cfg, name, D2, new.version) == [old[0].version]
     assert client.get_model_version(name, old[0].version).tags["superseded_by"] == new.version
     assert latest_version(cfg, name, before_day=D3) == new.version
