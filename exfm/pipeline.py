@@ -113,7 +113,21 @@ def _job(cfg: ExfmConfig, module: str, day: str, submission_id: str, extra: list
 
     argv = ["-m", f"ray_jobs.{module}", "--day", day, "--config", str(write_resolved_config(cfg)),
             *extra]
-    return submit_and_wait(cfg, argv, submission_id=submission_id, log=log)
+    return json_safe(submit_and_wait(cfg, argv, submission_id=submission_id, log=log))
+
+
+def json_safe(value):
+    """``value`` with NaN/inf floats as None: XCom goes through Airflow's JSON API, which refuses
+    them (e.g. an AUC undefined on a slice with one class)."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def train_fm(cfg: ExfmConfig, day: str, submission_id: str | None = None,
