@@ -198,7 +198,7 @@ def test_registration_killed_between_steps_is_invisible_then_completed_once(stac
 
 
 # --- a caller killed with SIGKILL (an Airflow zombie), then retried (real Ray) --------------------
-_JOB = ("import json, sys, time; time.sleep(12); "
+_JOB = ("import json, sys, time; time.sleep(30); "
         "open(sys.argv[1], 'a').write('done\\n'); "
         "print('EXFM_RESULT ' + json.dumps({'day': '2026-04-03', 'rows': 7}), flush=True)")
 
