@@ -1,8 +1,15 @@
 """exfm_daily: one day of ExFM, external distillation from one FM to many VMs.
 
-    wait_for_data ──> land ──> augment (DAS: FM of a day < d -> augmented/day=d) ──> vm_names
-                        │                                       ──> train_vm[vm] (mapped, by VM)
-                        └────> train_fm (Ray Train, warm-started from FM of d-1 -> exfm-fm vN)
+    wait_for_data ──> land ──> gate_raw ──> bless_fm ──> augment (DAS: FM of a day < d)
+                                  │   ──> gate_augmented ──> vm_names ──> train_vm[vm] (mapped)
+                                  │   ──> promote (each VM's challenger vs @champion) ──> report
+                                  └────> train_fm (Ray Train, warm-started from FM of d-1)
+
+gate_raw / gate_augmented are the data gates (docs/validation.md): a failed gate fails its task
+with the failed rules and the Data Docs link, and nothing downstream runs. bless_fm judges the
+newest FM before DAS uses it; promote moves a VM's @champion alias when its challenger passes
+(docs/oncall.md); report logs the day's MLflow run ``report/<day>`` in ``exfm-pipeline`` with
+the gates' Data Docs links. Every task's failure alerts on-call (``ExfmFailureNotifier``).
 
 A day's inputs are fixed by its date: the day is the run's data interval start (a scheduled,
 triggered, backfilled or cleared run of day d reads and writes the partitions of d), the FM of d
@@ -10,9 +17,9 @@ warm-starts from the FM of d-1, DAS of d infers with the newest FM trained befor
 
 Days run one at a time in date order, whatever a backfill's --max-active-runs: every task
 depends_on_past, and `land` of day d also waits for day d-1's `train_fm` and `augment`
-(wait_for_downstream), so day d starts once d-1's FM snapshot is registered. train_fm stays off
-the VMs' critical path within a day. A day without data waits (`wait_for_data`, reschedule mode:
-no worker slot held) up to schedule.data_wait_s, then fails once.
+(wait_for_downstream: both also take land's result directly), so day d starts once d-1's FM snapshot
+is registered. train_fm stays off the VMs' critical path within a day. A day without data waits
+(`wait_for_data`, reschedule mode: no worker slot held) up to schedule.data_wait_s, then fails once.
 
 Heavy work runs as Ray jobs with deterministic submission ids (a retry re-attaches). XCom
 carries ids and URIs only. The config comes from $EXFM_CONFIG (set by `exfm stack up`); the
@@ -24,10 +31,16 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from datetime import timedelta
 
 import pendulum
 from airflow.sdk import dag, get_current_context, task
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:  # the notifier sits beside this file (a DagBag of any folder finds it)
+    sys.path.insert(0, _HERE)
+from exfm_notify import ExfmFailureNotifier  # noqa: E402
 
 SCHEDULE = {"start_date": "2026-01-01", "end_date": None, "data_wait_s": 3600, "poke_s": 60,
             **json.loads(os.environ.get("EXFM_SCHEDULE") or "{}")}
@@ -40,6 +53,7 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
     "execution_timeout": timedelta(hours=2),
+    "on_failure_callback": ExfmFailureNotifier(),  # one alert per failed try (docs/oncall.md)
 }
 
 
@@ -97,6 +111,20 @@ def exfm_daily():
         return land_day(_cfg(), _day())
 
     @task
+    def gate_raw(landed: dict) -> dict:
+        """The raw data gate on raw/day=d: fails with the failed rules and the Data Docs link."""
+        from exfm.pipeline import gate_raw as gate
+
+        return gate(_cfg(), landed["day"])
+
+    @task
+    def bless_fm(raw_ok: dict) -> dict:
+        """Judge the newest FM trained before d on day d's rows before DAS uses it."""
+        from exfm.pipeline import bless_fm as bless
+
+        return bless(_cfg(), raw_ok["day"])
+
+    @task
     def train_fm(landed: dict) -> dict:
         """Train the FM one pass on raw/day=d, warm-started from FM of d-1; register exfm-fm vN."""
         from exfm.pipeline import train_fm as train
@@ -111,7 +139,14 @@ def exfm_daily():
         return das(_cfg(), landed["day"], submission_id=_submission_id("augment"))
 
     @task
-    def vm_names(augmented: dict) -> list[str]:
+    def gate_augmented(augmented: dict) -> dict:
+        """The augmented data gate on augmented/day=d (skipped when DAS was: no FM before d)."""
+        from exfm.pipeline import gate_augmented as gate
+
+        return gate(_cfg(), augmented["day"], augmented=augmented)
+
+    @task
+    def vm_names(augmented_ok: dict) -> list[str]:
         """The configured VMs: one mapped training task each."""
         return [v.name for v in _cfg().vms]
 
@@ -124,9 +159,28 @@ def exfm_daily():
         ctx["vm"] = vm
         return train(_cfg(), _day(), vm, submission_id=_submission_id("train_vm", vm))
 
-    landed = wait_for_data() >> land()
-    train_fm(landed)
-    train_vm.expand(vm=vm_names(augment(landed)))
+    @task
+    def promote() -> dict:
+        """The promotion gate: each VM's challenger against @champion on day d's slice."""
+        from exfm.pipeline import promote as gate_day
 
+        return gate_day(_cfg(), _day())
+
+    @task
+    def report(raw_ok: dict, augmented_ok: dict) -> dict:
+        """Log the day report run report/<day> (with the gates' Data Docs links)."""
+        from exfm.pipeline import docs_links, report as day_report
+
+        return day_report(_cfg(), _day(), docs_links(raw_ok, augmented_ok))
+
+    landed = wait_for_data() >> land()
+    raw_ok = gate_raw(landed)
+    raw_ok >> train_fm(landed)  # land feeds train_fm and augment directly: wait_for_downstream
+    blessed = bless_fm(raw_ok)
+    augmented = augment(landed)
+    blessed >> augmented
+    augmented_ok = gate_augmented(augmented)
+    vms = train_vm.expand(vm=vm_names(augmented_ok))
+    vms >> promote() >> report(raw_ok, augmented_ok)
 
 exfm_daily()

@@ -4,8 +4,9 @@ Each step reads and writes the partition of its own day (never "the latest"), is
 that day, and returns a small dict (ids, URIs, counts) fit for XCom. Heavy work runs as Ray jobs
 submitted through the Jobs API; this module only wires config, storage and submission.
 
-    land(d) -> train_fm(d) (Ray Train) ┐
-            -> augment(d) (DAS, FM_{d-1}) -> train_vm(d, vm) for each VM (fan-out)
+    land(d) -> gate_raw(d) -> train_fm(d) (Ray Train)
+                           -> bless_fm(d) -> augment(d) (DAS, FM_{d-1}) -> gate_augmented(d)
+                           -> train_vm(d, vm) for each VM (fan-out) -> promote(d) -> report(d)
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import yaml
 from exfm.compute.submit import safe_submission_id
 from exfm.config import ExfmConfig, load_config
 
-__all__ = ["pipeline_config", "write_resolved_config", "data_dir", "land", "train_fm", "augment",
-           "train_vm", "run_day", "safe_submission_id", "schedule_window", "day_has_data",
-           "DAY_FORMAT"]
+__all__ = ["pipeline_config", "write_resolved_config", "data_dir", "land", "gate_raw", "bless_fm",
+           "train_fm", "augment", "gate_augmented", "train_vm", "promote", "report", "run_day",
+           "safe_submission_id", "schedule_window", "day_has_data", "docs_links", "DAY_FORMAT"]
 DAY_FORMAT = "%Y-%m-%d"
 
 log_ = logging.getLogger("exfm.pipeline")
@@ -105,6 +106,54 @@ def land(cfg: ExfmConfig, day: str, log: Callable[[str], None] = print) -> dict:
     ensure_bucket(cfg)
     [m] = ingest_dataset(cfg, data_dir(cfg), [day], progress=log)
     return {"day": day, "rows": m.rows, "uri": PartitionStore(cfg, RAW).uri(day), "digest": m.digest}
+
+
+def gate_raw(cfg: ExfmConfig, day: str, log: Callable[[str], None] = print) -> dict:
+    """The raw data gate on ``raw/day=day``; raises :class:`~exfm.validation.GateFailed` (its
+    reason names each failed rule and the Data Docs link) when it fails."""
+    from exfm.validation import gate_raw as gate
+
+    return json_safe(gate(cfg, day, log=log).raise_if_failed().as_dict())
+
+
+def gate_augmented(cfg: ExfmConfig, day: str, log: Callable[[str], None] = print,
+                   augmented: dict | None = None) -> dict:
+    """The augmented data gate on ``augmented/day=day``; skipped when DAS was (no FM before
+    ``day``: ``augmented`` is :func:`augment`'s result); raises ``GateFailed`` when it fails."""
+    from exfm.validation import gate_augmented as gate
+
+    if augmented is not None and augmented.get("skipped"):
+        log(f"augmented gate {day}: skipped (DAS skipped: no FM trained before {day})")
+        return {"gate": "augmented", "day": day, "ok": True, "skipped": True, "docs_url": None}
+    return json_safe(gate(cfg, day, log=log).raise_if_failed().as_dict())
+
+
+def bless_fm(cfg: ExfmConfig, day: str, log: Callable[[str], None] = print) -> dict:
+    """Judge the newest FM trained before ``day`` on the day's rows (:mod:`exfm.das.blessing`)."""
+    from exfm.das.blessing import bless_fm as bless
+
+    return json_safe(bless(cfg, day, log=log).as_dict())
+
+
+def promote(cfg: ExfmConfig, day: str, log: Callable[[str], None] = print) -> dict:
+    """The promotion gate on each VM's challenger of ``day`` (:func:`.promotion.gate.gate_day`)."""
+    from exfm.promotion.gate import gate_day
+
+    return json_safe(gate_day(cfg, day, log=log))
+
+
+def report(cfg: ExfmConfig, day: str, links: dict[str, str] | None = None,
+           log: Callable[[str], None] = print) -> dict:
+    """Log the day report run (``exfm-pipeline``, ``report/<day>``): ``{run_id, url, headline}``."""
+    from exfm.report.day_report import log_day_report
+
+    r = log_day_report(cfg, day, links={k: v for k, v in (links or {}).items() if v}, log=log)
+    return {"run_id": r.run_id, "url": r.url, "headline": r.headline}
+
+
+def docs_links(*gates: dict | None) -> dict[str, str]:
+    """``{"<gate> gate": docs_url}`` of the gate results that have a Data Docs page."""
+    return {f"{g['gate']} gate": g["docs_url"] for g in gates if g and g.get("docs_url")}
 
 
 def _job(cfg: ExfmConfig, module: str, day: str, submission_id: str, extra: list[str] = (),
@@ -197,7 +246,12 @@ def train_vm(cfg: ExfmConfig, day: str, vm: str, submission_id: str | None = Non
 def run_day(cfg: ExfmConfig, day: str, log: Callable[[str], None] = print) -> dict:
     """The whole day without Airflow (``exfm run-day``): same steps, same order."""
     out: dict = {"day": day, "land": land(cfg, day, log)}
+    out["gate_raw"] = gate_raw(cfg, day, log)
+    out["bless_fm"] = bless_fm(cfg, day, log)
     out["augment"] = augment(cfg, day, log=log)
+    out["gate_augmented"] = gate_augmented(cfg, day, log, augmented=out["augment"])
     out["fm"] = train_fm(cfg, day, log=log)
     out["vms"] = {v.name: train_vm(cfg, day, v.name, log=log) for v in cfg.vms}
+    out["promote"] = promote(cfg, day, log)
+    out["report"] = report(cfg, day, docs_links(out["gate_raw"], out["gate_augmented"]), log)
     return out

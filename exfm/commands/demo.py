@@ -218,6 +218,24 @@ def print_table(rows: list[dict], log=click.echo) -> None:
         "gap = days between the day and the FM snapshot DAS used.")
 
 
+def last_report(cfg, day: str) -> dict | None:
+    """Where day ``day``'s report run (``report/<day>`` in ``exfm-pipeline``) is and its headline
+    lines (rebuilt from the same MLflow runs the report read); None when the day has none."""
+    from exfm.registry.mlflow_registry import connect, experiment_name
+    from exfm.report.day_report import collect_rows
+    from exfm.report.table import headline
+
+    client = connect(cfg)
+    exp = client.get_experiment_by_name(experiment_name(cfg, "pipeline"))
+    runs = [] if exp is None else client.search_runs(
+        [exp.experiment_id], f"tags.component = 'report' and tags.day = '{day}'", max_results=1)
+    if not runs:
+        return None
+    base = cfg.oncall.mlflow_base_url or cfg.tracking_uri
+    return {"url": f"{base}/#/experiments/{exp.experiment_id}/runs/{runs[0].info.run_id}",
+            "headline": headline(day, collect_rows(cfg, [day]))}
+
+
 @click.command()
 @click.option("--days", type=int, default=8, show_default=True,
               help="days to backfill through the scheduler, from the data's first day")
@@ -263,6 +281,11 @@ def demo(cfg, days: int, timeout_s: int, keep_up: bool) -> None:
         check_logs(cfg, runs)
         click.echo("== 5/5 results (from MLflow)")
         print_table(results_table(cfg))
+        rep = last_report(cfg, todo[-1])
+        if rep:
+            click.echo(f"\nday report {todo[-1]}: {rep['url']}")
+            for line in rep["headline"]:
+                click.echo(f"  {line}")
     except BaseException:
         if not keep_up:
             stack_down(cfg, log=click.echo)

@@ -28,7 +28,15 @@ for dag_id, dag in bag.dags.items():
                               "depends_on_past": t.depends_on_past,
                               "wait_for_downstream": t.wait_for_downstream,
                               "mode": getattr(t, "mode", None),
+                              "on_failure": [type(c).__name__ for c in
+                                             (t.on_failure_callback if isinstance(
+                                                 t.on_failure_callback, list)
+                                              else [t.on_failure_callback])
+                                             if c is not None],
                               "upstream": sorted(t.upstream_task_ids)} for t in dag.tasks},
+        "land_downstream": sorted(dag.task_dict["land"].downstream_task_ids)
+                           if "land" in dag.task_dict else None,
+        "map_index_template": getattr(dag.task_dict.get("train_vm"), "map_index_template", None),
     }
 print("RESULT " + json.dumps(out))
 """
@@ -54,19 +62,30 @@ def test_dags_parse_without_errors_or_heavy_imports(tmp_path):
     assert daily["catchup"] is False and daily["max_active_runs"] == 1
     assert daily["schedule"] != "None"
     tasks = daily["tasks"]
-    assert set(tasks) == {"wait_for_data", "land", "train_fm", "augment", "vm_names", "train_vm"}
+    assert set(tasks) == {"wait_for_data", "land", "gate_raw", "bless_fm", "train_fm", "augment",
+                          "gate_augmented", "vm_names", "train_vm", "promote", "report"}
     for name, t in tasks.items():
         if name != "wait_for_data":  # a sensor's timeout fails it once, no retry storm
             assert t["retries"] >= 1, f"{name} has no retries"
         assert t["timeout"] != "None", f"{name} has no execution_timeout"
         assert t["depends_on_past"], f"{name} does not wait for the previous day"
+        assert t["on_failure"] == ["ExfmFailureNotifier"], f"{name}: no on-call alert on failure"
     assert tasks["wait_for_data"]["retries"] == 0 and tasks["wait_for_data"]["mode"] == "reschedule"
     assert tasks["land"]["upstream"] == ["wait_for_data"] and tasks["land"]["wait_for_downstream"]
-    # the pipeline's picture: land feeds DAS and the FM; the VM fan-out waits for DAS
-    assert tasks["train_fm"]["upstream"] == ["land"]
-    assert tasks["augment"]["upstream"] == ["land"]
+    # the pipeline's picture: land -> gate_raw -> bless_fm -> augment -> gate_augmented -> VMs ->
+    # promote -> report; train_fm beside them after gate_raw. train_fm and augment also take land
+    # directly, so land's wait_for_downstream holds day d until d-1's FM and DAS are done.
+    assert tasks["gate_raw"]["upstream"] == ["land"]
+    assert tasks["train_fm"]["upstream"] == ["gate_raw", "land"]
+    assert tasks["bless_fm"]["upstream"] == ["gate_raw"]
+    assert tasks["augment"]["upstream"] == ["bless_fm", "land"]
+    assert tasks["gate_augmented"]["upstream"] == ["augment"]
+    assert tasks["vm_names"]["upstream"] == ["gate_augmented"]
     assert tasks["train_vm"]["upstream"] == ["vm_names"]
-    assert tasks["vm_names"]["upstream"] == ["augment"]
+    assert tasks["promote"]["upstream"] == ["train_vm"]
+    assert tasks["report"]["upstream"] == ["gate_augmented", "gate_raw", "promote"]
+    assert daily["land_downstream"] == ["augment", "gate_raw", "train_fm"]
+    assert daily["map_index_template"] == "{{ vm }}"
 
 
 def test_calendar_comes_from_the_stack(tmp_path):

@@ -6,6 +6,9 @@
 - ``airflow tasks clear`` of day 2 after day 3 re-runs it with the same FM snapshot and the same
   augmented digest; the newest versions are still day 3's; a new version of day 2 supersedes
   the old one (tagged ``superseded_by``);
+- each day is gated (raw gate; augmented gate from day 2, skipped on day 1 without an FM),
+  promoted and reported: one ``report/<day>`` run per day in ``exfm-pipeline`` with the gates'
+  Data Docs links, and day 2's promote makes day 1's VM the first ``@champion``;
 - MLflow unreachable during ``augment``: the step raises (never "no FM") and nothing is committed.
 
 One stack for the module (tiny data: 300 rows a day, one VM with a control arm, a small FM).
@@ -31,7 +34,14 @@ SETS = ("data.source=generate", "data.generator.days=3", "data.generator.rows_pe
         "data.generator.seed=7", "models.fm_hidden=[64,32]", "models.fm_embed_dim=16",
         f"vms=[{{name: {VM}, model: fam, task: click, domain: d0, control: true}}]",
         "schedule.data_wait_s=120", "schedule.poke_s=5", "ray.checkpoints_per_day=1",
-        "das.max_actors=1")
+        "das.max_actors=1",
+        # tiny days (about 110 rows of the VM's slice, ~4 positives): let the promotion gate decide
+        # on them at all (library default min_rows 200) and judge only the alias move, not quality
+        "promotion.min_rows=50", "promotion.calibration_band=[0.05,20]",
+        "promotion.vs_control=false",
+        # a small FM on ~300 rows a day moves its mean prediction of the rare `like` label by
+        # more than the default x[0.5, 2] day to day (measured: 0.0225 -> 0.0074 on day 3)
+        "validation.fm_pred_mean_band=[0.1,10]")
 
 
 def _airflow(env, *args, timeout=180) -> str:
@@ -152,6 +162,25 @@ def test_backfill_runs_days_in_order_and_chains_the_fm(sched):
     assert das[D3].data.metrics["das/freshness_gap_days"] == 1
     vm = {v.tags["day"]: v for v in client.search_model_versions(f"name='{vm_model_name(VM)}'")}
     assert vm[D3].tags["fm_version"] == fm[D2].version
+
+    # gated, promoted, reported: one report run per day (links to the gates' Data Docs); day 2's
+    # promote judged day 1's VM version on day 2's slice and made it the first @champion
+    rep = mlflow.get_experiment_by_name(f"{cfg.tracking.experiment_prefix}-pipeline")
+    reports = {r.data.tags["day"]: r for r in mlflow.search_runs(
+        [rep.experiment_id], "tags.component = 'report'", output_format="list")}
+    assert sorted(reports) == DAYS
+    for d, r in reports.items():
+        assert r.info.run_name == f"report/{d}"
+        assert r.data.tags["link.raw gate"].endswith(".html")
+    assert "link.augmented gate" not in reports[D1].data.tags  # skipped: no FM before day 1
+    assert reports[D2].data.tags["link.augmented gate"].endswith(".html")
+    from exfm.promotion.decision import Decision
+
+    name = vm_model_name(VM)
+    first = Decision.from_tags(client.get_model_version(name, vm[D1].version).tags)
+    assert (first.day, first.decision, first.champion_version) == (D2, "promoted", None), first
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.version in (vm[D1].version, vm[D2].version)  # day 3's promote may move it
 
     # a task's log is readable through the API (what the UI shows)
     log = _api(cfg, f"/dags/exfm_daily/dagRuns/{runs[D2]['dag_run_id']}/taskInstances/"
