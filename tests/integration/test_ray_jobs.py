@@ -199,9 +199,14 @@ def test_vm_job_tunes_amplifiers_on_an_earlier_augmented_day(stack_cfg, ray_data
     from exfm.registry.mlflow_registry import connect
     from exfm.storage.partitions import PartitionStore, ingest_dataset
 
-    bucket = "exfm-tune-test"
-    cfg = stack_cfg.model_copy(update={"storage": stack_cfg.storage.model_copy(
-        update={"bucket": bucket})})
+    from exfm.data.generator import generator_schema
+    from exfm.models.build import build_fm
+    from exfm.registry.mlflow_registry import ensure_experiments, register_fm
+
+    bucket, fm_name = "exfm-tune-test", "exfm-fm-tune-test"
+    cfg = stack_cfg.model_copy(update={
+        "storage": stack_cfg.storage.model_copy(update={"bucket": bucket}),
+        "das": stack_cfg.das.model_copy(update={"fm_model": fm_name})})
     g = stack_cfg.data.generator.model_copy(update={"days": 3, "rows_per_day": ROWS, "seed": 12,
                                                     "n_users": 200, "n_items": 150})
     d = ray_data["dir"] / "tune"
@@ -209,6 +214,12 @@ def test_vm_job_tunes_amplifiers_on_an_earlier_augmented_day(stack_cfg, ray_data
     with stack_env(cfg):
         generate(g, d)
         ingest_dataset(cfg, d, progress=lambda m: None)
+        # the FM snapshot the augmented days name (its own registered model, trained the day
+        # before DAYS[0]): the VM job reads its day for the freshness gap
+        schema = generator_schema(g)
+        ensure_experiments(cfg, vms=[])
+        fm_version = register_fm(cfg, build_fm(schema, list(schema.labels), cfg), "2025-12-31",
+                                 0, [])
         raw, aug = PartitionStore(cfg, "raw"), PartitionStore(cfg, "augmented")
         for day in DAYS:
             t = raw.read_day(day)
@@ -216,11 +227,13 @@ def test_vm_job_tunes_amplifiers_on_an_earlier_augmented_day(stack_cfg, ray_data
                 y = t.column(task).to_numpy().astype(np.float64)
                 p = np.clip(0.02 + 0.3 * y + rng.normal(0, 0.05, len(y)), 0.001, 0.999)
                 t = t.append_column(f"fm_pred_{task}", pa.array(p.astype(np.float32)))
-            aug.write_day(day, t, producer="test", fm_version="1")
+            t = t.append_column("fm_version", pa.array([fm_version] * t.num_rows))
+            aug.write_day(day, t, producer="test", fm_version=fm_version)
 
     def vm_job(day):
         argv = ["-m", "ray_jobs.train_vm", "--day", day, "--vm", "d1-click",
                 "--config", ray_data["config"], *SMALL, "--set", f"storage.bucket={bucket}",
+                "--set", f"das.fm_model={fm_name}",
                 "--set", "distillation.tune_gs=[1,4]", "--set", "distillation.tune_ls=[1]",
                 "--set", "distillation.tune_lw=[1,3]"]
         return submit_and_wait(stack_cfg, argv, f"test-vm-tune-{day}", log=lambda m: None,
@@ -244,7 +257,9 @@ def test_vm_job_tunes_amplifiers_on_an_earlier_augmented_day(stack_cfg, ray_data
         local = client.download_artifacts(run.info.run_id, "tuning.json")
         trials = json.loads(Path(local).read_text())["trials"]
     assert [(t["gs"], t["ls"], t["lw"]) for t in trials][0] == (2.0, 1.0, 1.0)  # configured first
-    assert len(trials) == 5 and sum(t["chosen"] for t in trials) == 1
+    # configured (2,1,1) + the 2x1x2 grid + the step-back pulls gs=0.5 and gs=0 at ls=1, lw=1
+    assert len(trials) == 7 and sum(t["chosen"] for t in trials) == 1
+    assert {t["gs"] for t in trials[-2:]} == {0.5, 0.0}
     best = max(trials, key=lambda t: t["auc"])
     assert (best["gs"], best["ls"], best["lw"]) == (tuned["gs"], tuned["ls"], tuned["lw"])
     kept = third["arms"]["fm"]["tune"]
