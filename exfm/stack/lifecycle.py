@@ -3,6 +3,7 @@ stopping exactly the processes ``up`` started (see :mod:`exfm.stack` for the sta
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -105,7 +106,9 @@ def _airflow_migrate(cfg: ExfmConfig, dags_folder: Path | None, log: Log) -> Non
     log("  airflow db migrate ...")
     t = time.monotonic()
     mig_log = S.log_dir(cfg) / "airflow-db-migrate.log"
-    with open(mig_log, "wb") as f:
+    fd = os.open(mig_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private, like all logs
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as f:
         r = subprocess.run(S.airflow_argv("db", "migrate"), env=S.airflow_env(cfg, dags_folder),
                            cwd=S.airflow_home(cfg), stdout=f, stderr=subprocess.STDOUT,
                            timeout=S.START_TIMEOUT["airflow"])

@@ -240,4 +240,4 @@ def test_sigkilled_caller_retry_reattaches_and_the_result_appears_once(stack_cfg
     assert any("re-attaching" in line for line in lines), lines[:5]
     assert not any("submitted to" in line for line in lines)
     assert marker.read_text() == "done\n"  # the job ran once: one result
-    assert [j.submission_id for j in client.list_jobs() if j.submission_id.startswith(sid)] == [sid]
+    assert [j.submission_id for j in client.list_jobs() if (j.submission_id or "").startswith(sid)] == [sid]
