@@ -28,8 +28,9 @@ def pg_sched(tmp_path_factory):
     if not _postgres_reachable():
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
     tmp = tmp_path_factory.mktemp("pgsched")
-    cfg = make_test_config(tmp, f"data.dir={tmp / 'data'}", *SETS,
-                           "data.generator.days=2", database__kind="postgres",
+    # the same 3 generated days as the SQLite test (its day 2 passes the raw gate; a 2-day stream
+    # of 300 rows draws no `like` positive on day 2, which the gate rightly refuses); 2 backfilled
+    cfg = make_test_config(tmp, f"data.dir={tmp / 'data'}", *SETS, database__kind="postgres",
                            database__db_prefix="exfmt_" + secrets.token_hex(4))
     pipeline.data_dir(cfg)
     try:
