@@ -4,9 +4,11 @@ Ray Data reads the committed parts of the day (the manifest names them); a class
 pool runs the FM. Each actor is a full DAS worker: an updater (polls the registry, CAS-moves the
 lease) and a loader (loads the leased snapshot in the background and swaps it in once fully
 loaded), so no worker is special. The driver commits the result through :class:`PartitionStore`
-(parts, then the manifest). Each row gets one ``fm_pred_<task>`` column per FM task and the
-``fm_version`` that produced it; however many VMs read the day, the FM runs once per row (VMs read
-slices of this one partition).
+(parts, then the manifest). Each row gets one ``fm_pred_<task>`` column per FM task, the
+``fm_version`` that produced it and ``fm_age_days``, that version's freshness gap (the day minus
+the FM's training day: the staleness signal the Student Adapter reads, the same column the offline
+protocol writes); however many VMs read the day, the FM runs once per row (VMs read slices of this
+one partition).
 
 Two ways a day lands:
 - joined: ``raw/day=d`` holds features and labels (``exfm data ingest``);
@@ -36,6 +38,7 @@ from exfm.config import ExfmConfig
 from exfm.das.gc import collect_snapshots
 from exfm.das.snapshots import SnapshotLoader, SnapshotUpdater
 from exfm.das.store import lease_store
+from exfm.data.batches import FM_AGE_COLUMN
 from exfm.registry.mlflow_registry import fm_model_name, load_fm
 from exfm.storage.layout import (AUGMENTED, FEATURES, LABELS, PENDING, RAW, VERSION_COL,
                                  fm_pred_column, is_fm_column)
@@ -237,6 +240,28 @@ def _lease_for(cfg: ExfmConfig, day: str, progress: Callable[[str], None]) -> tu
     return want, how
 
 
+def with_fm_age(table: pa.Table, day: str, fm_days: dict[str, str | None]) -> pa.Table:
+    """``table`` plus ``fm_age_days`` (float32): per row, days between ``day`` and the training
+    day of the FM version in its ``fm_version`` (``fm_days``: version -> that day, from the
+    registry's ``day`` tag). A version with no known day gives a null (the trainer reads a null
+    as a daily FM, gap 1). Per row, since rows of one day may come from different snapshots.
+
+    >>> t = pa.table({"fm_version": ["3", "3", "4"]})
+    >>> with_fm_age(t, "2026-01-05", {"3": "2026-01-02", "4": "2026-01-04"}).column(
+    ...     "fm_age_days").to_pylist()
+    [3.0, 3.0, 1.0]
+    """
+    gap = {v: None if d is None else float(_day_gap(day, d)) for v, d in fm_days.items()}
+    versions = table.column(VERSION_COL).to_pylist() if table.num_rows else []
+    missing = sorted({v for v in versions if v not in gap} - {None})
+    if missing:
+        raise AugmentError(f"DAS {day}: no training day for FM version(s) {missing}")
+    col = pa.array([None if v is None else gap[v] for v in versions], pa.float32())
+    if FM_AGE_COLUMN in table.column_names:
+        return table.set_column(table.column_names.index(FM_AGE_COLUMN), FM_AGE_COLUMN, col)
+    return table.append_column(FM_AGE_COLUMN, col)
+
+
 def _infer(cfg: ExfmConfig, src: PartitionStore, dst: PartitionStore, day: str, producer: str,
            progress: Callable[[str], None], batch_delay_s: float) -> tuple[Manifest, Manifest, float]:
     m = src.manifest(day)
@@ -249,6 +274,7 @@ def _infer(cfg: ExfmConfig, src: PartitionStore, dst: PartitionStore, day: str, 
     secs = time.time() - t0
     versions = sorted(set(table.column(VERSION_COL).to_pylist())) if table.num_rows else []
     fm_version = max(versions, key=int) if versions else None
+    table = with_fm_age(table, day, {v: _fm_day(cfg, v) for v in versions})
     progress(f"DAS {day}: inferred {table.num_rows} rows in {secs:.1f}s "
              f"({table.num_rows / max(secs, 1e-9):,.0f} rows/s), FM version(s) {versions}")
     out = dst.write_day(day, table, producer=producer, fm_version=fm_version,
@@ -388,7 +414,7 @@ def join_labels(cfg: ExfmConfig, day: str, progress: Callable[[str], None] = pri
     out_cols = [c for c in joined.column_names if c not in schema.labels]
     kept = joined.filter(has_label)
     # the labelled table in the column order of a joined day: features, labels, FM columns
-    fm_cols = [c for c in out_cols if is_fm_column(c)]
+    fm_cols = [c for c in out_cols if is_fm_column(c) or c == FM_AGE_COLUMN]
     base = [c for c in out_cols if c not in fm_cols]
     kept = kept.select(base + schema.labels + fm_cols)
     kept = kept.cast(pa.schema([f.with_type(pa.int64()) if f.name in schema.labels else f

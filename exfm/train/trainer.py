@@ -78,7 +78,7 @@ def to_device(tt: TableTensors, device: torch.device) -> TableTensors:
         return tt.to(device)
     mv = lambda t: None if t is None else t.pin_memory().to(device, non_blocking=True)  # noqa: E731
     return TableTensors(mv(tt.sparse), mv(tt.dense), {k: mv(v) for k, v in tt.seq.items()},
-                        mv(tt.labels), mv(tt.fm_pred), tt.tasks)
+                        mv(tt.labels), mv(tt.fm_pred), tt.tasks, mv(tt.fm_age))
 
 
 def _day_tensors(model: nn.Module, table: pa.Table, tasks: list[str], device) -> TableTensors:

@@ -70,3 +70,33 @@ def test_an_sa_saved_without_context_still_loads():
     torch.testing.assert_close(new(p, ctx), old(p))
     with pytest.raises(RuntimeError):
         StudentAdapter(4).load_state_dict(old.state_dict())  # a real mismatch still fails
+
+
+def test_das_writes_the_freshness_gap_per_row():
+    # the DAG path (DAS) gives the SA the same signal as the offline path (with_fm_pred's age):
+    # per row, the day minus the training day of the FM version that inferred it
+    from exfm.das.augment import AugmentError, with_fm_age
+
+    t = pa.table({"x": [1, 2, 3, 4], "fm_version": ["3", "3", "4", "5"]})
+    out = with_fm_age(t, "2026-01-06", {"3": "2026-01-02", "4": "2026-01-05", "5": None})
+    assert out.column(FM_AGE_COLUMN).to_pylist() == [4.0, 4.0, 1.0, None]
+    assert out.schema.field(FM_AGE_COLUMN).type == pa.float32()
+    again = with_fm_age(out, "2026-01-07", {"3": "2026-01-02", "4": "2026-01-05", "5": None})
+    assert again.column_names.count(FM_AGE_COLUMN) == 1  # a re-run replaces, never duplicates
+    assert again.column(FM_AGE_COLUMN).to_pylist()[0] == 5.0
+    with pytest.raises(AugmentError, match="version"):
+        with_fm_age(t, "2026-01-06", {"3": "2026-01-02"})  # an unknown version is not a guess
+
+
+def test_das_age_reaches_the_sa_context(tiny_schema, tiny_cfg, table_factory):
+    # what the DAS commits is what the VM's trainer reads: a null age reads as a daily FM (1)
+    from exfm.das.augment import with_fm_age
+
+    t = with_fm_pred(table_factory(8), ["click", "like"], torch.rand(8, 2).numpy())
+    t = t.append_column("fm_version", pa.array(["7"] * 4 + ["8"] * 4))
+    t = with_fm_age(t, "2026-01-05", {"7": "2026-01-02", "8": None})
+    vm = build_vm(VMConfig(name="v", model="fam", task="click"), tiny_schema, tiny_cfg)
+    batch = next(TableTensors.from_table(t, vm.schema, ["click"]).batches(8))
+    assert batch["fm_age"].tolist() == [3.0] * 4 + [1.0] * 4
+    dense, _ = sa_context(vm, batch, [])
+    assert torch.allclose(dense[:4, 0], torch.log1p(torch.tensor(3.0)).expand(4))
