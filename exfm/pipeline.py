@@ -182,10 +182,15 @@ def json_safe(value):
 def train_fm(cfg: ExfmConfig, day: str, submission_id: str | None = None,
              log: Callable[[str], None] = print) -> dict:
     """Train the FM one pass on ``raw/day=day`` on Ray Train (:mod:`exfm.jobs.fm_day`); registers
-    a new version of the FM's registered model (``das.fm_model``, default ``exfm-fm``)."""
-    from exfm.registry.chain import fm_warm_start
+    a new version of the FM's registered model (``das.fm_model``, default ``exfm-fm``). On a day
+    that is not an FM day (``fm.every_days``) nothing trains: ``{"skipped": True, "reason"}``."""
+    from exfm.registry.chain import fm_training_day, fm_warm_start
     from exfm.registry.mlflow_registry import ensure_experiments
 
+    when = fm_training_day(cfg, day)
+    if not when.trains:
+        log(f"FM {day}: not trained today: {when.reason}")
+        return {"day": day, "skipped": True, "reason": when.reason, "fm_version": when.newest}
     warm = fm_warm_start(cfg, day)  # ChainError naming the day to run first, before submitting
     log(f"FM {day}: warm start from {'v' + warm if warm else 'scratch (first day of the chain)'}")
     ensure_experiments(cfg)

@@ -12,6 +12,7 @@ from exfm.config.base import StrictModel
 
 GateMetric = Literal["ne", "auc", "logloss"]
 FreshnessPolicy = Literal["fail", "degraded"]
+DeadlineReference = Literal["queued_at", "logical_date"]
 
 
 class PromotionConfig(StrictModel):
@@ -93,9 +94,13 @@ class OncallConfig(StrictModel):
 
 
 class DeadlineConfig(StrictModel):
-    """Airflow 3 ``DeadlineAlert`` on the daily run (wired in the DAG)."""
+    """Airflow 3 ``DeadlineAlert`` on the daily run (wired in ``dags/exfm_daily.py``; its
+    callback :func:`exfm.oncall.deadline_missed` runs in the triggerer)."""
 
     enabled: bool = Field(True, description="false: no deadline on the daily run")
-    minutes_after_logical_date: int = Field(
-        240, ge=1, description="a daily run not finished this many minutes after its logical "
-        "date's schedule fires the on-call alert")
+    minutes: int = Field(240, ge=1, description="a daily run not finished this many minutes after "
+                         "its reference fires the on-call alert")
+    reference: DeadlineReference = Field(
+        "queued_at", description="queued_at: from when the run was queued (a backfilled or "
+        "re-run day gets the same time budget as today's); logical_date: from the run's logical "
+        "date (for a backfill of past days the deadline has passed before the run starts)")

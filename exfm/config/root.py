@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 from exfm.config.base import ConfigError, StrictModel
 from exfm.config.method import (DataConfig, DistillationConfig, ModelsConfig, VMConfig,
                                 default_vms)
-from exfm.config.schedule import ScheduleConfig
+from exfm.config.schedule import FMConfig, ScheduleConfig
 from exfm.config.offline import OfflineConfig
 from exfm.config.promotion import (DeadlineConfig, FMBlessingConfig, FreshnessConfig,
                                    OncallConfig, PromotionConfig)
@@ -41,6 +41,7 @@ class ExfmConfig(StrictModel):
     distillation: DistillationConfig = Field(default_factory=DistillationConfig)
     das: DasConfig = Field(default_factory=DasConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    fm: FMConfig = Field(default_factory=FMConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     offline: OfflineConfig = Field(default_factory=OfflineConfig)

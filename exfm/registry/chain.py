@@ -1,8 +1,11 @@
 """Point-in-time lookups: which snapshot a day may use, fixed by its date (never "the latest").
 
-- The FM of day d warm-starts from the FM snapshot of day d-1 (:func:`fm_warm_start`), found by
-  its ``day`` tag; it refuses, naming the day to run first, when d-1's snapshot is missing and
-  d is not the first day of the FM chain.
+- The FM trains on its own period (``fm.every_days``, :func:`fm_training_day`): on day d when
+  the newest snapshot before d is at least ``every_days`` old, or when none exists (the chain's
+  first day); the other days skip it.
+- The FM of day d warm-starts from the newest snapshot before d (:func:`fm_warm_start`), found by
+  its ``day`` tag: d-1's when the FM trains every day. It refuses, naming the day to run first,
+  when the training day before d (the newest snapshot's day + ``every_days``) has no snapshot.
 - DAS of day d infers with the newest FM snapshot trained on a day < d (:func:`das_fm_version`),
   whether the run is scheduled, backfilled, or cleared and re-run months later.
 - A re-run of day d that registers a new version supersedes that day's older versions
@@ -15,14 +18,15 @@ A registry that cannot be reached raises :class:`~exfm.registry.mlflow_registry.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 from exfm.config import ExfmConfig
 from exfm.registry.mlflow_registry import (RegistryError, connect, fm_model_name,
                                            live_versions)
 
-__all__ = ["ChainError", "fm_version_of_day", "fm_warm_start", "das_fm_version", "supersede_day",
-           "previous_day"]
+__all__ = ["ChainError", "FMTrainingDay", "fm_version_of_day", "fm_training_day", "fm_warm_start",
+           "das_fm_version", "supersede_day", "previous_day"]
 
 
 class ChainError(RuntimeError):
@@ -31,6 +35,26 @@ class ChainError(RuntimeError):
 
 def previous_day(day: str) -> str:
     return (date.fromisoformat(day) - timedelta(days=1)).isoformat()
+
+
+def _plus(day: str, days: int) -> str:
+    return (date.fromisoformat(day) + timedelta(days=days)).isoformat()
+
+
+@dataclass(frozen=True)
+class FMTrainingDay:
+    """Whether the FM trains on ``day``: ``trains``, the newest snapshot before the day
+    (``newest``, trained on ``newest_day``; None on the chain's first day) and why."""
+
+    day: str
+    trains: bool
+    newest: str | None
+    newest_day: str | None
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"day": self.day, "trains": self.trains, "newest": self.newest,
+                "newest_day": self.newest_day, "reason": self.reason}
 
 
 def _best(versions, cfg: ExfmConfig | None = None) -> str | None:
@@ -68,20 +92,53 @@ def das_fm_version(cfg: ExfmConfig, day: str, blessed_only: bool = True,
                   and not (blessed_only and v.tags.get("blessed") == "false")], cfg)
 
 
+def _newest_before(cfg: ExfmConfig, day: str) -> tuple[str | None, str | None]:
+    """(version, its day) of the newest live FM snapshot trained before ``day``, blessed or not
+    (the chain and its period count every snapshot trained; blessing only decides what serves)."""
+    before = [v for v in _fm_versions(cfg) if (v.tags.get("day") or "9999") < day]
+    version = _best(before, cfg)
+    if version is None:
+        return None, None
+    return version, next(v.tags.get("day") for v in before if str(v.version) == version)
+
+
+def fm_training_day(cfg: ExfmConfig, day: str) -> FMTrainingDay:
+    """Does the FM train on ``day``? Yes on the chain's first day (no snapshot before it) and
+    when the newest snapshot before ``day`` is at least ``fm.every_days`` old; fixed by the
+    registry's history before ``day``, so a re-run of the day decides the same.
+
+    Example (``fm.every_days: 3``, snapshots of 01-01 only): 01-02 and 01-03 skip ("the newest
+    snapshot, of 2026-01-01, is 1 day(s) old; next FM day 2026-01-04"), 01-04 trains."""
+    every = cfg.fm.every_days
+    newest, newest_day = _newest_before(cfg, day)
+    if newest is None:
+        return FMTrainingDay(day, True, None, None, f"no FM snapshot before {day}: the chain "
+                             "starts here")
+    age = (date.fromisoformat(day) - date.fromisoformat(newest_day)).days
+    if age >= every:
+        return FMTrainingDay(day, True, newest, newest_day,
+                             f"the newest snapshot ({fm_model_name(cfg)} v{newest}, of "
+                             f"{newest_day}) is {age} day(s) old >= fm.every_days {every}")
+    return FMTrainingDay(day, False, newest, newest_day,
+                         f"fm.every_days {every}: the newest snapshot ({fm_model_name(cfg)} "
+                         f"v{newest}, of {newest_day}) is {age} day(s) old; next FM day "
+                         f"{_plus(newest_day, every)}; DAS keeps serving v{newest}")
+
+
 def fm_warm_start(cfg: ExfmConfig, day: str) -> str | None:
-    """The FM version day ``day`` warm-starts from: day d-1's. None on the chain's first day
-    (no FM trained before ``day`` at all). Raises :class:`ChainError` naming the day to run
-    first when an older FM exists but d-1's does not."""
-    prev = previous_day(day)
-    own = fm_version_of_day(cfg, prev)
-    if own is not None:
-        return own
-    older = das_fm_version(cfg, day, blessed_only=False)
-    if older is not None:
-        raise ChainError(f"FM of {day} warm-starts from the FM of {prev}, which is not in the "
-                         f"registry (newest before {day}: {fm_model_name(cfg)} v{older}); "
-                         f"run {prev} first")
-    return None
+    """The FM version day ``day`` warm-starts from: the newest snapshot before ``day`` (day d-1's
+    when ``fm.every_days`` is 1). None on the chain's first day (no FM trained before ``day`` at
+    all). Raises :class:`ChainError` naming the day to run first when the FM's training day
+    before ``day`` (the newest snapshot's day + ``fm.every_days``) has no snapshot."""
+    newest, newest_day = _newest_before(cfg, day)
+    if newest is None:
+        return None
+    due = _plus(newest_day, cfg.fm.every_days)  # the FM's first training day after newest_day
+    if due < day:
+        raise ChainError(f"FM of {day} warm-starts from the FM of {due} (fm.every_days "
+                         f"{cfg.fm.every_days}), which is not in the registry (newest before "
+                         f"{day}: {fm_model_name(cfg)} v{newest} of {newest_day}); run {due} first")
+    return newest
 
 
 def supersede_day(cfg: ExfmConfig, name: str, day: str, keep: str) -> list[str]:

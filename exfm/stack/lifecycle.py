@@ -3,6 +3,7 @@ stopping exactly the processes ``up`` started (see :mod:`exfm.stack` for the sta
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -116,6 +117,24 @@ def _airflow_migrate(cfg: ExfmConfig, dags_folder: Path | None, log: Log) -> Non
         raise StackError(f"airflow db migrate failed (exit {r.returncode}):\n"
                          f"--- last lines of {mig_log} ---\n{tail(mig_log)}", service="airflow")
     log(f"  airflow db migrate done in {time.monotonic() - t:.0f} s")
+    _airflow_pools(cfg, dags_folder, log)
+
+
+def _airflow_pools(cfg: ExfmConfig, dags_folder: Path | None, log: Log) -> None:
+    """Create (or resize) exfm_daily's pools: ``exfm_ray`` from the Ray cluster's CPUs,
+    ``exfm_fm_chain`` with one slot (:func:`exfm.config.schedule.pools`)."""
+    from exfm.config.schedule import pools
+
+    spec = pools(cfg, S.ray_num_cpus(cfg))
+    path = S.airflow_home(cfg) / "pools.json"
+    path.write_text(json.dumps(spec, indent=1))
+    r = subprocess.run(S.airflow_argv("pools", "import", str(path)),
+                       env=S.airflow_env(cfg, dags_folder), cwd=S.airflow_home(cfg),
+                       capture_output=True, text=True, timeout=S.START_TIMEOUT["airflow"])
+    if r.returncode != 0:
+        raise StackError(f"airflow pools import {path} failed (exit {r.returncode}):\n"
+                         f"{(r.stdout + r.stderr)[-2000:]}", service="airflow")
+    log("  airflow pools: " + ", ".join(f"{k} ({v['slots']} slot(s))" for k, v in spec.items()))
 
 
 def _launch(cfg: ExfmConfig, service: str, dags_folder: Path | None, log: Log) -> None:

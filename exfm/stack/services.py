@@ -465,12 +465,12 @@ def airflow_env(cfg: ExfmConfig, dags_folder: Path | None = None) -> dict[str, s
 
 def schedule_env(cfg: ExfmConfig) -> str:
     """``$EXFM_SCHEDULE`` for the DAG file (which imports no exfm module when parsed): the
-    calendar from ``schedule.*`` and the data's first day, as JSON."""
+    calendar from ``schedule.*`` and the data's first day, the pools, the deadline, as JSON
+    (:func:`exfm.config.schedule.dag_settings`)."""
+    from exfm.config.schedule import dag_settings
     from exfm.pipeline import schedule_window
 
-    start, end = schedule_window(cfg)
-    return json.dumps({"start_date": start, "end_date": end,
-                       "data_wait_s": cfg.schedule.data_wait_s, "poke_s": cfg.schedule.poke_s})
+    return json.dumps(dag_settings(cfg, *schedule_window(cfg), ray_num_cpus(cfg)))
 
 
 def airflow_shell_env(cfg: ExfmConfig) -> dict[str, str]:

@@ -57,3 +57,31 @@ def test_a_garbage_collected_snapshot_is_an_error_not_no_fm(registry):
     with pytest.raises(chain.ChainError, match="v2 .*garbage-collected"):
         chain.das_fm_version(ExfmConfig(), "2026-01-03")
     assert chain.das_fm_version(ExfmConfig(), "2026-01-02") == "1"
+
+
+def test_fm_trains_on_its_own_period(registry):
+    cfg = ExfmConfig(fm={"every_days": 3})
+    first = chain.fm_training_day(cfg, "2026-01-01")
+    assert first.trains and first.newest is None and "chain starts" in first.reason
+    registry += [_v(1, "2026-01-01")]
+    for d in ("2026-01-02", "2026-01-03"):
+        skip = chain.fm_training_day(cfg, d)
+        assert not skip.trains and skip.newest == "1" and skip.newest_day == "2026-01-01"
+        assert "fm.every_days 3" in skip.reason and "next FM day 2026-01-04" in skip.reason
+    assert chain.fm_training_day(cfg, "2026-01-04").trains
+    # day 4 warm-starts from the newest snapshot before it (day 1's), not from day 3's
+    assert chain.fm_warm_start(cfg, "2026-01-04") == "1"
+    # every day by default: the newest snapshot is one day old on the next day
+    assert chain.fm_training_day(ExfmConfig(), "2026-01-02").trains
+
+
+def test_a_missed_fm_day_names_the_day_to_run_first(registry):
+    cfg = ExfmConfig(fm={"every_days": 2})
+    registry += [_v(1, "2026-01-01")]
+    assert chain.fm_warm_start(cfg, "2026-01-03") == "1"  # 01-02 was a skip day
+    with pytest.raises(chain.ChainError, match="FM of 2026-01-03 .*run 2026-01-03 first"):
+        chain.fm_warm_start(cfg, "2026-01-05")  # 01-03 was due and has no snapshot
+    # a refused (not blessed) snapshot still counts for the chain and its period
+    registry += [_v(2, "2026-01-03", blessed="false")]
+    assert chain.fm_warm_start(cfg, "2026-01-05") == "2"
+    assert not chain.fm_training_day(cfg, "2026-01-04").trains
