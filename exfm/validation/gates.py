@@ -107,10 +107,12 @@ def gate_raw(cfg: ExfmConfig, day: str, log: Log = print) -> GateResult:
     from exfm.storage.partitions import PartitionStore, load_remote_schema
 
     schema = load_remote_schema(cfg)
-    table = PartitionStore(cfg, RAW).read_day(day)
+    store = PartitionStore(cfg, RAW)
+    digest = _digest(store, day)
+    table = store.read_day(day)
     trailing = trailing_stats(cfg, RAW, day, cfg.validation.trailing_days)
     res = check_raw(table, schema, day, trailing, cfg.validation, gx_root(cfg))
-    return _publish(cfg, RAW, res, log)
+    return _publish(cfg, RAW, res, log, digest)
 
 
 def gate_augmented(cfg: ExfmConfig, day: str, log: Log = print) -> GateResult:
@@ -119,17 +121,29 @@ def gate_augmented(cfg: ExfmConfig, day: str, log: Log = print) -> GateResult:
     from exfm.storage.partitions import PartitionStore, load_remote_schema
 
     schema = load_remote_schema(cfg)
-    table = PartitionStore(cfg, AUGMENTED).read_day(day)
+    store = PartitionStore(cfg, AUGMENTED)
+    digest = _digest(store, day)
+    table = store.read_day(day)
     raw = PartitionStore(cfg, RAW).manifest(day)
     trailing = trailing_stats(cfg, AUGMENTED, day, cfg.validation.trailing_days)
     res = check_augmented(table, schema, day, raw.rows if raw else None, trailing,
                           cfg.validation, gx_root(cfg))
-    return _publish(cfg, AUGMENTED, res, log)
+    return _publish(cfg, AUGMENTED, res, log, digest)
+
+
+def _digest(store, day: str) -> str | None:
+    """The committed manifest's content digest, read BEFORE the rows: if the day is replaced
+    while the gate reads it, the stats are keyed to the older digest and so ignored (never the
+    reverse: stats of old rows under the new digest)."""
+    m = store.manifest(day)
+    return m.digest if m is not None else None
 
 
 def trailing_stats(cfg: ExfmConfig, prefix: str, day: str, n: int) -> list[dict]:
     """Statistics of the ``n`` committed days before ``day`` under ``prefix``: the gate's stored
-    ``_stats.json`` where it passed, else the manifest's row count alone."""
+    ``_stats.json`` where it passed on the rows committed now (its ``digest`` is the current
+    manifest's), else the manifest's row count alone. A day re-landed or replaced after its gate
+    passed keeps a ``_stats.json`` of rows that no longer exist: it is ignored."""
     import json
 
     from exfm.storage.layout import stats_key
@@ -139,17 +153,24 @@ def trailing_stats(cfg: ExfmConfig, prefix: str, day: str, n: int) -> list[dict]
     store = PartitionStore(cfg, prefix)
     out = []
     for d in [x for x in store.list_days() if x < day][-n:]:
+        m = store.manifest(d)
+        if m is None:  # removed since the listing
+            continue
         try:
-            out.append(json.loads(get_bytes(cfg, stats_key(prefix, d))))
-        except StorageError:
-            m = store.manifest(d)
-            if m is not None:
-                out.append({"day": d, "rows": m.rows})
+            stats = json.loads(get_bytes(cfg, stats_key(prefix, d)))
+        except (StorageError, ValueError):
+            stats = None
+        if isinstance(stats, dict) and stats.get("digest") == m.digest:
+            out.append(stats)
+        else:
+            out.append({"day": d, "rows": m.rows})
     return out
 
 
-def _publish(cfg: ExfmConfig, prefix: str, res: GateResult, log: Log) -> GateResult:
-    """Upload the Data Docs under the day, store the stats of a passing day, log the reason."""
+def _publish(cfg: ExfmConfig, prefix: str, res: GateResult, log: Log,
+             digest: str | None = None) -> GateResult:
+    """Upload the Data Docs under the day, store the stats of a passing day (keyed to the
+    manifest ``digest`` of the rows it judged), log the reason."""
     import json
 
     from exfm.storage.layout import stats_key
@@ -158,7 +179,7 @@ def _publish(cfg: ExfmConfig, prefix: str, res: GateResult, log: Log) -> GateRes
     if cfg.validation.upload_docs and res.local_docs:
         res.docs_url = upload_docs(cfg, prefix, res.day, Path(res.local_docs[len("file://"):]))
     if res.ok:
-        stats = dict(res.stats, day=res.day,
+        stats = dict(res.stats, day=res.day, digest=digest,
                      at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
         put_bytes(cfg, stats_key(prefix, res.day), json.dumps(stats, sort_keys=True).encode())
     log(res.reason)

@@ -114,3 +114,39 @@ def test_augmented_gate_catches_a_mean_collapse(s3_cfg):
     res = gate_augmented(cfg, day, log=lambda m: None)
     assert [f.rule for f in res.failures] == ["FM mean prediction within the trailing band"]
     assert res.failures[0].column == "fm_pred_click"
+
+
+def test_a_relanded_day_is_judged_by_its_current_rows_not_its_stale_stats(s3_cfg):
+    """A day replaced after its gate passed keeps the old ``_stats.json``: the trailing band
+    must read the rows committed now (the stats are keyed to the manifest digest)."""
+    from exfm.validation.gates import trailing_stats
+
+    # its own bucket: the other tests' days would be trailing days of these
+    cfg = s3_cfg.model_copy(update={"storage": s3_cfg.storage.model_copy(
+        update={"bucket": "exfm-reland"})})
+    ensure_bucket(cfg)
+    put_remote_schema(cfg, SCHEMA.to_yaml())
+    raw = PartitionStore(cfg, RAW)
+    days = ["2026-04-01", "2026-04-02", "2026-04-03", "2026-04-04"]
+    for i, day in enumerate(days[:3]):
+        m = raw.write_day(day, _raw(day, 1000, 20 + i))
+        assert gate_raw(cfg, day, log=lambda s: None).ok
+        stats = json.loads(s3_client(cfg).get_object(
+            Bucket=cfg.storage.bucket, Key=stats_key(RAW, day))["Body"].read())
+        assert stats["digest"] == m.digest
+    # day 3 re-landed with 3x the rows; its passing gate's stats (1000 rows) are still there
+    raw.write_day(days[2], _raw(days[2], 3000, 30))
+    stale = json.loads(s3_client(cfg).get_object(
+        Bucket=cfg.storage.bucket, Key=stats_key(RAW, days[2]))["Body"].read())
+    assert stale["rows"] == 1000
+    trailing = trailing_stats(cfg, RAW, days[3], 3)
+    assert [t["rows"] for t in trailing] == [1000, 1000, 3000]
+    assert "label_rate" not in trailing[-1]  # nothing of the replaced rows survives
+    # day 4 with 2600 rows: within the band of the rows that exist (mean 1667 -> [833, 3333]);
+    # against the stale stats (mean 1000 -> [500, 2000]) it would fail
+    raw.write_day(days[3], _raw(days[3], 2600, 31))
+    res = gate_raw(cfg, days[3], log=lambda s: None)
+    assert res.ok, res.reason
+    # the re-landed day's own gate fails (3000 vs [500, 2000]): its stale stats stay ignored
+    assert not gate_raw(cfg, days[2], log=lambda s: None).ok
+    assert trailing_stats(cfg, RAW, "2026-04-05", 3)[1] == {"day": days[2], "rows": 3000}
