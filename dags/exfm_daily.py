@@ -18,32 +18,51 @@ warm-starts from the FM of d-1, DAS of d infers with the newest FM trained befor
 Days run one at a time in date order, whatever a backfill's --max-active-runs: every task
 depends_on_past, and `land` of day d also waits for day d-1's `train_fm` and `augment`
 (wait_for_downstream: both also take land's result directly), so day d starts once d-1's FM snapshot
-is registered. train_fm stays off the VMs' critical path within a day. A day without data waits
-(`wait_for_data`, reschedule mode: no worker slot held) up to schedule.data_wait_s, then fails once.
+is registered. train_fm stays off the VMs' critical path within a day, in the one-slot pool
+`exfm_fm_chain`; it trains when the newest FM snapshot is `fm.every_days` old and is skipped, with
+the reason, on the other days. The Ray-bound tasks (augment, train_vm) share the pool `exfm_ray`,
+one slot per Ray CPU their job asks for, so a wide VM fan-out queues in Airflow instead of flooding
+Ray (pools created by `exfm stack up`). A day without data waits (`wait_for_data`, reschedule
+mode: no worker slot held) up to schedule.data_wait_s, then fails once. A gate that refuses its day
+fails at once (no retry: the data will not change); an outage retries.
+
+On call: every task's failure alerts (`ExfmFailureNotifier`, beside this file); the daily run has a
+DeadlineAlert (`deadline.*`). Each committed partition and registered snapshot is an asset event
+with {day, uri, rows, digest, mlflow_run_id} (`exfm_raw`, `exfm_augmented`, `exfm_fm`, `exfm_vm`).
 
 Heavy work runs as Ray jobs with deterministic submission ids (a retry re-attaches). XCom
 carries ids and URIs only. The config comes from $EXFM_CONFIG (set by `exfm stack up`); the
-calendar from $EXFM_SCHEDULE (start/end date, data wait; written by `exfm stack up` from the
-config's `schedule` section and the data's first day). Parsing imports no exfm module.
+calendar, pools, deadline and asset URIs from $EXFM_SCHEDULE (written by `exfm stack up`:
+exfm.config.schedule.dag_settings). Parsing imports no exfm module but the stdlib-only
+exfm.oncall, named by the deadline's callback.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import (Asset, AssetAlias, AsyncCallback, DeadlineAlert, DeadlineReference, dag,
+                         get_current_context, task)
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:  # the notifier sits beside this file (a DagBag of any folder finds it)
-    sys.path.insert(0, _HERE)
-from exfm_notify import ExfmFailureNotifier  # noqa: E402
+from exfm_notify import ExfmFailureNotifier  # beside this file: the DAGs folder is on sys.path
 
 SCHEDULE = {"start_date": "2026-01-01", "end_date": None, "data_wait_s": 3600, "poke_s": 60,
+            "pools": None, "deadline": None, "assets": {},
             **json.loads(os.environ.get("EXFM_SCHEDULE") or "{}")}
+POOLS = SCHEDULE["pools"] or {}  # none: every task in default_pool (a stack without exfm's pools)
+# Assets by name (an s3:// URI would load the Amazon provider's normalizer, boto3, at every
+# parse); where each lives is their static extra, each event's extra has the day's own URI.
+_BUCKET = SCHEDULE["assets"].get("bucket", "exfm")
+RAW = Asset(name="exfm_raw", extra={"location": f"s3://{_BUCKET}/raw"})
+AUGMENTED = Asset(name="exfm_augmented", extra={"location": f"s3://{_BUCKET}/augmented"})
+AUGMENTED_DAYS = AssetAlias(name="exfm_augmented_days")  # an event only when DAS committed a day
+FM = Asset(name="exfm_fm", extra={
+    "location": f"models:/{SCHEDULE['assets'].get('fm_model', 'exfm-fm')}"})
+VM = Asset(name="exfm_vm", extra={"location": "models:/exfm-vm-<vm>"})
 
 DEFAULT_ARGS = {
     "owner": "exfm",
@@ -59,6 +78,25 @@ DEFAULT_ARGS = {
 
 def _date(s: str | None):
     return pendulum.parse(s, tz="UTC") if s else None
+
+
+def _deadline():
+    """The daily run's DeadlineAlert (``deadline.*``): the on-call alert from the triggerer."""
+    d = SCHEDULE["deadline"]
+    if not d:
+        return None
+    ref = (DeadlineReference.DAGRUN_LOGICAL_DATE if d.get("reference") == "logical_date"
+           else DeadlineReference.DAGRUN_QUEUED_AT)
+    return DeadlineAlert(reference=ref, interval=timedelta(minutes=d["minutes"]),
+                         callback=AsyncCallback("exfm.oncall.deadline_missed", kwargs={
+                             "dag_id": "exfm_daily", "minutes": d["minutes"]}))
+
+
+def _ray(task_id: str) -> dict:
+    """Pool arguments of a Ray-bound task: ``exfm_ray``, one slot per Ray CPU its job asks for."""
+    if not POOLS:
+        return {}
+    return {"pool": POOLS["ray"], "pool_slots": POOLS["slots"][task_id]}
 
 
 def _day() -> str:
@@ -83,6 +121,21 @@ def _cfg():
     return pipeline_config()
 
 
+def _gate(run):
+    """Run a data gate; a refusal fails the task without retries (the data will not change)."""
+    from exfm.validation import GateFailed
+
+    try:
+        return run()
+    except GateFailed as e:
+        raise AirflowFailException(str(e)) from e
+
+
+def _emit(asset, extra: dict) -> None:
+    """The asset event of what this task produced, with ``extra`` (exfm.report.assets)."""
+    get_current_context()["outlet_events"][asset].extra = extra
+
+
 @dag(
     dag_id="exfm_daily",
     schedule="@daily",
@@ -91,6 +144,7 @@ def _cfg():
     catchup=False,
     max_active_runs=1,  # a backfill's own --max-active-runs may exceed it: depends_on_past holds
     default_args=DEFAULT_ARGS,
+    deadline=_deadline(),
     tags=["exfm"],
     doc_md=__doc__,
 )
@@ -103,19 +157,22 @@ def exfm_daily():
 
         return day_has_data(_cfg(), _day())
 
-    @task(wait_for_downstream=True)
+    @task(wait_for_downstream=True, outlets=[RAW])
     def land() -> dict:
         """Validate the day's rows and commit raw/day=d (after d-1's FM and DAS are done)."""
         from exfm.pipeline import land as land_day
+        from exfm.report.assets import partition_event
 
-        return land_day(_cfg(), _day())
+        out = land_day(_cfg(), _day())
+        _emit(RAW, partition_event(out))
+        return out
 
     @task
     def gate_raw(landed: dict) -> dict:
         """The raw data gate on raw/day=d: fails with the failed rules and the Data Docs link."""
         from exfm.pipeline import gate_raw as gate
 
-        return gate(_cfg(), landed["day"])
+        return _gate(lambda: gate(_cfg(), landed["day"]))
 
     @task
     def bless_fm(raw_ok: dict) -> dict:
@@ -124,40 +181,58 @@ def exfm_daily():
 
         return bless(_cfg(), raw_ok["day"])
 
-    @task
+    @task(outlets=[FM], pool=POOLS.get("fm", "default_pool"))
     def train_fm(landed: dict) -> dict:
-        """Train the FM one pass on raw/day=d, warm-started from FM of d-1; register exfm-fm vN."""
+        """Train the FM one pass on raw/day=d, warm-started from the newest FM before d; register
+        exfm-fm vN. Skipped (with the reason) on a day that is not an FM day (fm.every_days)."""
         from exfm.pipeline import train_fm as train
+        from exfm.report.assets import fm_snapshot_event
 
-        return train(_cfg(), landed["day"], submission_id=_submission_id("train_fm"))
+        cfg = _cfg()
+        out = train(cfg, landed["day"], submission_id=_submission_id("train_fm"))
+        if out.get("skipped"):
+            raise AirflowSkipException(f"FM not trained on {landed['day']}: {out['reason']}")
+        _emit(FM, fm_snapshot_event(cfg, out, landed.get("digest")))
+        return out
 
-    @task
+    @task(outlets=[AUGMENTED_DAYS], **_ray("augment"))
     def augment(landed: dict) -> dict:
         """DAS: infer the newest FM trained before d on raw/day=d into augmented/day=d."""
         from exfm.pipeline import augment as das
+        from exfm.report.assets import das_run_id, partition_event
 
-        return das(_cfg(), landed["day"], submission_id=_submission_id("augment"))
+        cfg = _cfg()
+        out = das(cfg, landed["day"], submission_id=_submission_id("augment"))
+        if not out.get("skipped") and out.get("status", "committed") == "committed":
+            get_current_context()["outlet_events"][AUGMENTED_DAYS].add(
+                AUGMENTED, extra=partition_event(out, das_run_id(cfg, landed["day"])))
+        return out
 
-    @task
+    @task(inlets=[AUGMENTED])
     def gate_augmented(augmented: dict) -> dict:
         """The augmented data gate on augmented/day=d (skipped when DAS was: no FM before d)."""
         from exfm.pipeline import gate_augmented as gate
 
-        return gate(_cfg(), augmented["day"], augmented=augmented)
+        return _gate(lambda: gate(_cfg(), augmented["day"], augmented=augmented))
 
     @task
     def vm_names(augmented_ok: dict) -> list[str]:
         """The configured VMs: one mapped training task each."""
         return [v.name for v in _cfg().vms]
 
-    @task(map_index_template="{{ vm }}", max_active_tis_per_dagrun=2)
+    @task(map_index_template="{{ vm }}", max_active_tis_per_dagrun=2, outlets=[VM],
+          **_ray("train_vm"))
     def train_vm(vm: str) -> dict:
         """Score the VM on day d with yesterday's snapshot, train it one pass, register it."""
         from exfm.pipeline import train_vm as train
+        from exfm.report.assets import vm_snapshot_event
 
         ctx = get_current_context()
         ctx["vm"] = vm
-        return train(_cfg(), _day(), vm, submission_id=_submission_id("train_vm", vm))
+        cfg = _cfg()
+        out = train(cfg, _day(), vm, submission_id=_submission_id("train_vm", vm))
+        _emit(VM, vm_snapshot_event(cfg, _day(), out))
+        return out
 
     @task
     def promote() -> dict:
@@ -182,5 +257,6 @@ def exfm_daily():
     augmented_ok = gate_augmented(augmented)
     vms = train_vm.expand(vm=vm_names(augmented_ok))
     vms >> promote() >> report(raw_ok, augmented_ok)
+
 
 exfm_daily()

@@ -2,8 +2,9 @@
 
 It reads, for each configured VM, the day's runs in ``exfm-vm`` (tags ``day``, ``vm``, ``arm``:
 progressive ``eval/*`` figures of the FM arm and of the control arm), the FM version that taught
-it (its ``day`` tag gives the freshness gap), the ``degraded`` run tag, and the promotion gate's
-decision of that day (``gate.*`` tags of the VM's versions); then logs the table (``vms.json``
+it and the freshness gap the VM task logged (``fm/freshness_gap_days``), the ``degraded`` run
+tag, and the promotion gate's decision of that day (``gate.*`` tags of the VM's live versions,
+through the registry's lookup); then logs the table (``vms.json``
 through ``mlflow.log_table``, ``report.md``), ``report/<vm>/*`` metrics with ``step`` = day
 index, and PNG plots over the last ``history_days`` days. A re-run of the day logs into the same
 run (idempotent).
@@ -16,7 +17,7 @@ from datetime import date, timedelta
 from typing import Callable
 
 from exfm.config import ExfmConfig
-from exfm.promotion.freshness import day_index, gap_days
+from exfm.promotion.freshness import day_index
 from exfm.report.table import VMDayRow, figures, headline, to_markdown
 
 
@@ -44,28 +45,20 @@ def _vm_runs(client, exp_id: str, vm: str, days: list[str]) -> dict:
             if r.data.tags.get("day") in want}
 
 
-def _gate_decisions(client, registered: str) -> dict[str, tuple[str, str]]:
-    """``{day: (decision, reason)}`` from the ``gate.*`` tags of ``registered``'s versions."""
+def _gate_decisions(cfg: ExfmConfig, registered: str) -> dict[str, tuple[str, str]]:
+    """``{day: (decision, reason)}`` from the ``gate.*`` tags of ``registered``'s live versions
+    (the registry's lookup: registrations not complete and versions superseded by a re-run of
+    their day are left out; archived ones kept, their decisions are history). ``{}`` when the
+    model is not registered yet; a registry that does not answer raises ``RegistryError``."""
+    from exfm.registry.mlflow_registry import live_versions
+
     out = {}
-    try:
-        versions = client.search_model_versions(f"name='{registered}'")
-    except Exception:  # noqa: BLE001 - not registered yet: no decision
-        return out
-    for v in sorted(versions, key=lambda v: int(v.version)):
+    for v in sorted(live_versions(cfg, registered, include_archived=True),
+                    key=lambda v: int(v.version)):
         d = v.tags.get("gate.day")
         if d and v.tags.get("gate.by", "gate") == "gate":
             out[d] = (v.tags.get("gate.decision", "-"), v.tags.get("gate.reason", ""))
     return out
-
-
-def _fm_days(cfg: ExfmConfig, client) -> dict[str, str]:
-    from exfm.registry.mlflow_registry import fm_model_name
-
-    try:
-        return {str(v.version): v.tags.get("day") for v in
-                client.search_model_versions(f"name='{fm_model_name(cfg)}'")}
-    except Exception:  # noqa: BLE001
-        return {}
 
 
 def collect_rows(cfg: ExfmConfig, days: list[str]) -> list[VMDayRow]:
@@ -76,11 +69,10 @@ def collect_rows(cfg: ExfmConfig, days: list[str]) -> list[VMDayRow]:
     exp = client.get_experiment_by_name(experiment_name(cfg, "vm"))
     if exp is None:
         return []
-    fm_days = _fm_days(cfg, client)
     rows = []
     for vm in cfg.vms:
         runs = _vm_runs(client, exp.experiment_id, vm.name, days)
-        gates = _gate_decisions(client, vm_model_name(vm.name))
+        gates = _gate_decisions(cfg, vm_model_name(vm.name))
         for d in days:
             fm = runs.get((d, "fm"))
             if fm is None:
@@ -89,13 +81,14 @@ def collect_rows(cfg: ExfmConfig, days: list[str]) -> list[VMDayRow]:
             ctrl = runs.get((d, "control"))
             fv = tags.get("fm_version")
             fv = None if fv in (None, "none") else fv
+            gap = m.get("fm/freshness_gap_days")  # logged by the VM task (none: no FM taught it)
             decision, reason = gates.get(d, ("-", ""))
             rows.append(VMDayRow(
                 vm=vm.name, day=d, auc=m.get("eval/auc"), ne=m.get("eval/ne"),
                 calibration=m.get("eval/calibration"),
                 control_auc=ctrl.data.metrics.get("eval/auc") if ctrl else None,
                 control_ne=ctrl.data.metrics.get("eval/ne") if ctrl else None,
-                freshness_gap=gap_days(d, fm_days.get(fv)) if fv else None,
+                freshness_gap=int(gap) if gap is not None and fv else None,
                 promoted=decision, gate_reason=reason,
                 degraded=tags.get("degraded") == "true", fm_version=fv))
     return rows

@@ -27,13 +27,15 @@ def rcfg(stack_cfg):
         "das": stack_cfg.das.model_copy(update={"fm_model": "exfm-fm-reporttest"})})
 
 
-def _vm_run(cfg, vm, day, arm, ne, auc, cal, fm_version, degraded=False):
+def _vm_run(cfg, vm, day, arm, ne, auc, cal, fm_version, degraded=False, gap=None):
+    """A VM run as the VM task logs it (the FM arm's freshness gap as fm/freshness_gap_days)."""
     mlflow.set_experiment(experiment_name(cfg, "vm"))
     tags = {"day": day, "vm": vm, "arm": arm, "component": "vm", "fm_version": fm_version}
     if degraded:
         tags["degraded"] = "true"
     with mlflow.start_run(run_name=f"{vm}/{day}/{arm}", tags=tags):
-        mlflow.log_metrics({"eval/ne": ne, "eval/auc": auc, "eval/calibration": cal})
+        mlflow.log_metrics({"eval/ne": ne, "eval/auc": auc, "eval/calibration": cal,
+                            **({"fm/freshness_gap_days": gap} if gap is not None else {})})
 
 
 def test_day_report_for_each_day_of_a_backfill(rcfg):
@@ -52,15 +54,22 @@ def test_day_report_for_each_day_of_a_backfill(rcfg):
         fm[d] = str(mv.version)
     teacher = {"2026-02-01": fm["2026-01-31"], "2026-02-02": fm["2026-02-01"],
                "2026-02-03": fm["2026-02-01"]}
+    gap = {"2026-02-01": 1, "2026-02-02": 1, "2026-02-03": 2}
     for i, d in enumerate(DAYS):
-        _vm_run(cfg, "rep-a", d, "fm", 0.78 - 0.01 * i, 0.72, 1.02, teacher[d])
+        _vm_run(cfg, "rep-a", d, "fm", 0.78 - 0.01 * i, 0.72, 1.02, teacher[d], gap=gap[d])
         _vm_run(cfg, "rep-a", d, "control", 0.80, 0.70, 0.99, "none")
-        _vm_run(cfg, "rep-b", d, "fm", 0.85, 0.65, 1.4, teacher[d], degraded=(i == 2))
+        _vm_run(cfg, "rep-b", d, "fm", 0.85, 0.65, 1.4, teacher[d], degraded=(i == 2),
+                gap=gap[d])
     # a gate decision of 02-03 recorded on a version of rep-a
     mv = client.create_model_version("exfm-vm-rep-a", source="s3://none/vm")
     for k, v in {"gate.day": "2026-02-03", "gate.decision": "promoted",
                  "gate.reason": "ne 0.76 vs champion 0.77: not worse"}.items():
         client.set_model_version_tag("exfm-vm-rep-a", mv.version, k, v)
+    # a decision of 02-02 on a version that a re-run of its day superseded: not the day's decision
+    old = client.create_model_version("exfm-vm-rep-a", source="s3://none/vm")
+    for k, v in {"gate.day": "2026-02-02", "gate.decision": "refused",
+                 "gate.reason": "stale", "superseded_by": mv.version}.items():
+        client.set_model_version_tag("exfm-vm-rep-a", old.version, k, v)
 
     reports_logs: list[str] = []
     reports = [log_day_report(cfg, d, links={"gate_raw": f"file:///docs/{d}/index.html"},
@@ -73,6 +82,7 @@ def test_day_report_for_each_day_of_a_backfill(rcfg):
         plots = {a.path for a in client.list_artifacts(rep.run_id, "plots")}
         assert plots == {"plots/lift.png", "plots/calibration.png", "plots/freshness.png"}
         assert rep.url.endswith(rep.run_id) and rep.headline[0] == f"day {d}: 2 VM(s)"
+    assert {r["vm"]: r["promoted"] for r in reports[1].rows}["rep-a"] == "-"
     last = reports[-1]
     rows = {r["vm"]: r for r in last.rows}
     assert rows["rep-a"]["ne_lift_pct"] == pytest.approx((0.80 - 0.76) / 0.80 * 100)

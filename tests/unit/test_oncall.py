@@ -115,3 +115,22 @@ def test_deadline_callback_posts_one_alert(webhook):
     [(_path, _ctype, body)] = got
     assert body["alert"]["day"] == "2026-01-03" and "240 min" in body["alert"]["reason"]
     assert body["alert"]["extra"]["run_id"] == "scheduled__2026-01-03"
+
+
+def test_a_fail_without_retry_alert_names_the_gates_own_reason():
+    from exfm.oncall import build_alert
+
+    class AirflowFailException(Exception):  # the name Airflow's "fail, no retry" carries
+        pass
+
+    class GateFailed(RuntimeError):
+        pass
+
+    try:
+        try:
+            raise GateFailed("raw gate failed for day 2026-01-03: label rate of click 0.0")
+        except GateFailed as e:
+            raise AirflowFailException(str(e)) from e
+    except AirflowFailException as wrapped:
+        a = build_alert("exfm_daily", "gate_raw", "2026-01-03", 1, wrapped)
+    assert a.reason == "GateFailed: raw gate failed for day 2026-01-03: label rate of click 0.0"
