@@ -8,12 +8,13 @@ and store the day's statistics (when it passes) for the days after it.
 
 Example:
     >>> res = gate_raw(cfg, "2026-01-02")      # doctest: +SKIP
-    >>> res.raise_if_failed()                  # doctest: +SKIP  (GateFailed(res.reason))
+    >>> res.raise_if_failed()  # raises GateFailed(res.reason)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -186,9 +187,17 @@ def _publish(cfg: ExfmConfig, prefix: str, res: GateResult, log: Log,
     return res
 
 
+# SigV4's longest presigned URL: a failing day's Data Docs link opens for a week.
+DOCS_LINK_TTL_S = 7 * 24 * 3600
+
+
 def upload_docs(cfg: ExfmConfig, prefix: str, day: str, page: Path) -> str:
     """Upload the local Data Docs site (shared pages + this run's validation page) under
-    ``<prefix>/day=D/_gx_docs/``; returns the http URL of this run's page on the S3 endpoint."""
+    ``<prefix>/day=D/_gx_docs/``; returns a SigV4 presigned URL of this run's page that a browser
+    opens without credentials for :data:`DOCS_LINK_TTL_S` (the S3 endpoint serves signed requests
+    only). The uploaded pages' relative links to one another (index, expectation suite, this
+    run's page, favicon) are rewritten to presigned URLs too, so the site navigates the same way
+    from the link; links to another day's run pages (not uploaded under this day) stay relative."""
     from urllib.parse import unquote
 
     from exfm.storage.layout import docs_prefix
@@ -198,15 +207,65 @@ def upload_docs(cfg: ExfmConfig, prefix: str, day: str, page: Path) -> str:
     site = next(p for p in page.parents if p.name == "local_site")
     run_dir = page.parent.relative_to(site).as_posix()
     client = s3_client(cfg)
-    base = docs_prefix(prefix, day)
+    bucket, base = cfg.storage.bucket, docs_prefix(prefix, day)
+    files = {}
     for f in sorted(site.rglob("*")):
         rel = f.relative_to(site).as_posix()
-        if not f.is_file() or (rel.startswith("validations/") and not rel.startswith(run_dir)):
-            continue
-        client.put_object(Bucket=cfg.storage.bucket, Key=base + rel, Body=f.read_bytes(),
+        if f.is_file() and not (rel.startswith("validations/") and not rel.startswith(run_dir)):
+            files[rel] = f
+    signer = _sigv4_client(cfg)
+    signed = {rel: signer.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": base + rel}, ExpiresIn=DOCS_LINK_TTL_S)
+        for rel in files}
+    for rel, f in files.items():
+        body = f.read_bytes()
+        if rel.endswith(".html"):
+            body = sign_links(body.decode("utf-8"), rel, signed).encode("utf-8")
+        client.put_object(Bucket=bucket, Key=base + rel, Body=body,
                           ContentType=_content_type(rel))
-    key = base + page.relative_to(site).as_posix()
-    return f"{cfg.s3_endpoint.rstrip('/')}/{cfg.storage.bucket}/{key}"
+    return signed[page.relative_to(site).as_posix()]
+
+
+def _sigv4_client(cfg: ExfmConfig):
+    """A boto3 S3 client that presigns with SigV4 (botocore's default for a custom endpoint is
+    the legacy SigV2 query form, which not every S3 server accepts)."""
+    import boto3
+    from botocore.config import Config
+
+    access, secret = cfg.s3_credentials()
+    return boto3.client("s3", endpoint_url=cfg.s3_endpoint, region_name=cfg.storage.region,
+                        aws_access_key_id=access, aws_secret_access_key=secret,
+                        config=Config(signature_version="s3v4",
+                                      s3={"addressing_style": "path"}))
+
+
+_QUOTED = re.compile(
+    r"""(?P<attr>\b(?:href|src)=)?(?P<q>["'])(?P<url>[\w.~%-][\w./~%-]*)(?P=q)""")
+
+
+def sign_links(text: str, rel: str, signed: dict[str, str]) -> str:
+    """``text`` (the page at site path ``rel``) with each quoted relative reference that resolves
+    to a key of ``signed`` replaced by its signed URL: HTML-escaped in an ``href=``/``src=``
+    attribute, as is in a script string (Data Docs' index builds its row links in JavaScript).
+
+    >>> signed = {"index.html": "http://s/i?X=1&Y=2", "v/a/b.html": "http://s/b?Z=3&W=4"}
+    >>> sign_links('<a href="../index.html">i</a> row = {"p": "a/b.html"}', "v/p.html", signed)
+    '<a href="http://s/i?X=1&amp;Y=2">i</a> row = {"p": "http://s/b?Z=3&W=4"}'
+    """
+    import html
+    import posixpath
+
+    here = posixpath.dirname(rel)
+
+    def repl(m):
+        target = posixpath.normpath(posixpath.join(here, m["url"]))
+        url = signed.get(target)
+        if url is None:
+            return m[0]
+        q = m["q"]
+        return f"{m['attr'] or ''}{q}{html.escape(url, quote=True) if m['attr'] else url}{q}"
+
+    return _QUOTED.sub(repl, text)
 
 
 def _content_type(name: str) -> str:

@@ -3,7 +3,12 @@ collapse against them fails, the Data Docs are uploaded under the day and the re
 
 from __future__ import annotations
 
+import html
 import json
+import re
+from urllib.error import HTTPError
+from urllib.parse import unquote, urlsplit
+from urllib.request import urlopen
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +39,12 @@ def _raw(day: str, n: int, seed: int) -> pa.Table:
         "user_id": pa.array(rng.integers(0, 50, n), pa.int64()),
         "price": pa.array(rng.random(n), pa.float32()),
     })
+
+
+def _open(url: str) -> str:
+    with urlopen(url, timeout=10) as r:  # plain urllib: no credentials
+        assert r.status == 200 and r.headers["Content-Type"] == "text/html"
+        return r.read().decode()
 
 
 def _aug(t: pa.Table, mean: float) -> pa.Table:
@@ -77,11 +88,29 @@ def test_raw_gate_uses_trailing_stats_and_uploads_docs(s3_cfg):
     assert "observed 100" in res.reason and "[500, 2000] rows" in res.reason
     # the Data Docs page is in the bucket under the day, at the URL the reason names
     prefix = f"{cfg.s3_endpoint}/{cfg.storage.bucket}/{docs_prefix(RAW, DAYS[3])}"
-    assert res.docs_url.startswith(prefix) and res.docs_url.endswith(".html")
+    url = urlsplit(res.docs_url)
+    assert unquote(res.docs_url).startswith(prefix) and url.path.endswith(".html")
+    assert "X-Amz-Signature=" in url.query and "X-Amz-Expires=604800" in url.query  # SigV4
     assert res.docs_url in res.reason and res.local_docs in res.reason
-    key = res.docs_url[len(f"{cfg.s3_endpoint}/{cfg.storage.bucket}/"):]
+    key = unquote(url.path)[len(f"/{cfg.storage.bucket}/"):]
     obj = s3_client(cfg).get_object(Bucket=cfg.storage.bucket, Key=key)
     assert obj["ContentType"] == "text/html" and b"exfm_raw_day" in obj["Body"].read()
+    # ... and it opens from the link alone, as a browser would: no credentials, no AWS client
+    page = _open(res.docs_url)
+    assert "exfm_raw_day" in page
+    text = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", page)))
+    assert "Status: Failed" in text and "equal to 500 and less than or equal to 2000 rows" in text
+    # the endpoint refuses the same object unsigned: the link's signature is what opens it
+    with pytest.raises(HTTPError) as e:
+        _open(f"{url.scheme}://{url.netloc}{url.path}")
+    assert e.value.code == 403
+    # the page's links to the site's index and the suite's page open the same way
+    links = dict((t, next(u for u in re.findall(r'href="([^"]+)"', page)
+                          if urlsplit(html.unescape(u)).path.endswith(t)))
+                 for t in ("/_gx_docs/index.html", "/_gx_docs/expectations/exfm_raw_day.html"))
+    assert "Expectation Suites" in _open(html.unescape(links["/_gx_docs/index.html"]))
+    assert "exfm_raw_day" in _open(
+        html.unescape(links["/_gx_docs/expectations/exfm_raw_day.html"]))
     listed = s3_client(cfg).list_objects_v2(Bucket=cfg.storage.bucket,
                                             Prefix=docs_prefix(RAW, DAYS[3]))
     names = [o["Key"] for o in listed.get("Contents", [])]
