@@ -11,7 +11,9 @@ returns that dict.
 - Jobs stuck PENDING (no resources for the driver, runtime env stuck) have no Ray-side timeout:
   ``ray.pending_timeout_s`` owns it; ``timeout_s`` (default ``ray.job_timeout_s``) bounds the
   whole job.
-- Credentials travel in the job's env vars (runtime_env), never in logs.
+- Credentials (S3 keys, the embedded MLflow's login, a database URL) never travel in the job's
+  ``runtime_env`` (the Jobs API and dashboard show it) nor in logs: a local job gets the path
+  of a 0600 file (:func:`write_job_secrets`), a remote cluster's pods a Kubernetes Secret.
 
 Code shipping (``runtime_env``), decided per cluster:
 
@@ -104,13 +106,18 @@ def job_env(cfg: ExfmConfig, extra: dict[str, str] | None = None) -> dict[str, s
 
 
 def write_job_secrets(cfg: ExfmConfig) -> Path:
-    """``<state>/run/job-secrets.json`` (0600, folder 0700): the S3 keys and, on PostgreSQL, the
-    database URL, for jobs on the local head (read by :meth:`ExfmConfig.s3_credentials` and
+    """``<state>/run/job-secrets.json`` (0600, folder 0700): the S3 keys, the embedded MLflow's
+    login and, on PostgreSQL, the database URL, for jobs on the local head (read by
+    :meth:`ExfmConfig.s3_credentials`, :func:`exfm.registry.mlflow_registry.connect` and
     :func:`exfm.config.load_config` through ``$EXFM_SECRETS_FILE``)."""
+    from exfm.registry.mlflow_registry import TRACKING_PASSWORD_KEY, tracking_credentials
     from exfm.stack.procs import private_dir, write_private
 
     access, secret = cfg.s3_credentials()
     data = {"s3_access_key": access, "s3_secret_key": secret}
+    creds = tracking_credentials(cfg)
+    if creds is not None:
+        data[TRACKING_PASSWORD_KEY] = creds[1]
     if cfg.database.kind == "postgres":
         data["database_url"] = cfg.database.url.get_secret_value()
     path = private_dir(cfg.state_path / "run") / "job-secrets.json"

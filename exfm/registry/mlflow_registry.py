@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 from contextlib import contextmanager
@@ -19,7 +20,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from exfm.config import ExfmConfig
+from exfm.config import ExfmConfig, read_state_secrets
+from exfm.config.root import read_job_secrets
 from exfm.paths import project_root
 
 SNAPSHOT_FILE = "model.pt"
@@ -61,10 +63,45 @@ def experiment_name(cfg: ExfmConfig, family: str) -> str:
     return f"{cfg.tracking.experiment_prefix}-{family}"
 
 
+# the embedded stack's MLflow runs its basic-auth app with one generated admin login
+TRACKING_USER = "admin"
+TRACKING_PASSWORD_KEY = "mlflow_admin_password"  # in secrets.json and a Ray job's secrets file
+
+
+def embedded_tracking(cfg: ExfmConfig) -> bool:
+    """Whether ``cfg`` tracks to the embedded stack's MLflow (``tracking.uri`` unset, or set to
+    its address, as a Ray job's ``$EXFM_TRACKING_URI`` does)."""
+    uri = (cfg.tracking.uri or "").rstrip("/")
+    return not uri or uri == f"http://{cfg.host}:{cfg.ports.mlflow}"
+
+
+def tracking_credentials(cfg: ExfmConfig) -> tuple[str, str] | None:
+    """(user, password) of the embedded stack's MLflow: from a Ray job's 0600 secrets file
+    (``$EXFM_SECRETS_FILE``, written by a submitter that tracks to it), else the state folder's
+    ``secrets.json``. None for an external tracking server (its client reads
+    ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` from the environment) or before the
+    first ``exfm stack up``."""
+    pw = read_job_secrets().get(TRACKING_PASSWORD_KEY)
+    if not pw and embedded_tracking(cfg):
+        pw = read_state_secrets(cfg.state_path).get(TRACKING_PASSWORD_KEY)
+    return (TRACKING_USER, pw) if pw else None
+
+
+def use_tracking_credentials(cfg: ExfmConfig) -> None:
+    """Give this process's mlflow client the embedded MLflow's login: the mlflow client reads
+    ``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` from the environment on every request (nothing on
+    a command line, in a log or in a run's params). An external server's are left as set."""
+    creds = tracking_credentials(cfg)
+    if creds is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = creds
+
+
 def connect(cfg: ExfmConfig):
-    """Point the mlflow client at ``cfg`` and return a ``MlflowClient``."""
+    """Point the mlflow client at ``cfg`` (with the embedded stack's login, see
+    :func:`use_tracking_credentials`) and return a ``MlflowClient``."""
     import mlflow
 
+    use_tracking_credentials(cfg)
     mlflow.set_tracking_uri(cfg.tracking_uri)
     return mlflow.MlflowClient(cfg.tracking_uri)
 

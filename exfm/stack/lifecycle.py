@@ -82,17 +82,23 @@ def _port_key(svc: str, label: str) -> str:
                        "ray": "ray_gcs"}.get(svc, svc))
 
 
-def _fail(cfg: ExfmConfig, service: str, why: str) -> StackError:
+def _fail(cfg: ExfmConfig, service: str, why: str, retry: bool = True) -> StackError:
+    """The error of a failed start (with its logs' tails); ``retry=False``: restarting it cannot
+    help (``up`` does not try again)."""
     parts = [f"{service} failed to start: {why}"]
     for proc in S.proc_names(service):
         log = S.log_dir(cfg) / f"{proc}.log"
         parts.append(f"--- last lines of {log} ---\n{tail(log)}")
-    return StackError("\n".join(parts), service=service)
+    e = StackError("\n".join(parts), service=service)
+    e.retry = retry
+    return e
 
 
 def _poll(cfg: ExfmConfig, service: str) -> tuple[bool, str]:
     """(healthy, detail); raises if one of the service's processes has exited."""
     ok, detail = S.HEALTH[service](cfg)
+    if not ok and service == "mlflow" and detail.startswith(S.MLFLOW_LOGIN_REFUSED):
+        raise _fail(cfg, service, detail, retry=False)
     if ok and not S.printed_since_start(cfg, service):
         ok, detail = False, f"waiting for '{S.READY_LINE[service]}' in its log"
     if ok:
@@ -176,7 +182,7 @@ def stack_up(cfg: ExfmConfig, services: Iterable[str] | None = None, log: Log = 
     order = resolve_services(services)
     for d in (cfg.state_path, S.run_dir(cfg), S.log_dir(cfg)):
         d.mkdir(parents=True, exist_ok=True)
-    secrets, made = S.ensure_secrets(cfg, airflow="airflow" in order)
+    secrets, made = S.ensure_secrets(cfg, airflow="airflow" in order, mlflow="mlflow" in order)
     S.write_config_dump(cfg)
     pending, healthy = _survey(cfg, order, log)
     for service in pending:  # a taken port fails before anything starts
@@ -184,9 +190,10 @@ def stack_up(cfg: ExfmConfig, services: Iterable[str] | None = None, log: Log = 
             _check_ports(cfg, service)
 
     def announce(service: str) -> None:
-        if service == "airflow" and "airflow_password" in made:
-            log(f"airflow: user '{cfg.airflow.admin_user}', password "
-                f"'{secrets['airflow_password']}' (shown once; kept in "
+        user, key = {"airflow": (cfg.airflow.admin_user, "airflow_password"),
+                     "mlflow": (S.MLFLOW_ADMIN_USER, S.MLFLOW_PASSWORD_KEY)}.get(service, ("", ""))
+        if key in made:
+            log(f"{service}: user '{user}', password '{secrets[key]}' (shown once; kept in "
                 f"{cfg.state_path / 'secrets.json'})")
 
     _Startup(cfg, pending, healthy, dags_folder, log, announce).run(len(order))
@@ -206,6 +213,12 @@ def _survey(cfg: ExfmConfig, order: list[str], log: Log) -> tuple[list[str], set
                 log(f"{service}: already running (pid {running[0]['pid']}) at "
                     f"{S.SERVICE_URL[service](cfg)}")
                 healthy.add(service)
+            elif service == "mlflow" and detail.startswith(S.MLFLOW_NO_AUTH):
+                log(f"{service}: running but {detail}; restarting it with basic-auth")
+                _stop_service(cfg, service, log)
+                pending.append(service)
+            elif service == "mlflow" and detail.startswith(S.MLFLOW_LOGIN_REFUSED):
+                raise StackError(f"mlflow: {detail}", service=service)
             else:
                 log(f"{service}: running but not healthy yet ({detail}); waiting")
                 pending.append(service)
@@ -271,7 +284,7 @@ class _Startup:
             try:
                 ok, detail = _poll(self.cfg, service)
             except StackError as e:
-                if self.retries.get(service, 0) <= 0:
+                if self.retries.get(service, 0) <= 0 or not getattr(e, "retry", True):
                     raise
                 self.retries[service] -= 1
                 last = e.args[0].splitlines()[-1][:160] if e.args else ""

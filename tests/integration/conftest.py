@@ -15,12 +15,14 @@ runs with :func:`exfm.stack.client_env` applied to ``os.environ`` (S3 keys, MLfl
 and token, ``EXFM_CONFIG``/``EXFM_STATE_DIR``), restored after the test, so unit tests that run later
 in the same session never see it. In a module/session fixture of your own, wrap client code in
 ``with stack_env(cfg): ...``. All stacks of a session share one S3 key pair and one Ray token, so
-a client env from one stack never carries wrong credentials for another.
+a client env from one stack never carries wrong credentials for another (MLflow's admin login
+likewise).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import secrets
@@ -38,6 +40,7 @@ from exfm.stack.services import all_ports, ensure_secrets
 # one S3 key pair and one Ray token for every stack of this test session
 _SESSION_S3 = ("exfmtest" + secrets.token_hex(6), secrets.token_urlsafe(24))
 _SESSION_RAY_TOKEN = os.environ.get("RAY_AUTH_TOKEN") or secrets.token_hex(32)
+_SESSION_MLFLOW_PASSWORD = secrets.token_urlsafe(18)  # every stack's MLflow admin login
 
 # Ray reads these once, when `ray` is first imported (a module constant, and the C++ RayConfig):
 # - RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, else `ray.init("127.0.0.1:P")` rewrites the address to
@@ -107,13 +110,14 @@ def make_test_config(tmp_path: Path | str, *sets: str, **overrides) -> ExfmConfi
             break
     else:
         raise RuntimeError("no free block of ports for a test stack")
-    # pre-seed the shared Ray token; ensure_secrets keeps it and generates the rest
+    # pre-seed the shared Ray token and MLflow login; ensure_secrets keeps them, makes the rest
     cfg.state_path.mkdir(parents=True, exist_ok=True)
     sec = cfg.state_path / "secrets.json"
     if not sec.exists():
         fd = os.open(sec, os.O_WRONLY | os.O_CREAT, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write('{"ray_auth_token": "%s"}' % _SESSION_RAY_TOKEN)
+            json.dump({"ray_auth_token": _SESSION_RAY_TOKEN,
+                       "mlflow_admin_password": _SESSION_MLFLOW_PASSWORD}, f)
     ensure_secrets(cfg, airflow=False)  # Airflow's on its first up, as for a user
     return cfg
 

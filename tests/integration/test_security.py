@@ -22,9 +22,15 @@ pytestmark = pytest.mark.integration
 
 
 def _secrets(cfg) -> list[str]:
+    """Every secret of the stack: S3 secret key, Ray token, MLflow and Airflow admin passwords
+    and signing keys, a database URL's password."""
+    from sqlalchemy.engine import make_url
+
     st = read_state_secrets(cfg.state_path)
-    out = [cfg.s3_credentials()[1], st.get("ray_auth_token", "")]
-    return [s for s in out if s and len(s) >= 8]
+    out = [cfg.s3_credentials()[1]]
+    out += [v for k, v in st.items() if k not in ("s3_access_key",)]
+    out.append(make_url(cfg.database.url.get_secret_value()).password or "")
+    return sorted({s for s in out if s and len(s) >= 8})
 
 
 def _cmdlines() -> dict[int, str]:
@@ -61,13 +67,18 @@ def test_ray_job_submission_and_mlflow_hold_no_secret(stack_cfg, tmp_path):
     from tests.integration.test_registry import tiny_fm
 
     sid = f"test-secrets-{int(time.time())}"
-    # the job proves it can still reach S3 with the keys from its 0600 secrets file
-    job = ("import json; from exfm.config import load_config; "
+    # the job proves it can still reach S3 and MLflow with the keys and the login from its 0600
+    # secrets file (the Ray head's environment holds no MLflow login to inherit)
+    job = ("import json, os; from exfm.config import load_config; "
+           "from exfm.registry.mlflow_registry import connect; "
            "from exfm.storage.s3 import ensure_bucket; cfg = load_config(); ensure_bucket(cfg); "
-           "print('EXFM_RESULT ' + json.dumps({'ok': True}), flush=True)")
+           "inherited = 'MLFLOW_TRACKING_PASSWORD' in os.environ; "
+           "n = len(connect(cfg).search_experiments(max_results=5)); "
+           "print('EXFM_RESULT ' + json.dumps({'ok': True, 'inherited': inherited, "
+           "'mlflow': n > 0}), flush=True)")
     lines: list[str] = []
     assert submit_and_wait(stack_cfg, ["-c", job], sid, log=lines.append, timeout_s=180) == {
-        "ok": True}
+        "ok": True, "inherited": False, "mlflow": True}
     info = job_client(stack_cfg).get_job_info(sid)
     shown = json.dumps({"entrypoint": info.entrypoint, "runtime_env": info.runtime_env,
                         "metadata": info.metadata}, default=str)
@@ -86,6 +97,69 @@ def test_ray_job_submission_and_mlflow_hold_no_secret(stack_cfg, tmp_path):
         assert s not in logs, "a secret in the job's logs"
         assert s not in recorded, "a secret in MLflow params/tags"
     assert "EXFM_SECRETS_FILE" in shown  # the job got a path to its keys, not the keys
+
+
+def _mlflow_get(cfg, path: str, auth: tuple[str, str] | None) -> int:
+    import base64
+    import urllib.error
+    import urllib.request
+
+    headers = {}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(cfg.tracking_uri + path,
+                                                           headers=headers), timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_mlflow_refuses_every_call_without_the_login(stack_cfg, monkeypatch):
+    """MLflow runs its basic-auth app: the REST API, the artifact proxy (which holds the stack's
+    S3 keys) and the registry answer 401 without the generated admin login or with a wrong one;
+    with it they work. Nobody can register an ``exfm-fm`` version for the DAS to serve."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from exfm.registry.mlflow_registry import TRACKING_USER, connect, tracking_credentials
+    from exfm.stack.services import mlflow_auth_config, mlflow_auth_db
+
+    login = tracking_credentials(stack_cfg)
+    assert login is not None and login[0] == TRACKING_USER == "admin"
+    probes = ["/api/2.0/mlflow/experiments/search?max_results=1",
+              "/api/2.0/mlflow/registered-models/search?max_results=1",
+              "/api/2.0/mlflow-artifacts/artifacts?path=",
+              "/ajax-api/2.0/mlflow/experiments/search?max_results=1"]
+    for path in probes:
+        assert _mlflow_get(stack_cfg, path, None) == 401, path
+        assert _mlflow_get(stack_cfg, path, ("admin", "wrong-password")) == 401, path
+    assert _mlflow_get(stack_cfg, probes[0], login) == 200
+    assert _mlflow_get(stack_cfg, "/health", None) == 200  # the liveness probe stays open
+    for f in (mlflow_auth_config(stack_cfg), mlflow_auth_db(stack_cfg)):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+
+    client = connect(stack_cfg)  # with the login (from the state folder)
+    name = f"exfm-fm-authprobe-{int(time.time())}"
+    client.create_registered_model(name)
+    exp = client.get_experiment_by_name("Default") or client.get_experiment("0")
+    run = client.create_run(exp.experiment_id)
+    for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(k, raising=False)
+    anonymous = mlflow.MlflowClient(stack_cfg.tracking_uri)
+    with pytest.raises(MlflowException) as e:
+        anonymous.create_model_version(name, f"runs:/{run.info.run_id}/model",
+                                       run_id=run.info.run_id)
+    assert "401" in str(e.value) or "authenticat" in str(e.value).lower()
+    with pytest.raises(MlflowException):
+        anonymous.search_registered_models()
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong-password")
+    with pytest.raises(MlflowException):
+        anonymous.create_model_version(name, f"runs:/{run.info.run_id}/model",
+                                       run_id=run.info.run_id)
+    client = connect(stack_cfg)  # the registry's own client puts the real login back
+    assert client.search_model_versions(f"name='{name}'") == []  # nothing was registered
 
 
 def test_seaweedfs_ports_refuse_requests_without_the_stacks_jwt(stack_cfg):

@@ -33,11 +33,15 @@ def exfm_probe():
 
         import boto3
 
+        from mlflow import MlflowClient
+
         need = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3",
-                "MLFLOW_TRACKING_URI", "RAY_ADDRESS", "RAY_AUTH_TOKEN", "EXFM_CONFIG"]
+                "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                "RAY_ADDRESS", "RAY_AUTH_TOKEN", "EXFM_CONFIG"]
         missing = [k for k in need if not os.environ.get(k)]
         assert not missing, missing
         boto3.client("s3").put_object(Bucket="exfm", Key="probe/from-airflow.txt", Body=b"af")
+        MlflowClient().search_experiments(max_results=1)  # MLflow asks for the login
         print("PROBE-OK")
 
     probe()
@@ -124,6 +128,10 @@ def test_up_status_dag_down_restart_keeps_objects(tmp_path):
     dags.mkdir()
     (dags / "exfm_probe.py").write_text(PROBE_DAG)
     cfg = make_test_config(tmp_path)
+    # as on a user's first `up`: MLflow's admin password is generated now (not the session's)
+    sec_file = cfg.state_path / "secrets.json"
+    sec_file.write_text(json.dumps({k: v for k, v in json.loads(sec_file.read_text()).items()
+                                    if k != "mlflow_admin_password"}))
     lines: list[str] = []
     try:
         t = time.monotonic()
@@ -134,8 +142,10 @@ def test_up_status_dag_down_restart_keeps_objects(tmp_path):
         assert all(s.healthy and s.pid for s in stack_status(cfg))
         secrets = json.loads((cfg.state_path / "secrets.json").read_text())
         assert oct((cfg.state_path / "secrets.json").stat().st_mode & 0o777) == "0o600"
-        # the generated Airflow password is printed once, the S3 secret never
+        # the generated Airflow and MLflow passwords are printed once, the S3 secret never
         assert sum(secrets["airflow_password"] in m for m in lines) == 1
+        assert sum(secrets["mlflow_admin_password"] in m for m in lines) == 1
+        assert any(m.startswith("mlflow: user 'admin', password") for m in lines)
         assert not any(secrets["s3_secret_key"] in m for m in lines)
         # nothing listens beyond loopback, Airflow's log servers included
         for port in (cfg.ports.airflow_log, cfg.ports.airflow_trigger_log, cfg.ports.s3,
@@ -149,7 +159,8 @@ def test_up_status_dag_down_restart_keeps_objects(tmp_path):
         stack_up(cfg, dags_folder=dags, log=again.append)
         assert pids == {s.name: s.pid for s in stack_status(cfg)}
         assert all("already running" in m for m in again), again
-        assert not any(secrets["airflow_password"] in m for m in again)
+        assert not any(secrets["airflow_password"] in m or
+                       secrets["mlflow_admin_password"] in m for m in again)
 
         s3 = S.s3_client(cfg)
         s3.put_object(Bucket=cfg.storage.bucket, Key="probe/hello.txt", Body=b"hello")
@@ -195,6 +206,7 @@ def test_clients_reach_the_session_stack(stack_cfg):
 
     env = client_env(stack_cfg)
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_URI",
+              "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
               "MLFLOW_S3_ENDPOINT_URL", "RAY_ADDRESS", "RAY_AUTH_TOKEN", "EXFM_CONFIG"):
         assert os.environ[k] == env[k]
 
@@ -235,9 +247,18 @@ def test_mlflow_on_postgres_records_an_experiment(postgres_stack_cfg):
     from sqlalchemy import create_engine, text
 
     from exfm.db import database_url
+    from exfm.stack.services import mlflow_auth_db
 
     cfg = postgres_stack_cfg
     assert cfg.database.kind == "postgres"
+    # basic-auth on PostgreSQL too; its users live in SQLite under the state folder
+    try:
+        urllib.request.urlopen(cfg.tracking_uri + "/api/2.0/mlflow/experiments/search"
+                               "?max_results=1", timeout=30)
+        raise AssertionError("MLflow on PostgreSQL answered without a login")
+    except urllib.error.HTTPError as e:
+        assert e.code == 401
+    assert mlflow_auth_db(cfg).stat().st_size > 0
     client = mlflow.MlflowClient(cfg.tracking_uri)
     exp_id = client.create_experiment("pg-probe")
     run = client.create_run(exp_id)

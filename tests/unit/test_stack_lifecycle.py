@@ -72,13 +72,18 @@ def test_up_orders_waves_is_idempotent_and_down_leaves_nothing(fake):
         lines.index(next(m for m in lines if m.startswith(f"{s}: healthy"))) for s in
         ("s3", "mlflow", "ray"))
     assert sorted(healthy) == sorted(S.SERVICES)
-    assert any("password" in m for m in lines)  # first Airflow up shows it once
+    # the first up that starts Airflow / MLflow shows its generated admin password once
+    sec = S.ensure_secrets(cfg)[0]
+    for svc, key in (("airflow", "airflow_password"), ("mlflow", "mlflow_admin_password")):
+        assert sum(sec[key] in m for m in lines) == 1, svc
+        assert any(m.startswith(f"{svc}: user '") and "secrets.json" in m for m in lines)
 
     pids = {s.name: s.pid for s in stack_status(cfg)}
     again: list[str] = []
     stack_up(cfg, log=again.append)
     assert {s.name: s.pid for s in stack_status(cfg)} == pids
     assert len(again) == 4 and all("already running" in m for m in again)
+    assert not any(sec["mlflow_admin_password"] in m for m in again)
 
     assert len(_ours(cfg)) == 1 + 1 + 1 + 4
     stack_down(cfg, log=lambda m: None)
@@ -126,3 +131,45 @@ def test_a_partial_airflow_is_restarted_whole(fake):
     stack_up(cfg, ["airflow"], log=lines.append)
     assert any("partially running; restarting" in m for m in lines)
     assert {s.name: s for s in stack_status(cfg)}["airflow"].healthy
+
+
+def test_an_mlflow_without_authentication_is_restarted_and_a_refused_login_stops_up(
+        fake, monkeypatch):
+    """An MLflow started before basic-auth (it answers anonymous calls) is restarted by `up`;
+    one that refuses the generated login fails `up` at once (a restart cannot fix it)."""
+    cfg, _, flags = fake
+    stack_up(cfg, ["mlflow"], log=lambda m: None)
+    first = read_pid(S.run_dir(cfg), "mlflow")["pid"]
+    state = {"detail": S.MLFLOW_NO_AUTH + " (started before basic-auth was turned on)"}
+
+    def health(cfg):
+        if state["detail"] is None:
+            return True, "OK"
+        return False, state["detail"]
+
+    monkeypatch.setitem(S.HEALTH, "mlflow", health)
+    lines: list[str] = []
+    orig = S.mlflow_procs
+
+    def procs(cfg, *args):
+        state["detail"] = None  # the restarted one asks for a login
+        return orig(cfg, *args)
+
+    monkeypatch.setattr(S, "mlflow_procs", procs)
+    stack_up(cfg, ["mlflow"], log=lines.append)
+    assert any("restarting it with basic-auth" in m for m in lines), lines
+    assert read_pid(S.run_dir(cfg), "mlflow")["pid"] != first
+    state["detail"] = S.MLFLOW_LOGIN_REFUSED + " (HTTP 401)"
+    with pytest.raises(StackError, match="refused"):
+        stack_up(cfg, ["mlflow"], log=lambda m: None)
+
+
+def test_a_refused_mlflow_login_at_start_fails_without_a_retry(fake, monkeypatch):
+    cfg, _, _ = fake
+    monkeypatch.setitem(S.HEALTH, "mlflow", lambda cfg: (
+        False, S.MLFLOW_LOGIN_REFUSED + " (HTTP 401): its password in the auth DB ..."))
+    lines: list[str] = []
+    with pytest.raises(StackError, match="mlflow failed to start: login as 'admin' refused"):
+        stack_up(cfg, ["mlflow"], log=lines.append)
+    assert not any("retrying" in m for m in lines)
+    assert read_pid(S.run_dir(cfg), "mlflow") is None  # the failed start was stopped

@@ -227,3 +227,99 @@ def test_airflow_secrets_wait_for_the_first_up_that_starts_airflow(cfg):
     sec2, made2 = S.ensure_secrets(cfg, airflow=True)
     assert "airflow_password" in made2 and "s3_access_key" not in made2
     assert sec2["s3_access_key"] == sec["s3_access_key"]
+
+
+def test_mlflow_runs_basic_auth_with_a_private_generated_login(cfg, monkeypatch):
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "from-the-shell")  # must not override ours
+    sec, made = S.ensure_secrets(cfg)
+    assert {"mlflow_admin_password", "mlflow_flask_secret_key"} <= set(made)
+    (spec,) = S.mlflow_procs(cfg)
+    argv = spec.argv
+    assert argv[argv.index("--app-name") + 1] == "basic-auth"
+    for secret in (sec["mlflow_admin_password"], sec["mlflow_flask_secret_key"]):
+        assert not any(secret in a for a in argv)
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" not in spec.env
+    assert spec.env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == sec["mlflow_flask_secret_key"]
+    ini = Path(spec.env["MLFLOW_AUTH_CONFIG_PATH"])
+    assert ini.parent == cfg.state_path and stat.S_IMODE(ini.stat().st_mode) == 0o600
+    import configparser
+
+    parsed = configparser.ConfigParser()
+    parsed.read(ini)
+    m = parsed["mlflow"]
+    assert (m["admin_username"], m["admin_password"]) == ("admin", sec["mlflow_admin_password"])
+    assert m["database_uri"] == f"sqlite:///{S.mlflow_auth_db(cfg)}"
+    assert m["default_permission"] == "NO_PERMISSIONS"
+    # the auth DB is created private before MLflow fills it (also with database: postgres)
+    assert stat.S_IMODE(S.mlflow_auth_db(cfg).stat().st_mode) == 0o600
+
+
+def test_clients_get_the_mlflow_login_and_the_ray_head_does_not(cfg):
+    sec, _ = S.ensure_secrets(cfg)
+    env = S.client_env(cfg)
+    assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == (
+        "admin", sec["mlflow_admin_password"])
+    (ray,) = S.ray_procs(cfg)  # a Ray job reads it from its 0600 secrets file instead
+    assert "MLFLOW_TRACKING_PASSWORD" not in ray.env
+    # an external tracking server: its login is the user's (env), never the stack's
+    ext = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(
+        update={"uri": "http://mlflow.example:5000"})})
+    assert "MLFLOW_TRACKING_PASSWORD" not in S.client_env(ext)
+
+
+def test_mlflow_secrets_wait_for_the_first_up_that_starts_mlflow(cfg):
+    sec, made = S.ensure_secrets(cfg, airflow=False, mlflow=False)
+    assert "mlflow_admin_password" not in sec and "s3_access_key" in made
+    sec2, made2 = S.ensure_secrets(cfg, airflow=False)
+    assert "mlflow_admin_password" in made2 and "s3_access_key" not in made2
+
+
+def test_mlflow_health_wants_a_login_and_accepts_the_generated_one(cfg, monkeypatch):
+    """Healthy only when an anonymous call is refused and the generated login works; a server
+    that answers anonymous calls, or refuses our login, is named as such."""
+    S.ensure_secrets(cfg)
+    answers = {}
+
+    def fake_get(url, timeout=2.0, headers=None):
+        if url.endswith("/health"):
+            return 200, "OK"
+        return answers["auth" if headers and headers.get("Authorization") else "anon"]
+
+    monkeypatch.setattr(S, "http_get", fake_get)
+    answers.update(anon=(401, "not authenticated"), auth=(200, "{}"))
+    assert S.mlflow_health(cfg)[0]
+    answers.update(anon=(200, "{}"))
+    ok, detail = S.mlflow_health(cfg)
+    assert not ok and detail.startswith(S.MLFLOW_NO_AUTH)
+    answers.update(anon=(401, ""), auth=(401, ""))
+    ok, detail = S.mlflow_health(cfg)
+    assert not ok and detail.startswith(S.MLFLOW_LOGIN_REFUSED)
+    assert str(S.mlflow_auth_db(cfg)) in detail and "secrets.json" in detail
+
+
+def test_a_ray_job_gets_the_mlflow_login_from_its_private_file(cfg, monkeypatch):
+    """The submitter writes the login into the job's 0600 secrets file; the job's registry
+    client reads it from there (its runtime_env holds only the path)."""
+    from exfm.compute.submit import build_submission
+    from exfm.registry import mlflow_registry as R
+
+    sec, _ = S.ensure_secrets(cfg)
+    for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "EXFM_SECRETS_FILE",
+              "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(k, "x")  # restored (to unset) after the test
+        monkeypatch.delenv(k)
+    _, runtime_env = build_submission(cfg, ["-c", "pass"], None)
+    shown = str(runtime_env)
+    assert sec["mlflow_admin_password"] not in shown and sec["s3_secret_key"] not in shown
+    path = Path(runtime_env["env_vars"]["EXFM_SECRETS_FILE"])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # in the job: the tracking URI comes as $EXFM_TRACKING_URI, the state folder may be elsewhere
+    job_cfg = load_config(None, [f"state_dir={cfg.state_path}/elsewhere"],
+                          env={"EXFM_TRACKING_URI": cfg.tracking_uri})
+    monkeypatch.setenv("EXFM_SECRETS_FILE", str(path))
+    assert R.tracking_credentials(job_cfg) == ("admin", sec["mlflow_admin_password"])
+    R.use_tracking_credentials(job_cfg)
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == sec["mlflow_admin_password"]
+    monkeypatch.delenv("EXFM_SECRETS_FILE")
+    assert R.tracking_credentials(job_cfg) is None  # no file, no stack secrets there
+    assert R.tracking_credentials(cfg) == ("admin", sec["mlflow_admin_password"])
