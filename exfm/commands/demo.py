@@ -112,15 +112,20 @@ def _running(tis: list[dict]) -> str:
     return ", ".join(names)
 
 
-def follow(cfg, days: list[str], timeout_s: float, log=click.echo, poll_s: float = 10.0) -> dict:
+def follow(cfg, days: list[str], timeout_s: float, log=click.echo, poll_s: float = 10.0,
+           expect_failure: str | None = None) -> dict:
     """Print ``day k of N, running task, elapsed`` until every day's run is terminal; returns
-    {day: run}. Raises with the failed task's log tail when a day fails."""
+    {day: run}. Raises with the failed task's log tail when a day fails, unless it is
+    ``expect_failure`` (``--break-day``: then it returns once that day's run failed)."""
     api = AirflowAPI(cfg)
     t0, last, last_print = time.monotonic(), "", 0.0
     while True:
         runs = api.runs(days)
         done = [d for d in days if runs.get(d, {}).get("state") == "success"]
         failed = [d for d in days if runs.get(d, {}).get("state") == "failed"]
+        if expect_failure and failed == [expect_failure]:
+            log(f"  day {expect_failure} failed, as broken: {time.monotonic() - t0:.0f}s")
+            return runs
         if failed:
             d = failed[0]
             tis = api.task_instances(runs[d]["dag_run_id"])
@@ -236,6 +241,69 @@ def last_report(cfg, day: str) -> dict | None:
             "headline": headline(day, collect_rows(cfg, [day]))}
 
 
+BACKUP_DIR = ".broken-days"  # under data.dir: the days --break-day changed, as they were
+
+
+def break_day(data_dir, day: str) -> str:
+    """Corrupt day ``day`` of the dataset folder the way an upstream logging fault would: every
+    row of the first label becomes 0 (the positives stop arriving). The day is still in the
+    dataset format (``land`` accepts it), but the raw gate's "label rate within configured
+    bounds" refuses it. The original parts are kept under ``DIR/.broken-days/day=D/`` and are
+    the source of a second break (idempotent). Returns one line saying what changed."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from exfm.data.io import read_day, write_day
+    from exfm.data.schema import day_dir, load_schema
+
+    label = load_schema(data_dir).labels[0]
+    src, backup = day_dir(data_dir, day), day_dir(f"{data_dir}/{BACKUP_DIR}", day)
+    if not backup.exists():
+        shutil.copytree(src, backup)
+    table = read_day(f"{data_dir}/{BACKUP_DIR}", day)
+    col = table.column(label)
+    positives = int(pc.sum(col).as_py() or 0)
+    i = table.schema.get_field_index(label)
+    write_day(data_dir, day, table.set_column(i, label, pa.array([0] * len(col), col.type)))
+    return (f"day {day} broken: every '{label}' label set to 0 ({positives} of {len(col)} rows "
+            f"were positive), as if its logging had stopped; the original day is in {backup}")
+
+
+def explain_failure(cfg, day: str, run: dict, log=click.echo) -> None:
+    """What a broken day did, and where to look: the failed task and its alert, the tasks that
+    did not run, each VM's champion (kept), the Airflow UI page of the failed task."""
+    from exfm.registry.mlflow_registry import connect, vm_model_name
+    from exfm.stack.services import airflow_url
+
+    api = AirflowAPI(cfg)
+    tis = api.task_instances(run["dag_run_id"])
+    bad = [t for t in tis if t.get("state") == "failed"]
+    skipped = sorted({t["task_id"] for t in tis if t.get("state") == "upstream_failed"})
+    if not bad:
+        log(f"day {day}: the run failed but no task did (see the Airflow UI)")
+        return
+    t = bad[0]
+    text = api.log(run["dag_run_id"], t["task_id"], max(t["try_number"], 1), t.get("map_index", -1))
+    alert = [ln for ln in text.splitlines() if "[exfm] FAILED" in ln or ln.strip().startswith(
+        ("- ", "Data Docs:", "Airflow log:"))]
+    log(f"day {day}: {t['task_id']} failed (try {t['try_number']}); the on-call alert:")
+    for ln in alert[:12] or text.splitlines()[-12:]:
+        log(f"    {ln.strip()[:300]}")
+    log(f"not run (upstream failed): {', '.join(skipped) or '-'}")
+    client = connect(cfg)
+    for vm in cfg.vms:
+        try:
+            mv = client.get_model_version_by_alias(vm_model_name(vm.name), "champion")
+            log(f"champion kept: {vm_model_name(vm.name)} v{mv.version} (trained on "
+                f"{mv.tags.get('day')})")
+        except Exception:  # noqa: BLE001 - no champion yet (a break on day 1 or 2)
+            log(f"champion: {vm_model_name(vm.name)} has none yet")
+    log(f"look at: {airflow_url(cfg)}/dags/{DAG_ID}/runs/{run['dag_run_id']}/tasks/{t['task_id']}"
+        f"  (the task log holds the alert; the gate's Data Docs link is in it)")
+
+
 @click.command()
 @click.option("--days", type=int, default=8, show_default=True,
               help="days to backfill through the scheduler, from the data's first day")
@@ -243,11 +311,15 @@ def last_report(cfg, day: str) -> dict | None:
               help="seconds to wait for the backfill")
 @click.option("--keep-up/--down", default=True, show_default=True,
               help="leave the stack running at the end to browse the UIs")
+@click.option("--break-day", "break_n", type=int, default=None,
+              help="a forced failure: corrupt day N (1-based) of the data so that its raw gate "
+                   "fails; the backfill runs days 1..N and shows the alert and the champions kept")
 @config_options
-def demo(cfg, days: int, timeout_s: int, keep_up: bool) -> None:
+def demo(cfg, days: int, timeout_s: int, keep_up: bool, break_n: int | None) -> None:
     """Prepare the data, start the embedded stack, unpause exfm_daily and backfill DAYS days
     through Airflow's scheduler (`airflow backfill create`), following each day's tasks; then
-    print the results table and the UIs to browse."""
+    print the results table and the UIs to browse. With --break-day N, day N's data is broken
+    first and the backfill stops there: the raw gate fails it with a readable alert."""
     from exfm import pipeline
     from exfm.config import SECRETS_FILE
     from exfm.data.schema import list_days
@@ -261,6 +333,12 @@ def demo(cfg, days: int, timeout_s: int, keep_up: bool) -> None:
     if days < 1 or len(available) < days:
         raise click.ClickException(f"--days {days}: {data} has {len(available)} day(s)")
     todo = available[:days]
+    broken = None
+    if break_n is not None:
+        if not 1 <= break_n <= days:
+            raise click.ClickException(f"--break-day {break_n}: choose a day in 1..{days}")
+        todo, broken = todo[:break_n], todo[break_n - 1]  # later days would wait on it forever
+        click.echo(break_day(data, broken))
     click.echo(f"{data}: {len(available)} days, backfilling {todo[0]} .. {todo[-1]}")
     click.echo("== 2/5 stack")
     stack_up(cfg, log=click.echo)
@@ -268,6 +346,11 @@ def demo(cfg, days: int, timeout_s: int, keep_up: bool) -> None:
         click.echo(f"== 3/5 {DAG_ID}: unpause, backfill {days} day(s) through the scheduler")
         unpause(cfg)
         api = AirflowAPI(cfg)
+        if broken and api.runs([broken]).get(broken, {}).get("state") == "success":
+            click.echo(f"$ airflow tasks clear {DAG_ID} -s {broken} -e {broken}T23:59:59 -y"
+                       "   (it ran before: re-run it with the broken data)")
+            airflow_cli(cfg, "tasks", "clear", DAG_ID, "-s", broken, "-e", f"{broken}T23:59:59",
+                        "-y")
         if all(r.get("state") == "success" for r in api.runs(todo).values()) and \
                 len(api.runs(todo)) == len(todo):
             click.echo("every day already ran (clear one to re-run it: see README)")
@@ -277,8 +360,13 @@ def demo(cfg, days: int, timeout_s: int, keep_up: bool) -> None:
             click.echo("$ airflow " + " ".join(args))
             backfill_create(cfg, args)
         click.echo(f"== 4/5 following the runs (UI: {airflow_url(cfg)}/dags/{DAG_ID})")
-        runs = follow(cfg, todo, timeout_s)
+        runs = follow(cfg, todo, timeout_s, expect_failure=broken)
         check_logs(cfg, runs)
+        if broken:
+            click.echo(f"== the broken day ({broken})")
+            explain_failure(cfg, broken, runs[broken])
+            click.echo(f"restore the day: rm -r {data} (regenerated by the next demo) or copy "
+                       f"{data}/{BACKUP_DIR}/day={broken}/ back; then `airflow tasks clear` it")
         click.echo("== 5/5 results (from MLflow)")
         print_table(results_table(cfg))
         rep = last_report(cfg, todo[-1])
