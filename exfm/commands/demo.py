@@ -382,7 +382,8 @@ def demo(cfg, days: int, timeout_s: int, keep_up: bool, break_n: int | None) -> 
     # the password is printed once, by the `stack up` that generated it; after that, its file
     click.echo(f"  Airflow  {airflow_url(cfg)}  (login {cfg.airflow.admin_user}; password: "
                f"airflow_password in {cfg.state_path / SECRETS_FILE})")
-    click.echo(f"  MLflow   {cfg.tracking_uri}")
+    click.echo(f"  MLflow   {cfg.tracking_uri}  (login admin; password: mlflow_admin_password in "
+               f"{cfg.state_path / SECRETS_FILE})")
     click.echo(f"  Ray      {cfg.ray_dashboard_url}")
     click.echo(f"  S3       {cfg.s3_endpoint} bucket '{cfg.storage.bucket}' "
                f"(keys in {cfg.state_path}/secrets.json)")
