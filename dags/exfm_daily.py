@@ -89,7 +89,8 @@ def _deadline():
            else DeadlineReference.DAGRUN_QUEUED_AT)
     return DeadlineAlert(reference=ref, interval=timedelta(minutes=d["minutes"]),
                          callback=AsyncCallback("exfm.oncall.deadline_missed", kwargs={
-                             "dag_id": "exfm_daily", "minutes": d["minutes"]}))
+                             "dag_id": "exfm_daily", "minutes": d["minutes"],
+                             "reference": d.get("reference", "queued_at")}))
 
 
 def _ray(task_id: str) -> dict:

@@ -142,16 +142,19 @@ def _get(obj, key: str):
 
 async def deadline_missed(context: dict | None = None, dag_id: str = "exfm_daily",
                           minutes: int | None = None, webhook: str | None = None,
-                          **_kwargs) -> bool:
+                          reference: str = "queued_at", **_kwargs) -> bool:
     """Airflow ``DeadlineAlert`` callback, run in the triggerer:
-    ``AsyncCallback("exfm.oncall.deadline_missed", kwargs={"dag_id": ..., "minutes": ...})``.
-    One alert ("deadline missed") for the daily run, logged and POSTed like a task failure."""
+    ``AsyncCallback("exfm.oncall.deadline_missed", kwargs={"dag_id": ..., "minutes": ...,
+    "reference": "queued_at" | "logical_date"})``. One alert ("deadline missed") for the daily
+    run, logged and POSTed like a task failure (``context``: what Airflow passes, the run as a
+    dict and the deadline)."""
     import asyncio
 
     run = _get(context or {}, "dag_run") or {}
     logical = _get(run, "logical_date")
     day = str(logical)[:10] if logical else None
-    reason = (f"DeadlineMissed: the daily run is not done {minutes} min after its logical date"
+    since = "it was queued" if reference == "queued_at" else "its logical date"
+    reason = (f"DeadlineMissed: the daily run is not done {minutes} min after {since}"
               if minutes else "DeadlineMissed: the daily run is past its deadline")
     a = build_alert(_get(run, "dag_id") or dag_id, "(dag run)", day, None, reason,
                     run_id=_get(run, "run_id") or "-")

@@ -132,7 +132,8 @@ def test_pools_deadline_and_assets_come_from_the_stack(tmp_path):
     [deadline] = out["dags"]["exfm_daily"]["deadline"]
     assert deadline == {"reference": "DagRunQueuedAtDeadline", "minutes": 90.0,
                         "callback": "exfm.oncall.deadline_missed",
-                        "kwargs": {"dag_id": "exfm_daily", "minutes": 90}}
+                        "kwargs": {"dag_id": "exfm_daily", "minutes": 90,
+                                   "reference": "queued_at"}}
     # without exfm's pools (a stack that did not create them): the default pool, no deadline
     bare = _parse(tmp_path, {"start_date": "2026-01-01", "deadline": None})
     assert {t["pool"] for t in bare["dags"]["exfm_daily"]["tasks"].values()} == {"default_pool"}

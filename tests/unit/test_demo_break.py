@@ -43,3 +43,15 @@ def test_a_broken_day_passes_the_format_and_fails_the_raw_gate(tmp_path):
 
     assert break_day(data, D2) == line  # from the kept original: the same break again
     assert read_day(data, D1).equals(other)  # the other day untouched
+
+
+def test_the_next_demo_puts_a_broken_day_back(tmp_path):
+    from exfm.commands.demo import restore_broken
+
+    data = tmp_path / "data"
+    generate(GeneratorConfig(days=2, rows_per_day=200, seed=3), data)
+    before = read_day(data, D2)
+    assert restore_broken(data) == []  # nothing broken
+    break_day(data, D2)
+    assert restore_broken(data) == [D2]
+    assert read_day(data, D2).equals(before) and not (data / BACKUP_DIR).exists()
