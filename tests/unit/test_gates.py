@@ -160,3 +160,28 @@ def test_band_and_config_validation():
                 (0.5, 2.0)) == (0.1, 0.4)
     with pytest.raises(ValueError, match="validation.row_count_band"):
         ValidationConfig(row_count_band=(2.0, 0.5))
+
+
+def test_every_declared_column_of_every_role_must_be_present(root):
+    """The split layout the schema declares (keys, labels, sparse, dense, FM-only, sequences):
+    a day missing each one fails once per column, naming it."""
+    from exfm.data.schema import SequenceField
+
+    schema = DatasetSchema.model_validate({
+        "name": "t", "timestamp": "ts", "request_id": "rid", "domain": "domain",
+        "stage": "stage", "labels": ["click", "like"],
+        "sparse": [{"name": "user_id", "vocab": 50}, {"name": "item_id", "vocab": 9}],
+        "dense": ["price"], "sequences": [{"name": "hist", "of": "item_id", "max_len": 4}],
+        "fm_only": ["xsvc_ctr"]})
+    assert isinstance(schema.sequences[0], SequenceField) and "xsvc_ctr" in schema.dense
+    full = raw().append_column("stage", pa.array(["s"] * N)).append_column(
+        "like", pa.array(np.zeros(N, np.int64) + (np.arange(N) % 3 == 0))).append_column(
+        "item_id", pa.array(np.arange(N) % 9, pa.int64())).append_column(
+        "hist", pa.array([[1, 2]] * N, pa.list_(pa.int64()))).append_column(
+        "xsvc_ctr", pa.array(np.full(N, 0.1), pa.float32()))
+    assert check_raw(full, schema, DAY, [], VCFG, root).ok
+    declared = ["rid", "domain", "stage", "like", "item_id", "price", "hist", "xsvc_ctr"]
+    res = check_raw(full.drop_columns(declared), schema, DAY, [], VCFG, root)
+    present = [f.column for f in res.failures if f.rule == "schema column present"]
+    assert sorted(present) == sorted(declared), res.reason
+    assert {f.column for f in res.failures} == set(declared)  # one failure each, nothing else
