@@ -76,19 +76,32 @@ class OrderedSplit(DataConfig):
         return output
 
 
-def read_day_dataset(cfg, manifest):
-    """A Ray Dataset of a committed partition: the manifest's parts, in order, over S3."""
+def read_parts(cfg, keys: list[str], num_blocks: int | None = None):
+    """A Ray Dataset of Parquet objects ``keys`` in the bucket, in order, over S3.
+
+    Reads ask Ray for no CPU: they are I/O-bound, and a read that needs a CPU deadlocks a small
+    cluster whose CPUs are held by actors (the DAS's FM actor pool, an FM training worker of a
+    concurrent task): each side waits for the other's CPU for ever. For the same reason the reads
+    go through Ray Data's V1 Parquet path: V2 adds a ``ListFiles`` task that always asks for one
+    CPU and takes no resource arguments (Ray 2.60)."""
     import ray.data
 
     from exfm.storage.s3 import arrow_fs
 
     ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True
+    ctx.execution_options.preserve_order = True  # rows stay in arrival order: re-runs are identical
     ctx.enable_progress_bars = False  # job logs are read by people and by Airflow, not a TTY
-    paths = [f"{cfg.storage.bucket}/{key}" for key in manifest.parts]
+    ctx.use_datasource_v2 = False
+    kw = {"override_num_blocks": num_blocks} if num_blocks else {}
     # no partition discovery from the path (day=...): the columns are the file's own
-    return ray.data.read_parquet(paths, filesystem=arrow_fs(cfg), partitioning=None,
-                                 shuffle=None, file_extensions=None)
+    return ray.data.read_parquet([f"{cfg.storage.bucket}/{k}" for k in keys],
+                                 filesystem=arrow_fs(cfg), partitioning=None, shuffle=None,
+                                 file_extensions=None, num_cpus=0, **kw)
+
+
+def read_day_dataset(cfg, manifest):
+    """A Ray Dataset of a committed partition: the manifest's parts, in order, over S3."""
+    return read_parts(cfg, list(manifest.parts))
 
 
 def iter_tables(source, chunk_rows: int, columns: list[str] | None = None,

@@ -155,13 +155,9 @@ def infer_partition(cfg: ExfmConfig, m: Manifest, day: str, batch_delay_s: float
     """Run the actor pool over the parts ``m`` names; rows come back in their stored order."""
     import ray
 
-    from exfm.storage.s3 import arrow_fs
+    from exfm.compute.ingest import read_parts
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # rows stay in arrival order: re-runs are identical
-    ds = ray.data.read_parquet([f"{cfg.storage.bucket}/{k}" for k in m.parts],
-                               filesystem=arrow_fs(cfg), partitioning=None,
-                               override_num_blocks=max(len(m.parts), 2))
+    ds = read_parts(cfg, list(m.parts), num_blocks=max(len(m.parts), 2))
     gpu = cfg.ray.use_gpu
     out = ds.map_batches(
         FMPredictor,
