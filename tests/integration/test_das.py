@@ -17,6 +17,7 @@ with other test modules safely.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -250,3 +251,36 @@ def test_bad_input_commits_nothing(stack_cfg, das_env):
     assert PartitionStore(corrupt, AUGMENTED).manifest(DAYS[3]) is None
     with pytest.raises(AugmentError, match="no committed partition for 2030-01-01"):
         augment_day(cfg, "2030-01-01", progress=lambda m: None)
+
+
+def test_augment_finishes_while_another_job_holds_the_cpus(stack_cfg, das_env):
+    """A concurrent FM training holds CPUs with its workers (``train_fm`` beside ``augment`` in the
+    DAG): the DAS's actor pool takes the one CPU left, and its reads must still run. Before the
+    reads asked for no CPU, Ray Data's listing/read tasks waited for a CPU for ever (the demo hung on
+    day 2's augment)."""
+    import ray
+
+    cfg = _cfg(stack_cfg, "busy")
+    cfg = cfg.model_copy(update={"das": cfg.das.model_copy(update={"max_actors": 1})})
+    v = _publish(cfg, DAYS[2], seed=3)
+    total = int(ray.cluster_resources().get("CPU", 1))
+
+    @ray.remote(num_cpus=1)
+    class Worker:  # stands for a training worker of another job
+        def ready(self):
+            return True
+
+    hogs = [Worker.remote() for _ in range(total - 1)]
+    ray.get([h.ready.remote() for h in hogs], timeout=60)
+    try:
+        assert ray.available_resources().get("CPU", 0) <= 1
+        ex = concurrent.futures.ThreadPoolExecutor(1)
+        fut = ex.submit(augment_day, cfg, DAYS[3], progress=lambda m: None)
+        try:
+            res = fut.result(timeout=240)  # a deadlock never returns
+        finally:
+            ex.shutdown(wait=False)
+        assert res.status == "committed" and res.rows == ROWS and res.fm_version == v
+    finally:
+        for h in hogs:
+            ray.kill(h)
