@@ -71,6 +71,18 @@ def vm_cmd(cfg, data: str, aug_dir: str, fm: str, vm: str, arm: str, out: str) -
     click.echo(f"VM {fm}/{vm}/{arm}: {vm_stage(cfg, data, aug_dir, fm, vm, arm, out)}")
 
 
+@offline.command("tables")
+@click.option("--data", required=True, type=_IN)
+@click.option("--out", required=True, type=_DIR)
+@config_options
+def tables_cmd(cfg, data: str, out: str) -> None:
+    """Run offline.tables (per_domain, per_task, freshness); write their rows."""
+    from exfm.reproduce.stages import tables_stage
+
+    which = ", ".join(cfg.offline.tables) or "none (offline.tables is empty)"
+    click.echo(f"tables {which}: {tables_stage(cfg, data, out)}")
+
+
 @offline.command("evaluate")
 @click.option("--vm-dir", required=True, type=_IN)
 @click.option("--metrics", required=True, type=click.Path(dir_okay=False))
@@ -83,15 +95,16 @@ def evaluate_cmd(vm_dir: str, metrics: str, plots: str) -> None:
 
 
 @offline.command("report")
-@click.option("--vm-dir", required=True, type=_IN)
+@click.option("--vm-dir", "vm_dirs", required=True, multiple=True, type=_IN,
+              help="repeatable: the VM stages' folder first, then the tables stage's")
 @click.option("--fm-dir", "fm_dirs", multiple=True, type=_IN, help="repeatable")
 @click.option("--out", required=True, type=_DIR)
 @config_options
-def report_cmd(cfg, vm_dir: str, fm_dirs: tuple[str, ...], out: str) -> None:
+def report_cmd(cfg, vm_dirs: tuple[str, ...], fm_dirs: tuple[str, ...], out: str) -> None:
     """The tables of `exfm reproduce` (results.md, CSVs, plots) from the staged runs."""
     from exfm.reproduce.stages import report_stage
 
-    paths = report_stage(cfg, vm_dir, list(fm_dirs), out)
+    paths = report_stage(cfg, list(vm_dirs), list(fm_dirs), out)
     click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 

@@ -17,7 +17,8 @@ from exfm.config.base import StrictModel
 
 
 class OfflineConfig(StrictModel):
-    """The offline reproduction's data and grid (the main table: FM x VM x arm)."""
+    """The offline reproduction's data and grid (the main table: FM x VM x arm) and which other
+    tables of `exfm reproduce` it runs."""
 
     source: Literal["generate", "movielens", "folder"] = "generate"
     folder: str | None = Field(default=None, description="source=folder: a dataset folder in "
@@ -35,6 +36,10 @@ class OfflineConfig(StrictModel):
         default_factory=lambda: ["wo", "ah"], min_length=1)
     quick_models: bool = Field(default=True, description="the small models of `exfm reproduce "
                                                          "--quick` (False: models: as set)")
+    tables: list[Literal["per_domain", "per_task", "freshness"]] = Field(
+        default_factory=list,
+        description="`exfm reproduce`'s other tables, run by the `tables` stage (the main table, "
+                    "the vm@ matrix, always runs)")
     tune: bool = Field(default=False, description="let AH/AH+SA arms tune GS/LS/LW themselves "
                                                   "(False: distillation.gs/ls/lw as set, so a "
                                                   "`dvc exp run -S distillation.gs=...` sweep "

@@ -4,8 +4,10 @@ data -> fm (one per FM kind) -> augment (one per FM kind) -> vm (FM x VM x arm) 
 report. Each stage reads its inputs from files the stage before wrote and runs the same
 functions ``exfm reproduce`` runs (:mod:`exfm.reproduce.protocol`): ``train_fm`` streams the
 FM over the days and logs its predictions, ``run_cell`` trains one VM trajectory, ``tune_cell``
-picks GS/LS/LW where ``offline.tune`` asks. Only the main table (FM x VM x arm over every domain,
-the first task) is staged; the other tables stay ``exfm reproduce``'s.
+picks GS/LS/LW where ``offline.tune`` asks. The main table (FM x VM x arm over every domain, the
+first task) is staged cell by cell; the tables of ``offline.tables`` (per_domain, per_task,
+freshness) run as one ``tables`` stage through ``run_protocol`` itself (their FMs, ``mtl`` and
+the frozen copies of the freshness FM, are streamed inside it).
 
 Layout under the stage outputs::
 
@@ -14,6 +16,7 @@ Layout under the stage outputs::
     <fm_out>/fm.json                    FM quality and steps per day
     <aug_out>/s<seed>/d<i>.parquet      the day with fm_pred_<task> columns (what a VM reads)
     <vm_out>.json                       one metrics row per (seed, reading)
+    <tables_out>/tables.json            the other tables' rows (same format, + fm_quality)
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import pyarrow.parquet as pq
 
 from exfm.config import ExfmConfig
 from exfm.reproduce.protocol import (ALL, PLAIN, Cell, ReproduceOptions, ReproduceResult, Run,
-                                     run_cell, seed_config, train_fm, tune_cell, with_fm_pred)
+                                     run_cell, run_protocol, seed_config, train_fm, tune_cell,
+                                     with_fm_pred)
 from exfm.storage.layout import fm_pred_column
 
 
@@ -139,6 +143,33 @@ def vm_stage(cfg: ExfmConfig, data: str | Path, aug_dir: str | Path, fm: str, vm
     return out
 
 
+def tables_stage(cfg: ExfmConfig, data: str | Path, out: str | Path) -> Path:
+    """Run ``offline.tables`` (per_domain, per_task, freshness: ``exfm reproduce``'s tables other
+    than main) with the same options as the staged main table; write their rows, steps, tuning
+    and FM quality to ``<out>/tables.json`` (no rows when ``offline.tables`` is empty)."""
+    import dataclasses
+
+    cfg, opts = stage_config(cfg), stage_options(cfg)
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    doc: dict = {"rows": [], "steps": [], "tuning": [], "fm_quality": [], "days": [],
+                 "vm_days": [], "tables": list(cfg.offline.tables)}
+    if cfg.offline.tables:
+        res = run_protocol(Path(data), cfg, dataclasses.replace(
+            opts, tables=tuple(cfg.offline.tables), baseline=False))
+        # an FM of offline.fms (the freshness FM, say) streamed again here is the fm@ stage's
+        # very stream: its quality and steps are reported once, from there
+        staged = set(cfg.offline.fms)
+        doc.update(rows=res.rows, tuning=res.tuning, days=res.days, vm_days=res.vm_days,
+                   steps=[r for r in res.steps if r.get("model") not in
+                          {f"fm:{k}" for k in staged}],
+                   fm_quality=[r for r in res.fm_quality if r.get("fm") not in staged])
+    (out / "tables.json").write_text(json.dumps(doc, indent=1, default=float))
+    return out
+
+
 def _read_augmented(folder: Path, tasks: list[str]) -> dict[int, np.ndarray]:
     out = {}
     for p in sorted(folder.glob("d*.parquet")):
@@ -147,19 +178,26 @@ def _read_augmented(folder: Path, tasks: list[str]) -> dict[int, np.ndarray]:
     return out
 
 
-def collect(vm_dir: str | Path, fm_dirs: list[str | Path] = ()) -> ReproduceResult:
+def collect(vm_dir: str | Path | list[str | Path],
+            fm_dirs: list[str | Path] = ()) -> ReproduceResult:
     """Every VM stage's rows (and the FM stages' quality) as one :class:`ReproduceResult`;
-    ``fm_dirs``: FM stage outputs, or folders holding them."""
-    files = sorted(Path(vm_dir).glob("*.json"))
+    ``vm_dir``: a folder of VM stage outputs, or several (the first holds the main table's; the
+    ``tables`` stage's folder may follow); ``fm_dirs``: FM stage outputs, or folders holding
+    them."""
+    dirs = [vm_dir] if isinstance(vm_dir, (str, Path)) else list(vm_dir)
+    files = sorted(Path(dirs[0]).glob("*.json"))
     if not files:
-        raise FileNotFoundError(f"{vm_dir}: no VM stage outputs (*.json)")
+        raise FileNotFoundError(f"{dirs[0]}: no VM stage outputs (*.json)")
     first = json.loads(files[0].read_text())
     res = ReproduceResult(dataset="", days=first["days"], vm_days=first["vm_days"])
-    for f in files:
+    for f in files + [f for d in dirs[1:] for f in sorted(Path(d).glob("*.json"))]:
         d = json.loads(f.read_text())
+        if d.get("rows") and d.get("days") and d["days"] != res.days:
+            raise ValueError(f"{f}: covers days {d['days']}, the VM stages {res.days}")
         res.rows += d["rows"]
         res.steps += d["steps"]
         res.tuning += d["tuning"]
+        res.fm_quality += d.get("fm_quality", [])
     res.dataset = res.rows[0]["dataset"] if res.rows else ""
     fm_files = [f for fd in fm_dirs for f in ([Path(fd) / "fm.json"]
                                               if (Path(fd) / "fm.json").exists()
@@ -197,9 +235,10 @@ def evaluate_stage(vm_dir: str | Path, metrics: str | Path, plots: str | Path) -
     return out
 
 
-def report_stage(cfg: ExfmConfig, vm_dir: str | Path, fm_dirs: list[str | Path],
-                 out: str | Path) -> dict[str, Path]:
-    """The tables of ``exfm reproduce`` (results.md, CSVs, plots) from the staged runs."""
+def report_stage(cfg: ExfmConfig, vm_dir: str | Path | list[str | Path],
+                 fm_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
+    """The tables of ``exfm reproduce`` (results.md, CSVs, plots) from the staged runs
+    (``vm_dir``: as :func:`collect`)."""
     from exfm.reproduce.report import write_report
 
     res = collect(vm_dir, fm_dirs)
@@ -209,4 +248,4 @@ def report_stage(cfg: ExfmConfig, vm_dir: str | Path, fm_dirs: list[str | Path],
 
 
 __all__ = ["augment_stage", "collect", "data_stage", "evaluate_stage", "fm_stage",
-           "report_stage", "stage_config", "stage_options", "vm_stage"]
+           "report_stage", "stage_config", "stage_options", "tables_stage", "vm_stage"]

@@ -1,8 +1,9 @@
 """The offline pipeline in DVC, in a temporary git repo with a tiny params set:
 
 - ``dvc repro`` runs every stage and writes the metrics; a second ``dvc repro`` runs nothing;
-- ``dvc exp run -S distillation.gs=...`` re-runs only the stages that read it (vm, evaluate,
-  report), never data/fm/augment;
+- ``dvc exp run -S distillation.gs=...`` re-runs only the stages that read it (vm, tables,
+  evaluate, report), never data/fm/augment; ``-S offline.tables=[per_task,freshness]`` re-runs
+  only the tables stage and the report, which then holds those tables;
 - ``dvc exp run --queue -S distillation.gs=1,2`` + ``dvc queue start``: ``dvc exp show`` lists
   both values (the amplifier sweep);
 - ``dvc push`` / ``dvc pull`` round-trip the cache through the embedded SeaweedFS (S3 remote
@@ -65,7 +66,7 @@ def repo(tmp_path_factory) -> Path:
 def test_repro_then_nothing_then_only_affected_stages(repo):
     out = sh(repo, "dvc", "repro")
     assert ran(out) == {"data", "fm@dcnv2", "augment@dcnv2", "vm@dcnv2-fam-wo",
-                        "vm@dcnv2-fam-ah", "evaluate", "report"}, out
+                        "vm@dcnv2-fam-ah", "tables", "evaluate", "report"}, out
     metrics = json.loads((repo / "offline" / "metrics.json").read_text())
     assert set(metrics["dcnv2"]["fam"]) == {"wo", "ah"}
     assert 0 < metrics["dcnv2"]["fam"]["ah"]["auc"] <= 1
@@ -81,9 +82,20 @@ def test_repro_then_nothing_then_only_affected_stages(repo):
     sh(repo, "git", "commit", "-qm", "repro")
 
     exp = sh(repo, "dvc", "exp", "run", "-S", "distillation.gs=1.0")
-    assert ran(exp) == {"vm@dcnv2-fam-wo", "vm@dcnv2-fam-ah", "evaluate", "report"}, exp
+    assert ran(exp) == {"vm@dcnv2-fam-wo", "vm@dcnv2-fam-ah", "tables", "evaluate",
+                        "report"}, exp
     listed = sh(repo, "dvc", "exp", "show", "--json")
     assert "distillation.gs" in listed or '"gs": 1.0' in listed
+
+    # exfm reproduce's other tables: only the tables stage and the report re-run
+    assert "One FM, one VM per task" not in (repo / "offline/report/results.md").read_text()
+    exp = sh(repo, "dvc", "exp", "run", "-S", "offline.tables=[per_task,freshness]")
+    assert ran(exp) == {"tables", "report"}, exp
+    md = (repo / "offline" / "report" / "results.md").read_text()
+    assert "One FM, one VM per task (mtl -> deepfam)" in md and "## Freshness" in md
+    doc = json.loads((repo / "offline" / "tables" / "tables.json").read_text())
+    assert {r["table"] for r in doc["rows"]} == {"per_task", "freshness"}
+    assert not [q for q in doc["fm_quality"] if q["fm"] == "dcnv2"]  # reported once, by fm@
 
 
 def test_queued_gs_sweep_shows_two_experiments(repo):
