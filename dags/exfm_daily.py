@@ -124,7 +124,7 @@ def _cfg():
 
 def _gate(run):
     """Run a data gate; a refusal fails the task without retries (the data will not change)."""
-    from exfm.validation import GateFailed
+    from exfm.pipeline import GateFailed
 
     try:
         return run()
@@ -133,7 +133,7 @@ def _gate(run):
 
 
 def _emit(asset, extra: dict) -> None:
-    """The asset event of what this task produced, with ``extra`` (exfm.report.assets)."""
+    """The asset event of what this task produced, with ``extra`` (exfm.pipeline.asset_extra)."""
     get_current_context()["outlet_events"][asset].extra = extra
 
 
@@ -161,11 +161,11 @@ def exfm_daily():
     @task(wait_for_downstream=True, outlets=[RAW])
     def land() -> dict:
         """Validate the day's rows and commit raw/day=d (after d-1's FM and DAS are done)."""
-        from exfm.pipeline import land as land_day
-        from exfm.report.assets import partition_event
+        from exfm.pipeline import asset_extra, land as land_day
 
-        out = land_day(_cfg(), _day())
-        _emit(RAW, partition_event(out))
+        cfg = _cfg()
+        out = land_day(cfg, _day())
+        _emit(RAW, asset_extra(cfg, "land", out))
         return out
 
     @task
@@ -186,27 +186,25 @@ def exfm_daily():
     def train_fm(landed: dict) -> dict:
         """Train the FM one pass on raw/day=d, warm-started from the newest FM before d; register
         exfm-fm vN. Skipped (with the reason) on a day that is not an FM day (fm.every_days)."""
-        from exfm.pipeline import train_fm as train
-        from exfm.report.assets import fm_snapshot_event
+        from exfm.pipeline import asset_extra, train_fm as train
 
         cfg = _cfg()
         out = train(cfg, landed["day"], submission_id=_submission_id("train_fm"))
         if out.get("skipped"):
             raise AirflowSkipException(f"FM not trained on {landed['day']}: {out['reason']}")
-        _emit(FM, fm_snapshot_event(cfg, out, landed.get("digest")))
+        _emit(FM, asset_extra(cfg, "train_fm", out, data_digest=landed.get("digest")))
         return out
 
     @task(outlets=[AUGMENTED_DAYS], **_ray("augment"))
     def augment(landed: dict) -> dict:
         """DAS: infer the newest FM trained before d on raw/day=d into augmented/day=d."""
-        from exfm.pipeline import augment as das
-        from exfm.report.assets import das_run_id, partition_event
+        from exfm.pipeline import asset_extra, augment as das
 
         cfg = _cfg()
         out = das(cfg, landed["day"], submission_id=_submission_id("augment"))
         if not out.get("skipped") and out.get("status", "committed") == "committed":
             get_current_context()["outlet_events"][AUGMENTED_DAYS].add(
-                AUGMENTED, extra=partition_event(out, das_run_id(cfg, landed["day"])))
+                AUGMENTED, extra=asset_extra(cfg, "augment", out))
         return out
 
     @task(inlets=[AUGMENTED])
@@ -225,14 +223,13 @@ def exfm_daily():
           **_ray("train_vm"))
     def train_vm(vm: str) -> dict:
         """Score the VM on day d with yesterday's snapshot, train it one pass, register it."""
-        from exfm.pipeline import train_vm as train
-        from exfm.report.assets import vm_snapshot_event
+        from exfm.pipeline import asset_extra, train_vm as train
 
         ctx = get_current_context()
         ctx["vm"] = vm
         cfg = _cfg()
         out = train(cfg, _day(), vm, submission_id=_submission_id("train_vm", vm))
-        _emit(VM, vm_snapshot_event(cfg, _day(), out))
+        _emit(VM, asset_extra(cfg, "train_vm", out, day=_day()))
         return out
 
     @task

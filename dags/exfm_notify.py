@@ -3,7 +3,7 @@
 A thin ``airflow.sdk`` notifier: it reads the failed task's context (DAG, task, map index, try,
 logical day, exception, log URL, the MLflow run id a task pushed to XCom as ``mlflow_run_id``)
 and hands it to :mod:`exfm.oncall`, which logs one readable alert and POSTs it to the webhook
-(``$EXFM_ONCALL_WEBHOOK_URL``, else ``oncall.webhook_url`` of the config). Use it as
+(``$EXFM_ONCALL_WEBHOOK_URL``: ``exfm stack up`` sets it from ``oncall.webhook_url``). Use it as
 ``default_args={"on_failure_callback": ExfmFailureNotifier()}``.
 
 DAG files import it as a top-level module: Airflow puts the DAGs folder (the bundle's path) on
@@ -21,20 +21,19 @@ class ExfmFailureNotifier(BaseNotifier):
     """Failure callback: one alert per failed task try, in the task log and to the webhook.
 
     Args:
-        webhook: the URL to POST to; None = ``$EXFM_ONCALL_WEBHOOK_URL``, else the config's
-            ``oncall.webhook_url`` (else log only).
+        webhook: the URL to POST to; None = ``$EXFM_ONCALL_WEBHOOK_URL`` (else log only).
         mlflow_url: the MLflow UI base for the run link; None = ``$MLFLOW_TRACKING_URI``.
-        max_lines: last lines of the error kept in the alert; None = ``oncall.log_lines``.
+        max_lines: last lines of the error kept in the alert.
     """
 
     def __init__(self, webhook: str | None = None, mlflow_url: str | None = None,
-                 max_lines: int | None = None, timeout_s: float | None = None):
+                 max_lines: int = 15, timeout_s: float = 5.0):
         super().__init__()
         self.webhook, self.mlflow_url = webhook, mlflow_url
         self.max_lines, self.timeout_s = max_lines, timeout_s
 
     def notify(self, context) -> None:
-        from exfm.oncall import build_alert, configured_oncall, notify, webhook_url
+        from exfm.oncall import build_alert, notify, webhook_url  # not at DAG-parse time
 
         ti = context.get("ti") or context.get("task_instance")
         logical = context.get("logical_date")
@@ -47,11 +46,8 @@ class ExfmFailureNotifier(BaseNotifier):
         base = self.mlflow_url or os.environ.get("MLFLOW_TRACKING_URI")
         if run_id and base:
             mlflow_url = f"{base.rstrip('/')}/#/runs/{run_id}"
-        oc = {} if self.webhook and self.max_lines and self.timeout_s else configured_oncall()
         alert = build_alert(ti.dag_id, ti.task_id, day, getattr(ti, "try_number", None),
                             context.get("exception"), log_url=getattr(ti, "log_url", None),
-                            mlflow_url=mlflow_url,
-                            max_lines=self.max_lines or oc.get("log_lines", 15),
+                            mlflow_url=mlflow_url, max_lines=self.max_lines,
                             map_index=getattr(ti, "map_index", None))
-        notify(alert, webhook_url(self.webhook or oc.get("webhook_url")),
-               self.timeout_s or oc.get("timeout_s", 5.0), log=self.log.error)
+        notify(alert, webhook_url(self.webhook), self.timeout_s, log=self.log.error)

@@ -5,9 +5,9 @@ message per failed task and its POST to a webhook.
 lines, links to the Airflow log and the MLflow run); :func:`format_alert` renders it;
 :func:`post_alert` POSTs it as JSON (``{"text": ..., "alert": {...}}``, the ``text`` key that
 Slack/Teams/Mattermost-style incoming webhooks read); :func:`notify` does both. The Airflow
-notifier that calls this lives in ``dags/exfm_notify.py`` (``exfm/`` never imports Airflow); the
-webhook is ``$EXFM_ONCALL_WEBHOOK_URL``, else ``oncall.webhook_url`` of the config
-(:func:`configured_oncall`, read when an alert fires).
+notifier that calls this lives in ``dags/exfm_notify.py`` (``exfm/`` never imports Airflow). In
+Airflow's processes the webhook is ``$EXFM_ONCALL_WEBHOOK_URL``: ``exfm stack up`` sets it from
+``oncall.webhook_url`` unless the environment already has it.
 
 Example:
     >>> a = build_alert("exfm_daily", "gate_raw", "2026-01-03", 2, "GateError: label rate 0.0")
@@ -108,19 +108,6 @@ def webhook_url(configured: str | None) -> str | None:
     return os.environ.get(WEBHOOK_ENV) or configured
 
 
-def configured_oncall() -> dict:
-    """``oncall.webhook_url`` and ``oncall.log_lines`` of the config a task loads (``$EXFM_CONFIG``,
-    else ./params.yaml), for callbacks that get no config; ``{}`` when it cannot be loaded (the
-    alert is still logged). Imports the config only when called (never at DAG-parse time)."""
-    try:
-        from exfm.config import load_config
-
-        oc = load_config(None).oncall
-    except Exception:  # noqa: BLE001 - a broken config must not hide the failure being reported
-        return {}
-    return {"webhook_url": oc.webhook_url, "log_lines": oc.log_lines, "timeout_s": oc.timeout_s}
-
-
 def notify(a: Alert, url: str | None = None, timeout_s: float = 5.0,
            log: Callable[[str], None] = print) -> bool:
     """Log the alert and POST it to ``url`` if given. True when it was delivered to the
@@ -158,5 +145,4 @@ async def deadline_missed(context: dict | None = None, dag_id: str = "exfm_daily
               if minutes else "DeadlineMissed: the daily run is past its deadline")
     a = build_alert(_get(run, "dag_id") or dag_id, "(dag run)", day, None, reason,
                     run_id=_get(run, "run_id") or "-")
-    url = webhook_url(webhook) or (await asyncio.to_thread(configured_oncall)).get("webhook_url")
-    return await asyncio.to_thread(notify, a, url)
+    return await asyncio.to_thread(notify, a, webhook_url(webhook))

@@ -19,10 +19,12 @@ import yaml
 
 from exfm.compute.submit import safe_submission_id
 from exfm.config import ExfmConfig, load_config
+from exfm.validation.result import GateFailed  # what a refusing gate raises (cheap to import)
 
 __all__ = ["pipeline_config", "write_resolved_config", "data_dir", "land", "gate_raw", "bless_fm",
            "train_fm", "augment", "gate_augmented", "train_vm", "promote", "report", "run_day",
-           "safe_submission_id", "schedule_window", "day_has_data", "docs_links", "DAY_FORMAT"]
+           "safe_submission_id", "schedule_window", "day_has_data", "docs_links", "DAY_FORMAT",
+           "GateFailed", "asset_extra"]
 DAY_FORMAT = "%Y-%m-%d"
 
 log_ = logging.getLogger("exfm.pipeline")
@@ -149,6 +151,24 @@ def report(cfg: ExfmConfig, day: str, links: dict[str, str] | None = None,
 
     r = log_day_report(cfg, day, links={k: v for k, v in (links or {}).items() if v}, log=log)
     return {"run_id": r.run_id, "url": r.url, "headline": r.headline}
+
+
+def asset_extra(cfg: ExfmConfig, step: str, result: dict, day: str | None = None,
+                data_digest: str | None = None) -> dict:
+    """The extra of the asset event for what ``step`` produced (``land``, ``augment``: a
+    partition; ``train_fm``, ``train_vm``: a snapshot): ``{day, uri, rows, digest,
+    mlflow_run_id, ...}`` (:mod:`exfm.report.assets`)."""
+    from exfm.report import assets
+
+    if step == "land":
+        return assets.partition_event(result)
+    if step == "augment":
+        return assets.partition_event(result, assets.das_run_id(cfg, result["day"]))
+    if step == "train_fm":
+        return assets.fm_snapshot_event(cfg, result, data_digest)
+    if step == "train_vm":
+        return assets.vm_snapshot_event(cfg, day or result["day"], result)
+    raise ValueError(f"asset_extra: no asset event for step {step!r}")
 
 
 def docs_links(*gates: dict | None) -> dict[str, str]:

@@ -550,6 +550,9 @@ def airflow_env(cfg: ExfmConfig, dags_folder: Path | None = None) -> dict[str, s
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": "exfm.stack.airflow_main.loopback_hostname",
         "EXFM_SCHEDULE": schedule_env(cfg),
     })
+    if cfg.oncall.webhook_url and not env.get("EXFM_ONCALL_WEBHOOK_URL"):
+        # the failure notifier and the deadline callback read it (they load no config)
+        env["EXFM_ONCALL_WEBHOOK_URL"] = cfg.oncall.webhook_url
     return env
 
 

@@ -178,6 +178,31 @@ def test_airflow_env_is_local_small_and_points_at_the_repo_dags(cfg, tmp_path, m
     assert S.airflow_env(cfg)["AIRFLOW__CORE__DAGS_FOLDER"] == str(tmp_path / "envdags")
 
 
+def test_airflow_gets_the_oncall_webhook_and_the_pools(cfg, monkeypatch):
+    """The failure notifier and the deadline callback load no config: the stack hands them
+    oncall.webhook_url as $EXFM_ONCALL_WEBHOOK_URL (an env value already set wins); the pools
+    `stack up` imports are sized from the Ray head's CPUs."""
+    import json
+
+    from exfm.config.schedule import pools
+
+    monkeypatch.delenv("EXFM_ONCALL_WEBHOOK_URL", raising=False)
+    S.ensure_secrets(cfg)
+    assert "EXFM_ONCALL_WEBHOOK_URL" not in S.airflow_env(cfg)
+    hooked = cfg.model_copy(update={"oncall": cfg.oncall.model_copy(
+        update={"webhook_url": "http://127.0.0.1:9/hook"})})
+    assert S.airflow_env(hooked)["EXFM_ONCALL_WEBHOOK_URL"] == "http://127.0.0.1:9/hook"
+    monkeypatch.setenv("EXFM_ONCALL_WEBHOOK_URL", "http://127.0.0.1:9/from-env")
+    assert S.airflow_env(hooked)["EXFM_ONCALL_WEBHOOK_URL"] == "http://127.0.0.1:9/from-env"
+    p = pools(cfg, ray_cpus=6)
+    assert (p["exfm_ray"]["slots"], p["exfm_fm_chain"]["slots"]) == (6, 1)
+    sized = cfg.model_copy(update={"schedule": cfg.schedule.model_copy(
+        update={"ray_pool_slots": 16})})
+    assert pools(sized, ray_cpus=6)["exfm_ray"]["slots"] == 16
+    dag = json.loads(S.schedule_env(cfg))
+    assert dag["pools"]["ray"] == "exfm_ray" and dag["deadline"]["reference"] == "queued_at"
+
+
 def test_airflow_password_file_matches_the_secret(cfg):
     import json
 
