@@ -189,3 +189,125 @@ def test_seaweedfs_ports_refuse_requests_without_the_stacks_jwt(stack_cfg):
     assert get.value.code == 401
     assert s3_client(stack_cfg).get_object(Bucket=stack_cfg.storage.bucket,
                                            Key="sec/probe.txt")["Body"].read() == b"private"
+
+
+# --- one day, end to end ------------------------------------------------------------------------
+def _log_files(cfg) -> list[Path]:
+    """Every log the stack and the day wrote: the service logs, Airflow's own and task logs
+    (under the state folder) and the Ray head's session logs (job drivers, workers, dashboard)."""
+    from exfm.stack.services import ray_temp_dir
+
+    state = cfg.state_path
+    out = [p for p in state.rglob("*") if p.is_file() and (
+        p.suffix in (".log", ".out", ".err") or "logs" in p.relative_to(state).parts)]
+    out += [p for p in ray_temp_dir(cfg).rglob("*") if p.is_file() and (
+        "logs" in p.parts) and p.stat().st_size < 50 * 2**20]
+    return out
+
+
+class _CmdlineWatch:
+    """Samples every process's command line while the day runs (a leak may live only as long as
+    one short process)."""
+
+    def __init__(self, secrets: list[str]):
+        import threading
+
+        self.secrets, self.leaks, self.seen = secrets, {}, set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pid, cmd in _cmdlines().items():
+                self.seen.add(pid)
+                for s in self.secrets:
+                    if s in cmd:  # reported with the secret itself hidden
+                        self.leaks[pid] = cmd.replace(s, f"<secret {s[:3]}...>")[:240]
+            self._stop.wait(0.2)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_one_day_leaks_no_secret(tmp_path):
+    """``exfm run-day`` (land, gates, FM blessing, DAS, FM and VM training as Ray jobs, promotion,
+    report) on a stack with every service, its databases on PostgreSQL behind a URL with a
+    password. No secret (S3 secret key, Ray token, MLflow and Airflow passwords and keys, the
+    database password) appears in any process's command line while it runs, in any Ray job's
+    entrypoint/runtime_env/metadata, in MLflow's params and tags, in the CLI's output, or in any
+    log file the stack and the day wrote."""
+    import os
+    import secrets as _s
+    import subprocess
+    import sys
+
+    import mlflow
+    from sqlalchemy.engine import make_url
+
+    from exfm.compute.submit import job_client
+    from exfm.registry.mlflow_registry import connect
+    from exfm.stack import client_env, stack_down, stack_up
+    from exfm.stack.services import config_dump_path
+    from tests.integration.conftest import _drop_databases, _postgres_reachable, make_test_config
+
+    if not _postgres_reachable():
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    db_password = "pgpw-" + _s.token_urlsafe(16)  # trust auth on loopback ignores it; it travels
+    day = "2026-01-01"
+    cfg = make_test_config(
+        tmp_path, "data.source=generate", f"data.dir={tmp_path / 'data'}",
+        "data.generator.days=1", "data.generator.rows_per_day=2000", "data.generator.seed=5",
+        f"data.generator.start_date={day}",
+        "vms=[{name: leak-d0, model: deepfam, task: click, domain: d0, control: false}]",
+        database__kind="postgres", database__db_prefix="exfmt_" + _s.token_hex(4),
+        database__url=f"postgresql://postgres:{db_password}@127.0.0.1:5432/postgres")
+    assert make_url(cfg.database.url.get_secret_value()).password == db_password
+    try:
+        stack_up(cfg, log=lambda m: None)
+        secrets = _secrets(cfg)
+        assert db_password in secrets and len(secrets) >= 10, len(secrets)
+        env = {**os.environ, **client_env(cfg), "EXFM_CONFIG": str(config_dump_path(cfg))}
+        for k in ("EXFM_DATABASE_URL", "EXFM_SECRETS_FILE"):
+            env.pop(k, None)
+        with _CmdlineWatch(secrets) as watch:
+            proc = subprocess.run([str(Path(sys.executable).parent / "exfm"), "run-day",
+                                   "--day", day], env=env, text=True, capture_output=True,
+                                  timeout=1800)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-4000:]
+        assert len(watch.seen) > 50  # it really sampled while the day ran
+        assert not watch.leaks, watch.leaks
+
+        jobs = job_client(cfg).list_jobs()
+        assert {j.submission_id for j in jobs} >= {f"exfm-fm-{day}", f"exfm-vm-leak-d0-{day}"}
+        shown = json.dumps([{"entrypoint": j.entrypoint, "runtime_env": j.runtime_env,
+                             "metadata": j.metadata} for j in jobs], default=str)
+        client = connect(cfg)
+        recorded = []
+        for exp in client.search_experiments():
+            recorded.append(exp.tags)
+            for run in mlflow.search_runs([exp.experiment_id], output_format="list"):
+                recorded.append({"params": run.data.params, "tags": run.data.tags})
+        for rm in client.search_registered_models():
+            for mv in client.search_model_versions(f"name='{rm.name}'"):
+                recorded.append(mv.tags)
+        assert len(recorded) > 5
+        recorded_text = json.dumps(recorded, default=str)
+        logs = _log_files(cfg)
+        assert any("job-driver" in p.name for p in logs) and any(
+            p.name == "mlflow.log" for p in logs) and any("airflow" in p.name for p in logs)
+        for s in secrets:
+            where = [name for name, text in (("CLI output", out), ("Ray Jobs API", shown),
+                                             ("MLflow params/tags", recorded_text)) if s in text]
+            where += [str(p) for p in logs if s in p.read_text(errors="replace")]
+            assert not where, f"a secret ({s[:3]}...) in {where}"
+    finally:
+        stack_down(cfg, log=lambda m: None)
+        _drop_databases(cfg)

@@ -164,7 +164,17 @@ def test_up_status_dag_down_restart_keeps_objects(tmp_path):
 
         s3 = S.s3_client(cfg)
         s3.put_object(Bucket=cfg.storage.bucket, Key="probe/hello.txt", Body=b"hello")
-        assert "PROBE-OK" in _run_probe_dag(cfg)
+        task_log = _run_probe_dag(cfg)
+        assert "PROBE-OK" in task_log
+        # the task ran with every secret in its environment: none reached a log (task logs
+        # under AIRFLOW_HOME included) nor the API's copy of the task's log
+        logs = [p for p in cfg.state_path.rglob("*") if p.is_file() and (
+            p.suffix == ".log" or "logs" in p.relative_to(cfg.state_path).parts)]
+        assert any("task_id=probe" in str(p) for p in logs), logs
+        for name, value in secrets.items():
+            if name != "s3_access_key" and len(value) >= 8:
+                assert value not in task_log, name
+                assert not [str(p) for p in logs if value in p.read_text(errors="replace")], name
 
         t = time.monotonic()
         stack_down(cfg)
