@@ -205,7 +205,7 @@ def test_frozen_fm_alerts_and_degrades_then_a_broken_day_stops_at_its_gate(faili
     after_gate = ("bless_fm", "train_fm", "augment", "gate_augmented", "vm_names", "train_vm",
                   "promote", "report")
     assert {k: tis2[k]["state"] for k in after_gate} == {k: "upstream_failed" for k in after_gate}
-    assert all(tis2[k]["start_date"] is None for k in after_gate)
+    assert all(tis2[k]["try_number"] == 0 for k in after_gate)  # never scheduled, never tried
 
     [alert] = _alerts("gate_raw", D2)  # one alert: a refused gate is not retried
     a = alert["alert"]
