@@ -118,6 +118,36 @@ def _arm_grid(df: pd.DataFrame, keys: list[str], metric: str, digits: int = 4) -
     return _md_table(keys + [ARM_LABEL[a] for a in arms], rows)
 
 
+def freshness_recovery(df: pd.DataFrame) -> pd.DataFrame:
+    """Per frozen FM snapshot of the freshness table: how much of the AH's lift over w/o the
+    staleness costs, and how much of that AH+SA gets back (AUC, means over seeds and readings).
+
+    ``lost`` = AH gain with the fresh FM - AH gain with the frozen one; ``recovered`` = AH+SA gain
+    - AH gain, both with the frozen FM; ``share`` = recovered / lost (NaN when nothing was lost).
+    """
+    cols = ["snapshot", "ah_fresh", "ah", "ah_sa", "lost", "recovered", "share"]
+    f = df[df.table == "freshness"]
+    if f.empty:
+        return pd.DataFrame(columns=cols)
+    base = f[f.arm == "wo"].groupby(["seed", "reading"]).auc.mean()
+
+    def gain(fm: str, arm: str) -> float:
+        g = f[(f.fm == fm) & (f.arm == arm)].set_index(["seed", "reading"]).auc
+        return float((g - base).dropna().mean()) if not g.empty else float("nan")
+
+    fresh = next((fm for fm in f.fm.unique() if fm.endswith("@fresh")), None)
+    rows = []
+    for fm in sorted(f.fm.unique()):
+        if "@d" not in fm:
+            continue
+        ah_fresh = gain(fresh, "ah") if fresh else float("nan")
+        ah, ah_sa = gain(fm, "ah"), gain(fm, "ah_sa")
+        lost, rec = ah_fresh - ah, ah_sa - ah
+        rows.append(dict(snapshot=fm, ah_fresh=ah_fresh, ah=ah, ah_sa=ah_sa, lost=lost,
+                         recovered=rec, share=rec / lost if lost > 0 else float("nan")))
+    return pd.DataFrame(rows, columns=cols)
+
+
 def _freshness(df: pd.DataFrame, vm_days: list[int]) -> str:
     f = df[df.table == "freshness"]
     if f.empty:
@@ -215,6 +245,18 @@ def write_markdown(result: ReproduceResult, out: Path, meta: dict[str, Any]) -> 
     if fr:
         parts += ["", "## Freshness: AUC gain over w/o (x100) with the FM frozen after day k", "",
                   fr, "", "gap = VM training day - the last day the FM trained on."]
+        rec = freshness_recovery(df)
+        if not rec.empty:
+            parts += ["", "Staleness lost and recovered (AUC points x100, mean over readings): "
+                      "lost = AH gain with the fresh FM - with the frozen one; recovered = AH+SA "
+                      "- AH, both with the frozen FM.", "",
+                      _md_table(["FM snapshot", "AH gain, fresh FM", "AH gain", "AH+SA gain",
+                                 "lost to staleness", "recovered by SA", "share recovered"],
+                                [[r.snapshot, f"{1e2 * r.ah_fresh:+.2f}", f"{1e2 * r.ah:+.2f}",
+                                  f"{1e2 * r.ah_sa:+.2f}", f"{1e2 * r.lost:+.2f}",
+                                  f"{1e2 * r.recovered:+.2f}",
+                                  "n/a" if math.isnan(r.share) else f"{r.share:.0%}"]
+                                 for _, r in rec.iterrows()])]
     tu = _tuning(result)
     if tu:
         parts += ["", "## Self-tuned AH amplifiers (GS, LS, LW), chosen on earlier days", "",

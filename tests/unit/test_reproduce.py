@@ -202,3 +202,23 @@ def test_plain_baseline_recipe_and_the_students_vs_plain_table(cfg):
     assert list(vp.beats) == [False, True, True, True]
     assert vp.loc["wo", "diff"] == pytest.approx(-0.01)
     assert versus_plain(pd.DataFrame([r for r in rows if r["arm"] != "plain"])).empty
+
+
+def test_freshness_recovery_is_the_share_of_the_stale_loss_the_sa_gets_back():
+    from exfm.reproduce.report import freshness_recovery
+
+    gains = {("dcnv2@fresh", "ah"): 0.03, ("dcnv2@fresh", "ah_sa"): 0.031,
+             ("dcnv2@d2", "ah"): 0.01, ("dcnv2@d2", "ah_sa"): 0.015,   # lost 2, back 0.5 of it
+             ("dcnv2@d3", "ah"): 0.035, ("dcnv2@d3", "ah_sa"): 0.03}   # nothing lost
+    rows = [dict(table="freshness", fm="dcnv2@fresh", arm="wo", seed=s, reading=r, auc=0.6 + 0.01 * r)
+            for s in (0, 1) for r in (1, 2, 3)]
+    rows += [dict(table="freshness", fm=fm, arm=arm, seed=s, reading=r, auc=0.6 + 0.01 * r + g)
+             for (fm, arm), g in gains.items() for s in (0, 1) for r in (1, 2, 3)]
+    rows.append(dict(table="main", fm="dcnv2", arm="ah", seed=0, reading=1, auc=0.1))  # ignored
+    rec = freshness_recovery(pd.DataFrame(rows)).set_index("snapshot")
+    assert list(rec.index) == ["dcnv2@d2", "dcnv2@d3"]
+    assert rec.loc["dcnv2@d2", "lost"] == pytest.approx(0.02)
+    assert rec.loc["dcnv2@d2", "recovered"] == pytest.approx(0.005)
+    assert rec.loc["dcnv2@d2", "share"] == pytest.approx(0.25)
+    assert np.isnan(rec.loc["dcnv2@d3", "share"])  # the frozen FM lost nothing: no share
+    assert freshness_recovery(pd.DataFrame([r for r in rows if r["table"] == "main"])).empty
