@@ -32,7 +32,7 @@ with {day, uri, rows, digest, mlflow_run_id} (`exfm_raw`, `exfm_augmented`, `exf
 
 Heavy work runs as Ray jobs with deterministic submission ids (a retry re-attaches). XCom
 carries ids and URIs only. The config comes from $EXFM_CONFIG (set by `exfm stack up`); the
-calendar, pools, deadline and asset URIs from $EXFM_SCHEDULE (written by `exfm stack up`:
+calendar, pools, deadline and asset names from $EXFM_SCHEDULE (written by `exfm stack up`:
 exfm.config.schedule.dag_settings). Parsing imports no exfm module but the stdlib-only
 exfm.oncall, named by the deadline's callback.
 """
