@@ -88,17 +88,20 @@ class FoundationModel(nn.Module):
             self.out.bias.copy_(z.to(self.out.bias))
 
     def forward(self, batch: dict) -> torch.Tensor:
-        v = self.encoder(batch)  # (B, F, D)
+        fields = self.encoder.parts(batch)
+        v = self.encoder.join(fields)  # (B, F, D)
         x0 = v.flatten(1)
         if self.kind == "dmin":
-            parts = [x0]
+            interests = []
             seqs = self.encoder.sequence_embeddings(batch)
             for k, (e, mask) in enumerate(seqs):
                 target = v[:, self.encoder.seq_of[k]]
                 refined = self.refiners[k](e, mask)
-                parts.append(self.extractors[k](target, refined, mask))
-            return self.out(self.deep(torch.cat(parts, dim=1)))
-        h = torch.cat([self.cross(x0), self.deep(x0)], dim=1)
+                interests.append(self.extractors[k](target, refined, mask))
+            extra = torch.cat(interests, dim=1) if interests else None
+            return self.out(self.encoder.mlp(self.deep, fields, flat=x0, extra=extra))
+        # the DNN's first layer folds the dense fields (FieldEncoder.mlp); the cross net reads x0
+        h = torch.cat([self.cross(x0), self.encoder.mlp(self.deep, fields, flat=x0)], dim=1)
         if self.kind == "mtl":
             return torch.cat([tower(h) for tower in self.towers], dim=1)
         return self.out(h)

@@ -54,10 +54,11 @@ class FMBackbone(nn.Module):
         self.out_dim = 1 + dim + (self.deep.out_dim if self.deep is not None else 0)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        v = self.encoder(batch)
+        fields = self.encoder.parts(batch)
+        v = self.encoder.join(fields)
         parts = [self.linear(batch), self.interaction(v)]
         if self.deep is not None:
-            parts.append(self.deep(v.flatten(1)))
+            parts.append(self.encoder.mlp(self.deep, fields, flat=v.flatten(1)))
         return torch.cat(parts, dim=1)
 
 

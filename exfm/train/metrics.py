@@ -29,40 +29,51 @@ def _arrays(y, p) -> tuple[np.ndarray, np.ndarray]:
 def auc(y, p) -> float:
     """Area under the ROC curve (ties share their average rank); NaN with one class only."""
     y, p = _arrays(y, p)
-    pos = y > 0.5
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    return _auc(y > 0.5, p)
+
+
+def _auc(pos: np.ndarray, p: np.ndarray) -> float:
+    n_pos = int(pos.sum())
+    n_neg = len(p) - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(p, kind="mergesort")
+    # Any sort will do (the default is numpy's fastest): equal scores form one run below, and
+    # each run's positives get the run's average rank (1-based), whatever their order inside it.
+    order = np.argsort(p)
     sp = p[order]
-    ranks = np.empty(len(p), dtype=np.float64)
-    # average rank (1-based) of each run of equal scores
-    starts = np.r_[0, np.flatnonzero(np.diff(sp)) + 1]
+    starts = np.r_[0, np.flatnonzero(sp[1:] != sp[:-1]) + 1]
     ends = np.r_[starts[1:], len(sp)]
-    avg = (starts + ends + 1) / 2.0
-    ranks[order] = np.repeat(avg, ends - starts)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    pos_per_run = np.add.reduceat(pos[order].astype(np.float64), starts)
+    rank_sum = float(((starts + ends + 1) / 2.0 * pos_per_run).sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 
 def logloss(y, p, eps: float = EPS) -> float:
     """Mean BCE of predictions clamped to [eps, 1 - eps]."""
     y, p = _arrays(y, p)
+    return _logloss(y, p, eps)
+
+
+def _logloss(y: np.ndarray, p: np.ndarray, eps: float = EPS) -> float:
     if len(y) == 0:
         return float("nan")
     p = np.clip(p, eps, 1 - eps)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
-def normalized_entropy(y, p, eps: float = EPS) -> float:
-    """logloss / H(mean y); NaN when the data has one class only."""
-    y, _ = _arrays(y, p)
+def _ne(y: np.ndarray, ll: float) -> float:
     if len(y) == 0:
         return float("nan")
     ctr = float(np.mean(y))
     if ctr <= 0.0 or ctr >= 1.0:
         return float("nan")
-    h = -(ctr * math.log(ctr) + (1 - ctr) * math.log(1 - ctr))
-    return logloss(y, p, eps) / h
+    return ll / -(ctr * math.log(ctr) + (1 - ctr) * math.log(1 - ctr))
+
+
+def normalized_entropy(y, p, eps: float = EPS) -> float:
+    """logloss / H(mean y); NaN when the data has one class only."""
+    y, p = _arrays(y, p)
+    return _ne(y, _logloss(y, p, eps) if len(y) else float("nan"))
 
 
 def calibration(y, p) -> float:
@@ -74,5 +85,8 @@ def calibration(y, p) -> float:
 
 def all_metrics(y, p) -> dict[str, float]:
     """{"auc", "logloss", "ne", "calibration"} of predictions ``p`` against labels ``y``."""
-    return {"auc": auc(y, p), "logloss": logloss(y, p), "ne": normalized_entropy(y, p),
-            "calibration": calibration(y, p)}
+    y, p = _arrays(y, p)
+    ll = _logloss(y, p)
+    s = float(y.sum())
+    return {"auc": _auc(y > 0.5, p), "logloss": ll, "ne": _ne(y, ll),
+            "calibration": float(p.sum() / s) if s > 0 else float("nan")}

@@ -11,7 +11,8 @@ from exfm.data.batches import TableTensors
 from exfm.models import (FM_KINDS, VM_KINDS, build_fm, build_vm, count_parameters, load_snapshot,
                          predict_table, save_snapshot)
 from exfm.models.attention import MultiInterestExtractor, TargetAttention
-from exfm.models.embeddings import FusedEmbedding
+from exfm.models.blocks import MLP
+from exfm.models.embeddings import FieldEncoder, FusedEmbedding
 from exfm.models.interactions import (CrossNet, CrossNetV2, DotInteraction, FmFMInteraction,
                                       FMInteraction)
 from exfm.models.vertical import two_tower_split
@@ -67,6 +68,39 @@ def test_attention_ignores_padding():
     torch.testing.assert_close(dmin(t, k, mask), dmin(t, k2, mask))
     empty = torch.zeros(2, 3, dtype=torch.bool)
     assert torch.isfinite(dmin(t, k, empty)).all()
+
+
+@pytest.mark.parametrize("pool,extra", [("mean", 0), ("target", 3), ("none", 0)])
+def test_folded_dense_fields_equal_the_wide_first_layer(pool, extra, tiny_schema, tiny_batch):
+    """FieldEncoder.mlp folds each dense field's D inputs into one: same output and same
+    gradient for every parameter as the MLP over the joined, flattened fields."""
+    from exfm.data.vocab import input_schema
+
+    torch.manual_seed(0)
+    enc = FieldEncoder(input_schema(tiny_schema, "fm"), 4, seq_pool=pool, sparse_grad=False)
+    with torch.no_grad():
+        enc.dense_vectors.normal_()
+    mlp = MLP(enc.num_fields * 4 + extra, [8], 2)
+    ext = torch.randn(16, extra) if extra else None
+
+    def grads(folded: bool):
+        enc.zero_grad(), mlp.zero_grad()
+        parts = enc.parts(tiny_batch)
+        if folded:
+            out = enc.mlp(mlp, parts, extra=ext)
+        else:
+            x = enc.join(parts).flatten(1)
+            out = mlp(x if ext is None else torch.cat([x, ext], 1))
+        (out * torch.arange(1.0, 3.0)).sum().backward()
+        return out.detach(), {n: p.grad.clone() for n, p in [*enc.named_parameters(),
+                                                            *mlp.named_parameters()]
+                              if p.grad is not None}
+
+    (wide, g_wide), (fold, g_fold) = grads(False), grads(True)
+    torch.testing.assert_close(fold, wide)
+    assert g_fold.keys() == g_wide.keys() and "dense_vectors" in g_fold
+    for k in g_wide:
+        torch.testing.assert_close(g_fold[k], g_wide[k], msg=k)
 
 
 @pytest.mark.parametrize("kind", FM_KINDS)
