@@ -12,7 +12,9 @@ wall seconds of the training call, which starts from a pyarrow Table read from a
    of day 1, through the plain trainer
    (``train_fm_day`` / ``train_vm_day`` on ``pq.read_table(path)``: no services).
 2. Same model, same data: DeepFM and DCN at equal sizes (embedding 16, DNN [256, 128], 3 cross
-   layers; the 6 sparse + 3 dense VM fields, no sequence, click only) in exfm (``deepfam`` VM,
+   layers; the 4 sparse VM fields + domain + stage and the 3 dense ones, no sequence, click only;
+   exfm reads domain / stage as its categorical inputs, the others as integer-id columns of the
+   same values) in exfm (``deepfam`` VM,
    ``dcn`` FM), DeepCTR-Torch and FuxiCTR (these two in bench/.venv-peers, a separate venv made
    by bench/peers/install.sh), with ratios to the faster peer.
 3. Ray Train vs the plain trainer on the same FM (section 2's DCN) and data: a local Ray (started
@@ -56,6 +58,8 @@ def scfg_sets() -> list[str]:
 
 def make_data(args, out: Path):
     """Two generated days as Parquet: day 1 (train), day 2 (eval); returns (schema, paths)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from exfm.data.generator import generator_schema, iter_days
@@ -63,12 +67,34 @@ def make_data(args, out: Path):
     cfg = bench_config(args)
     g = cfg.data.generator.model_copy(update={"days": 2, "rows_per_day": args.rows, "seed": 7})
     schema = generator_schema(g)
+    tables = [table for _, table in iter_days(g)]
+    roles = [c for c in (schema.domain, schema.stage) if c]
+    codes = {c: sorted(set().union(*(pc.unique(t[c]).to_pylist() for t in tables)))
+             for c in roles}
     paths = []
-    for (day, table), name in zip(iter_days(g), ("train", "eval")):
+    for table, name in zip(tables, ("train", "eval")):
+        for c, values in codes.items():  # the role columns as integer ids, for the plain loop and
+            ids = pc.index_in(table[c], value_set=pa.array(values)).cast(pa.int64())  # the peers
+            table = table.append_column(ROLE_ID.format(c), ids)
         path = out / f"{name}.parquet"
         pq.write_table(table, path)
         paths.append(path)
     return schema, paths
+
+
+ROLE_ID = "{}_bench_id"
+
+
+def id_schema(small):
+    """``small`` for the plain loop and the peers: the domain / stage columns that exfm's models
+    read as categorical inputs (exfm.data.vocab) are sparse fields of integer ids
+    (``<column>_bench_id``, written by :func:`make_data`), so every library reads the same
+    columns."""
+    from exfm.data.schema import SparseField
+
+    extra = [SparseField(name=ROLE_ID.format(c), vocab=64) for c in (small.domain, small.stage)
+             if c]
+    return small.model_copy(update={"sparse": [*small.sparse, *extra]})
 
 
 def same_model_schema(schema):
@@ -259,11 +285,11 @@ def same_model(args, small, scfg, train_path: Path, eval_path: Path, out: Path,
                        dict(run_ours("dcn", "fm", small, c, train_path, eval_path),
                             model="DCN", lib=lib)]
         for model in ("DeepFM", "DCN"):
-            rounds.append(run_plain(model, small, train_t, eval_t, batch=args.batch,
+            rounds.append(run_plain(model, id_schema(small), train_t, eval_t, batch=args.batch,
                                     lr=args.plain_lr, dim=SAME["embed_dim"],
                                     hidden=SAME["hidden"], cross_layers=SAME["cross_layers"]))
         if "peers" not in skip:
-            rounds += run_peers(args, small, train_path, eval_path, out)
+            rounds += run_peers(args, id_schema(small), train_path, eval_path, out)
     same = _best_of(rounds)
     print(f"{'library':<38}{'model':<8}{'best ex/s':>10}{'median':>9}{'ex/cpu-s':>10}"
           f"{'infer ex/s':>11}{'auc':>8}")
