@@ -148,7 +148,7 @@ def _launch(cfg: ExfmConfig, service: str, dags_folder: Path | None, log: Log) -
     for proc in S.proc_names(service):  # stale PID files of a crashed run
         (S.run_dir(cfg) / f"{proc}.pid").unlink(missing_ok=True)
     if service == "s3":
-        for sock in S.seaweed_socket_files(cfg):  # left by a killed SeaweedFS of this stack
+        for sock in S.stale_seaweed_socket_files(cfg):  # left by a killed SeaweedFS
             sock.unlink(missing_ok=True)
     log(f"{service}: starting (log: {S.log_dir(cfg)})")
     if service == "s3":
@@ -328,7 +328,7 @@ def _stop_services(cfg: ExfmConfig, services: list[str], log: Log) -> list[str]:
             log(f"  stopping {len(leftovers)} leftover {service} process(es): {leftovers}")
             kill_pids(leftovers)
         if service == "s3":
-            for sock in S.seaweed_socket_files(cfg):
+            for sock in S.stale_seaweed_socket_files(cfg):
                 sock.unlink(missing_ok=True)
         if service == "ray":
             shutil.rmtree(S.ray_temp_dir(cfg), ignore_errors=True)

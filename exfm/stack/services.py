@@ -71,6 +71,17 @@ def seaweed_socket_files(cfg: ExfmConfig) -> list[Path]:
     return [Path("/tmp") / f"seaweedfs-{n}.sock" for n in names]
 
 
+def stale_seaweed_socket_files(cfg: ExfmConfig) -> list[Path]:
+    """This stack's SeaweedFS socket files that no live server holds: those whose TCP port nothing
+    listens on. The names carry only the port, so another stack on the same ports (a second
+    checkout, a bench) shares them: removing a live one cuts the running S3 gateway off its
+    master (every request then fails with InternalError)."""
+    from exfm.stack.procs import port_in_use
+
+    return [f for f in seaweed_socket_files(cfg)
+            if f.exists() and not port_in_use(cfg.host, int(f.stem.rsplit("-", 1)[1]))]
+
+
 def airflow_home(cfg: ExfmConfig) -> Path:
     return cfg.state_path / "airflow"
 

@@ -348,3 +348,32 @@ def test_a_ray_job_gets_the_mlflow_login_from_its_private_file(cfg, monkeypatch)
     monkeypatch.delenv("EXFM_SECRETS_FILE")
     assert R.tracking_credentials(job_cfg) is None  # no file, no stack secrets there
     assert R.tracking_credentials(cfg) == ("admin", sec["mlflow_admin_password"])
+
+
+def test_a_live_seaweed_socket_of_the_same_ports_is_never_removed(tmp_path):
+    """Two stacks on the same ports share SeaweedFS's socket names (/tmp/seaweedfs-<name>-<port>.sock):
+    `up` or `down` of one must not remove the other's live sockets (its S3 gateway then loses the
+    master: every request fails with InternalError)."""
+    import socket
+
+    from exfm.config import load_config
+    from exfm.stack.services import seaweed_socket_files, stale_seaweed_socket_files
+
+    with socket.socket() as live:
+        live.bind(("127.0.0.1", 0))
+        live.listen()
+        port = live.getsockname()[1]
+        cfg = load_config(None, [f"state_dir={tmp_path}", f"ports.seaweed_master={port - 10000}"],
+                          env={})
+        files = seaweed_socket_files(cfg)
+        master = next(f for f in files if f.name == f"seaweedfs-master-grpc-{port}.sock")
+        created = [f for f in files if not f.exists()]
+        try:
+            for f in created:
+                f.touch()
+            stale = stale_seaweed_socket_files(cfg)
+            assert master not in stale  # its port is live
+            assert any(f != master for f in stale)  # the others' ports are free: stale
+        finally:
+            for f in created:
+                f.unlink(missing_ok=True)
