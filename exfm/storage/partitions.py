@@ -302,11 +302,19 @@ def load_remote_schema(cfg: ExfmConfig):
 
     from exfm.data.schema import DatasetSchema
 
+    from botocore.exceptions import ClientError
+
     try:
         body = s3_client(cfg).get_object(Bucket=cfg.storage.bucket, Key=SCHEMA_KEY)["Body"].read()
-    except Exception as e:  # noqa: BLE001
-        raise StorageError(f"{s3_uri(cfg, SCHEMA_KEY)}: no dataset schema in the bucket "
-                           f"(run `exfm data ingest DIR` first): {e}") from e
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            raise StorageError(f"{s3_uri(cfg, SCHEMA_KEY)}: no dataset schema in the bucket "
+                               f"(run `exfm data ingest DIR` first)") from e
+        raise StorageError(f"{s3_uri(cfg, SCHEMA_KEY)}: S3 refused or failed the read (an outage, "
+                           f"not a missing schema): {e}") from e
+    except Exception as e:  # noqa: BLE001 - connection errors: the endpoint is down
+        raise StorageError(f"{s3_uri(cfg, SCHEMA_KEY)}: S3 unreachable at "
+                           f"{cfg.s3_endpoint}: {e}") from e
     return DatasetSchema.model_validate(yaml.safe_load(body))
 
 
