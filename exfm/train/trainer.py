@@ -64,10 +64,21 @@ def _device(model: nn.Module, device: str | torch.device | None) -> torch.device
     return device
 
 
-def autocast(device: torch.device, amp: bool):
-    """bf16 autocast on a CUDA device when ``amp`` (``models.amp``); a no-op context on CPU."""
+def cpu_bf16_native() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN's check: AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast(device: torch.device, amp: bool, cpu: bool = False):
+    """bf16 autocast on a CUDA device when ``amp`` (``models.amp``), on a CPU when ``cpu``
+    (``models.cpu_amp``) and the CPU computes bf16 natively; else a no-op context."""
     if amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if cpu and device.type == "cpu" and cpu_bf16_native():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -157,7 +168,7 @@ def train_fm_day(model: nn.Module, table: pa.Table, schema: DatasetSchema, cfg: 
     meter, labels, preds = _Meter(), [], []
     steps, t0 = 0, time.perf_counter()
     for batch in tt.batches(bs):
-        with autocast(device, mcfg.amp):
+        with autocast(device, mcfg.amp, cpu=mcfg.cpu_amp):
             logits = model(batch).float()  # (B, T)
         per_task = F.binary_cross_entropy_with_logits(logits, batch["labels"],
                                                       reduction="none").mean(0)

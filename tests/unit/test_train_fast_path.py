@@ -117,6 +117,17 @@ def test_autocast_is_bf16_on_cuda_only():
     assert not isinstance(autocast(torch.device("cpu"), True), torch.autocast)
 
 
+def test_cpu_autocast_only_where_the_cpu_has_bf16(monkeypatch):
+    import exfm.train.trainer as trainer
+
+    monkeypatch.setattr(trainer, "cpu_bf16_native", lambda: True)
+    ctx = autocast(torch.device("cpu"), False, cpu=True)
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
+    assert not isinstance(autocast(torch.device("cpu"), True, cpu=False), torch.autocast)
+    monkeypatch.setattr(trainer, "cpu_bf16_native", lambda: False)
+    assert not isinstance(autocast(torch.device("cpu"), True, cpu=True), torch.autocast)
+
+
 class _nothing:
     def __enter__(self):
         return self
