@@ -273,9 +273,9 @@ def same_model(args, small, scfg, train_path: Path, eval_path: Path, out: Path,
     print(f"\n== same model, same data: DeepFM and DCN (emb 16, DNN [256,128], 3 cross), "
           f"{args.rows:,} rows, best of {args.repeats} interleaved rounds ==")
     variants = [("exfm", scfg)]
-    if args.variant:  # e.g. models.sparse_min_elements=0 (every table sparse: the old default)
-        vcfg = bench_config(args, *scfg_sets(), *args.variant.split(";"))
-        variants.append((f"exfm ({args.variant})", vcfg))
+    for v in filter(None, args.variant):  # e.g. models.cpu_amp=false (the FM in fp32 on CPU)
+        vcfg = bench_config(args, *scfg_sets(), *v.split(";"))
+        variants.append((f"exfm ({v})", vcfg))
     train_t, eval_t = pq.read_table(train_path), pq.read_table(eval_path)
     rounds: list[dict] = []
     for _ in range(args.repeats):  # interleaved, so a burst of machine load hits every library
@@ -329,9 +329,10 @@ def main(argv: list[str] | None = None) -> dict:
                    help="peers' Adam lr (= exfm's dense lr, models.lr)")
     p.add_argument("--plain-lr", type=float, default=1e-2,
                    help="the plain loop's Adam lr (best AUC of 1e-3, 3e-3, 1e-2 on this data)")
-    p.add_argument("--variant", default="models.sparse_min_elements=0",
-                   help="an extra exfm row in section 2: ';'-separated config overrides "
-                        "('' = none)")
+    p.add_argument("--variant", action="append", default=None,
+                   help="an extra exfm row in section 2: ';'-separated config overrides; may be "
+                        "repeated; default models.cpu_amp=false (the DCN FM in fp32 on a bf16 "
+                        "CPU); '' = none")
     p.add_argument("--repeats", type=int, default=3, help="rounds of section 2 (best is kept)")
     p.add_argument("--fms", default="dcn,dcnv2,dmin,mtl")
     p.add_argument("--vms", default="fam,fmfam,deepfam,dlrm,two_tower")
@@ -340,17 +341,22 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--skip", default="", help="comma list of: zoo,same,peers,ray")
     p.add_argument("--out", default=str(HERE / "out"))
     args = p.parse_args(argv)
+    if args.variant is None:
+        args.variant = ["models.cpu_amp=false"]
     skip = set(filter(None, args.skip.split(",")))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     import torch
 
+    from exfm.train.trainer import cpu_bf16_native
+
     torch.set_num_threads(args.threads)
     import torch._dynamo  # noqa: F401 - the optimizers' one-off import (1-5 s), outside any timing
     load = os.getloadavg()[0]
     print(f"bench: {args.rows} rows/day, batch {args.batch}, {args.threads} threads, "
-          f"torch {torch.__version__}, load average {load:.1f} on {os.cpu_count()} cores")
+          f"torch {torch.__version__}, load average {load:.1f} on {os.cpu_count()} cores, "
+          f"native CPU bf16 (models.cpu_amp applies): {cpu_bf16_native()}")
     schema, (train_path, eval_path) = make_data(args, out)
     cfg = bench_config(args)
     report: dict = {"args": vars(args), "load_average_start": load, "zoo": [], "same": []}
