@@ -28,6 +28,21 @@ class FMInteraction(nn.Module):
         s = v.sum(dim=1)
         return 0.5 * (s * s - (v * v).sum(dim=1))
 
+    @staticmethod
+    def from_parts(sparse: torch.Tensor, dense: torch.Tensor | None,
+                   dense_vectors: torch.Tensor | None,
+                   pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """The same term over field vectors that were never joined: sparse (B, Fs, D), dense
+        values (B, Fd) with their vectors (Fd, D) (field j's vector is x_j v_j), pooled (B, Fq, D).
+        sum_j x_j v_j = x @ V and sum_j (x_j v_j)^2 = x^2 @ V^2: no (B, Fd, D) tensor is built."""
+        s, sq = sparse.sum(dim=1), (sparse * sparse).sum(dim=1)
+        if dense is not None:
+            s = s + dense @ dense_vectors
+            sq = sq + (dense * dense) @ (dense_vectors * dense_vectors)
+        if pooled is not None:
+            s, sq = s + pooled.sum(dim=1), sq + (pooled * pooled).sum(dim=1)
+        return 0.5 * (s * s - sq)
+
 
 class FmFMInteraction(nn.Module):
     """FmFM: sum_{i<j} (v_i W_ij) (.) v_j, one D x D matrix per field pair, per dimension.

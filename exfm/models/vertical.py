@@ -55,10 +55,17 @@ class FMBackbone(nn.Module):
 
     def forward(self, batch: dict) -> torch.Tensor:
         fields = self.encoder.parts(batch)
-        v = self.encoder.join(fields)
-        parts = [self.linear(batch), self.interaction(v)]
+        if isinstance(self.interaction, FMInteraction):  # FM and DNN read the parts: no join
+            v = None
+            fm = FMInteraction.from_parts(fields.sparse, fields.dense,
+                                          self.encoder.dense_vectors, fields.pooled)
+        else:
+            v = self.encoder.join(fields)
+            fm = self.interaction(v)
+        parts = [self.linear(batch), fm]
         if self.deep is not None:
-            parts.append(self.encoder.mlp(self.deep, fields, flat=v.flatten(1)))
+            parts.append(self.encoder.mlp(self.deep, fields,
+                                          flat=None if v is None else v.flatten(1)))
         return torch.cat(parts, dim=1)
 
 

@@ -34,6 +34,16 @@ def test_fm_interaction_is_rendle_pairwise_sum():
     torch.testing.assert_close(FMInteraction()(v).sum(-1), brute)
 
 
+@pytest.mark.parametrize("dense,pooled", [(True, True), (True, False), (False, True)])
+def test_fm_from_parts_equals_the_joined_fields(dense, pooled):
+    torch.manual_seed(0)
+    sp, x, V, q = torch.randn(5, 3, 4), torch.randn(5, 2), torch.randn(2, 4), torch.randn(5, 1, 4)
+    joined = [sp] + ([x.unsqueeze(-1) * V] if dense else []) + ([q] if pooled else [])
+    torch.testing.assert_close(
+        FMInteraction.from_parts(sp, x if dense else None, V, q if pooled else None),
+        FMInteraction()(torch.cat(joined, dim=1)))
+
+
 def test_fmfm_projects_the_lower_field():
     layer = FmFMInteraction(3, 4)
     with torch.no_grad():
@@ -185,6 +195,15 @@ def test_predict_table_without_labels(tiny_schema, tiny_cfg, tiny_table):
     fm = build_fm(tiny_schema, None, tiny_cfg)
     p = predict_table(fm, tiny_table.drop(["click", "like"]), tiny_schema)
     assert p.shape == (256, 2)
+
+
+def test_predict_table_records_no_autograd_graph(tiny_schema, tiny_cfg, tiny_table):
+    # a graph per batch would be kept alive by the outputs until the end (DAS, reproduce: GBs)
+    fm = build_fm(tiny_schema, None, tiny_cfg)
+    seen = []
+    fm.register_forward_hook(lambda m, i, out: seen.append(out.requires_grad))
+    predict_table(fm, tiny_table, tiny_schema, batch_size=64)
+    assert seen == [False] * 4 and fm.training
 
 
 def test_init_output_bias(tiny_schema, tiny_cfg):
