@@ -47,6 +47,7 @@ def load_snapshot(path_or_buffer: str | os.PathLike | BinaryIO | bytes,
 
 
 @torch.no_grad()
+@torch.inference_mode()  # no autograd graph: the outputs would keep every batch's activations
 def predict_table(model: nn.Module, table: pa.Table, schema: DatasetSchema | None = None,
                   batch_size: int = 8192, device: str | torch.device | None = None) -> np.ndarray:
     """Probabilities (N, T) in [0, 1] for every row of ``table`` (VMs: serving head, T = 1).
