@@ -106,8 +106,14 @@ def read_day_dataset(cfg, manifest):
 
 def iter_tables(source, chunk_rows: int, columns: list[str] | None = None,
                 filesystem=None):
-    """A Parquet file (path or open file) as ``pa.Table`` chunks of at most ``chunk_rows`` rows,
-    in file order, read one record batch at a time: memory holds one chunk, not the day."""
+    """A Parquet file (path or open file) as ``pa.Table`` chunks of exactly ``chunk_rows`` rows
+    (the last one shorter), in file order: memory holds about one chunk and one row group, not
+    the day.
+
+    Each row group is read by a reader of its own: one reader over the whole file pre-buffers
+    (caches) what it has read until it is closed, so its memory grew with the day (measured on a
+    4M-row day: Arrow held +160 MB more after 13 chunks of 262,144 rows).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -115,5 +121,16 @@ def iter_tables(source, chunk_rows: int, columns: list[str] | None = None,
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     pf = pq.ParquetFile(source, filesystem=filesystem) if filesystem is not None else \
         pq.ParquetFile(source)
-    for rb in pf.iter_batches(batch_size=chunk_rows, columns=columns):
-        yield pa.Table.from_batches([rb])
+    pending: list = []  # record batches not yet handed out, fewer than chunk_rows rows
+    n = 0
+    for g in range(pf.num_row_groups):
+        for rb in pf.iter_batches(batch_size=chunk_rows, row_groups=[g], columns=columns):
+            pending.append(rb)
+            n += rb.num_rows
+            while n >= chunk_rows:
+                table = pa.Table.from_batches(pending)
+                yield table.slice(0, chunk_rows).combine_chunks()
+                rest = table.slice(chunk_rows)
+                pending, n = rest.to_batches(), rest.num_rows
+    if n:
+        yield pa.Table.from_batches(pending).combine_chunks()

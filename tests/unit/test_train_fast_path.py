@@ -177,6 +177,21 @@ def test_train_stream_matches_one_call_on_the_whole_day(tiny_schema, tiny_cfg, t
         assert torch.allclose(a, b, atol=1e-6), name
 
 
+@pytest.mark.parametrize("row_group,chunk", [(100, 128), (7, 50), (256, 64), (30, 1000)])
+def test_iter_tables_cuts_exact_chunks_across_row_groups(tmp_path, tiny_table, row_group, chunk):
+    import pyarrow.parquet as pq
+
+    from exfm.compute.ingest import iter_tables
+
+    pq.write_table(tiny_table, tmp_path / "d.parquet", row_group_size=row_group)
+    chunks = list(iter_tables(tmp_path / "d.parquet", chunk, columns=["ts", "click"]))
+    sizes = [c.num_rows for c in chunks]
+    assert sizes == [chunk] * (256 // chunk) + ([256 % chunk] if 256 % chunk else [])
+    assert chunks[0].column_names == ["ts", "click"]
+    got = [v for c in chunks for v in c.column("ts").to_pylist()]
+    assert got == tiny_table.column("ts").to_pylist()
+
+
 def test_iter_tables_rejects_a_bad_chunk_size(tmp_path, tiny_table):
     import pyarrow.parquet as pq
 
