@@ -5,8 +5,9 @@
    contiguous ``r``-th slice of the day in arrival order (every row exactly once).
 2. ``TorchTrainer`` with ``ScalingConfig`` from ``ray.*`` (``use_gpu`` -> CUDA + NCCL), each worker
    running :func:`exfm.compute.fm_worker.fm_train_loop`: DDP over the plain ``train_fm_day``,
-   warm-started from the FM snapshot of day D-1 (:func:`exfm.registry.chain.fm_warm_start`:
-   found by its ``day`` tag; refused, naming D-1, when it is missing and D is not the first day).
+   warm-started from the newest FM snapshot before D (day D-1's when ``fm.every_days`` is 1;
+   :func:`exfm.registry.chain.fm_warm_start`: found by its ``day`` tag; refused, naming the
+   FM day to run first, when that day's snapshot is missing).
 3. A checkpoint on the bucket after every chunk (``ray.checkpoints_per_day``), under
    ``RunConfig(name=fm-D-<data digest>-w<warm version>-p<plan hash>, storage_path=<bucket>/ray/fm)``:
    a killed worker resumes from it (``FailureConfig(max_failures)``), and so does a re-run of the
@@ -114,7 +115,7 @@ def run(cfg: ExfmConfig, day: str, row_log_dir: str | None = None) -> FMDayResul
     client = connect(cfg)
     ensure_experiments(cfg, vms=[])
 
-    warm_version = fm_warm_start(cfg, day)  # day d-1's snapshot (ChainError if it is missing)
+    warm_version = fm_warm_start(cfg, day)  # newest before d (ChainError: an FM day missing)
     world = cfg.ray.num_workers
     sizes = [b - a for a, b in shard_bounds(m.rows, world)]
     bs = equal_steps_batch_size(sizes, effective_batch_size(min(sizes), cfg.models))

@@ -5,12 +5,11 @@ task downstream of the failed one does not run.
 
 Airflow runs in a subprocess with its own AIRFLOW_HOME (SQLite), as in ``test_dagbag``."""
 
-import json
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+
+from tests.webhook import webhook_server
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
@@ -41,41 +40,25 @@ if __name__ == "__main__":
 """
 
 
-class _Hook(BaseHTTPRequestHandler):
-    received: list = []
-
-    def do_POST(self):  # noqa: N802
-        type(self).received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *a):
-        pass
-
-
 def test_failed_task_alert_reaches_the_webhook(tmp_path):
-    srv = HTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
     marker = tmp_path / "augment_ran"
     folder = tmp_path / "dags"
     folder.mkdir()
     (folder / "notify_probe.py").write_text(PROBE)
-    env = {"AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__CORE__DAGS_FOLDER": str(folder), "PATH": str(Path(sys.executable).parent),
-           "HOME": str(tmp_path), "PYTHONPATH": f"{DAGS}:{DAGS.parent}",
-           "PROBE_HOOK": f"http://127.0.0.1:{srv.server_port}/hook", "PROBE_MARKER": str(marker)}
-    try:
+    with webhook_server() as hook:
+        env = {"AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+               "AIRFLOW__CORE__DAGS_FOLDER": str(folder), "PATH": str(Path(sys.executable).parent),
+               "HOME": str(tmp_path), "PYTHONPATH": f"{DAGS}:{DAGS.parent}",
+               "PROBE_HOOK": f"{hook.url}/hook", "PROBE_MARKER": str(marker)}
         subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env,
                        capture_output=True, timeout=300, check=True)
         proc = subprocess.run([sys.executable, str(folder / "notify_probe.py")], env=env,
                               text=True, capture_output=True, timeout=300)
-    finally:
-        srv.shutdown()
-        srv.server_close()
-    assert _Hook.received, proc.stdout[-3000:] + proc.stderr[-3000:]
-    alert = _Hook.received[0]["alert"]
+        received = hook.bodies
+    assert received, proc.stdout[-3000:] + proc.stderr[-3000:]
+    alert = received[0]["alert"]
     assert (alert["dag_id"], alert["task_id"], alert["day"]) == ("notify_probe", "gate_raw", "2026-01-03")
     assert alert["try_number"] == 1 and "label rate of click" in alert["reason"]
     assert alert["log_url"] and "/dags/notify_probe/runs/" in alert["log_url"]
-    assert "[exfm] FAILED notify_probe.gate_raw day 2026-01-03" in _Hook.received[0]["text"]
+    assert "[exfm] FAILED notify_probe.gate_raw day 2026-01-03" in received[0]["text"]
     assert not marker.exists()  # downstream of the failed gate did not run

@@ -21,35 +21,26 @@ generated days as tests/integration/test_scheduler.py, whose helpers it reuses.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 from exfm import pipeline
 from tests.integration.test_scheduler import SETS, VM, _airflow, _api, _tis, _wait_runs
+from tests.webhook import webhook_server
 
 pytestmark = pytest.mark.integration
 
 D1, D2, D3 = "2026-01-01", "2026-01-02", "2026-01-03"
 
 
-class _Hook(BaseHTTPRequestHandler):
-    received: list = []
-
-    def do_POST(self):  # noqa: N802
-        type(self).received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *a):
-        pass
+_HOOK: list = []  # the module stack's webhook (tests.webhook.Webhook), set by `failing`
 
 
 def _alerts(task_id: str, day: str) -> list[dict]:
-    return [b for b in _Hook.received
+    return [b for b in _HOOK[0].bodies
             if b["alert"]["task_id"] == task_id and b["alert"]["day"] == day]
 
 
@@ -60,13 +51,14 @@ def failing(tmp_path_factory):
     from exfm.stack import stack_down
     from exfm.stack.services import airflow_shell_env
 
-    srv = HTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    hooks = contextlib.ExitStack()
+    hook = hooks.enter_context(webhook_server())
+    _HOOK[:] = [hook]
     tmp = tmp_path_factory.mktemp("failures")
     cfg = make_test_config(tmp, f"data.dir={tmp / 'data'}", *SETS, "fm.every_days=10",
                            "freshness.max_gap_days=1", "freshness.policy=degraded",
                            "deadline.minutes=1",
-                           f"oncall.webhook_url=http://127.0.0.1:{srv.server_port}/hook")
+                           f"oncall.webhook_url={hook.url}/hook")
     pipeline.data_dir(cfg)
     _start(cfg, ["s3", "mlflow", "ray", "airflow"])
     try:
@@ -82,8 +74,7 @@ def failing(tmp_path_factory):
             yield cfg, env
     finally:
         stack_down(cfg, log=print)
-        srv.shutdown()
-        srv.server_close()
+        hooks.close()
 
 
 def _airflow_ok(env, *args) -> bool:
@@ -192,7 +183,7 @@ def test_frozen_fm_alerts_and_degrades_then_a_broken_day_stops_at_its_gate(faili
     # the deadline (1 min after day 1's run was queued): the triggerer's alert reached the webhook
     missed = _alerts("(dag run)", D1)
     assert missed and missed[0]["alert"]["reason"] == (
-        "DeadlineMissed: the daily run is not done 1 min after it was queued"), _Hook.received
+        "DeadlineMissed: the daily run is not done 1 min after it was queued"), _HOOK[0].bodies
 
     # -- day 2 broken (as `exfm demo --break-day 2` breaks it): the raw gate stops the day -----
     assert "label set to 0" in break_day(cfg.data.dir, D2)

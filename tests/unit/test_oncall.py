@@ -4,38 +4,18 @@ and its URL's path (often a token) never appears in the log; FM blessing's pure 
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import pytest
 
 from exfm.config.promotion import FMBlessingConfig
 from exfm.das.blessing import judge_fm
 from exfm.oncall import WEBHOOK_ENV, build_alert, format_alert, notify, webhook_url
-
-
-class _Hook(BaseHTTPRequestHandler):
-    received: list = []
-
-    def do_POST(self):  # noqa: N802
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append((self.path, self.headers["Content-Type"], json.loads(body)))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *a):
-        pass
+from tests.webhook import webhook_server
 
 
 @pytest.fixture
 def webhook():
-    _Hook.received = []
-    srv = HTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_port}/hooks/SECRET-TOKEN", _Hook.received
-    srv.shutdown()
-    srv.server_close()
+    with webhook_server() as hook:
+        yield f"{hook.url}/hooks/SECRET-TOKEN", hook.posts
 
 
 def _raise():
