@@ -42,6 +42,7 @@ def write_resolved_config(cfg: ExfmConfig) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = cfg.model_dump(mode="json", exclude={"storage": {"access_key", "secret_key"},
                                                 "database": {"url"}})
+    data["state_dir"], data["data"]["dir"] = str(cfg.state_path), str(cfg.data_path)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 

@@ -25,15 +25,25 @@ class AirflowAPI:
         self.cfg, self.base = cfg, airflow_url(cfg) + "/api/v2"
         self._token, self._t = None, 0.0
 
-    def get(self, path: str):
+    def get(self, path: str, method: str = "GET"):
         from exfm.stack.services import airflow_token
 
         if self._token is None or time.monotonic() - self._t > 600:
             self._token, self._t = airflow_token(self.cfg), time.monotonic()
-        req = urllib.request.Request(self.base + path, headers={
+        req = urllib.request.Request(self.base + path, method=method, headers={
             "Authorization": f"Bearer {self._token}", "Accept": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.loads(r.read() or b"null")
+
+    def cancel_running_backfills(self) -> list[dict]:
+        """Cancel the DAG's unfinished backfills (an interrupted demo's): Airflow allows one per
+        DAG. Their queued runs become failed (a new ``--reprocess-behavior failed`` backfill runs
+        them again); a run already running goes on. Returns the cancelled ones."""
+        out = []
+        for b in self.get(f"/backfills?dag_id={DAG_ID}&limit=100")["backfills"]:
+            if b.get("completed_at") is None:
+                out.append(self.get(f"/backfills/{b['id']}/cancel", method="PUT"))
+        return out
 
     def runs(self, days: list[str]) -> dict[str, dict]:
         """{day: the newest run of that logical day} for ``days``."""
@@ -71,15 +81,23 @@ def airflow_cli(cfg, *args: str, check: bool = True) -> subprocess.CompletedProc
     return proc
 
 
-def backfill_create(cfg, args: list[str], attempts: int = 6) -> None:
+def backfill_create(cfg, args: list[str], attempts: int = 6, log=click.echo) -> None:
     """``airflow backfill create``, retried while Airflow's SQLite says "database is locked" (the
-    scheduler writes too; the failed attempt rolled back). A backfill an earlier attempt did
-    create is kept."""
+    scheduler writes too). Airflow allows one unfinished backfill per DAG: one left by an
+    interrupted demo, or a partial one from a locked attempt (seen: its first days only), is
+    cancelled (said so) and the backfill created again; cancelling turns its queued days failed,
+    which ``--reprocess-behavior failed`` runs again."""
     for k in range(attempts):
         p = airflow_cli(cfg, *args, check=False)
         out = p.stdout + p.stderr
-        if p.returncode == 0 or (k and "AlreadyRunningBackfill" in out):
+        if p.returncode == 0:
             return
+        if "AlreadyRunningBackfill" in out and k < attempts - 1:
+            for b in AirflowAPI(cfg).cancel_running_backfills():
+                log(f"  an unfinished backfill of {DAG_ID} (#{b.get('id')}, "
+                    f"{(b.get('from_date') or '')[:10]} .. {(b.get('to_date') or '')[:10]}) was "
+                    "cancelled; its queued days run again with this one")
+            continue
         if "database is locked" not in out or k == attempts - 1:
             raise click.ClickException(f"airflow {' '.join(args)} failed:\n{out[-2000:]}")
         time.sleep(5 * (k + 1))
@@ -144,7 +162,8 @@ def follow(cfg, days: list[str], timeout_s: float, log=click.echo, poll_s: float
         current = next((d for d in days if d not in done), None)
         run = runs.get(current)
         what = _running(api.task_instances(run["dag_run_id"])) if run else "waiting for the run"
-        line = f"  day {len(done) + 1} of {len(days)} ({current}): {what}"
+        k = days.index(current) + 1 if current else len(days)
+        line = f"  day {k} of {len(days)} ({current}): {what} [{len(done)} done]"
         now = time.monotonic()
         if line != last or now - last_print >= 60:
             log(f"{line}   elapsed {now - t0:.0f}s")
@@ -297,6 +316,11 @@ def explain_failure(cfg, day: str, run: dict, log=click.echo) -> None:
     from exfm.stack.services import airflow_url
 
     api = AirflowAPI(cfg)
+    if run.get("state") != "failed":
+        raise click.ClickException(
+            f"--break-day: day {day}'s run ended '{run.get('state')}', not failed: the broken "
+            f"day did not reach its raw gate (is data.dir {cfg.data_path} the folder the DAG's "
+            "tasks land from?)")
     tis = api.task_instances(run["dag_run_id"])
     bad = [t for t in tis if t.get("state") == "failed"]
     skipped = sorted({t["task_id"] for t in tis if t.get("state") == "upstream_failed"})

@@ -66,6 +66,14 @@ class ExfmConfig(StrictModel):
         return Path(self.state_dir).expanduser().resolve()
 
     @property
+    def data_path(self) -> Path:
+        """``data.dir`` made absolute against this process's working directory: what the
+        config dumps for the stack's children carry (Airflow tasks run in the Airflow home, Ray
+        jobs in their own working directory, where a relative ``data.dir`` names another
+        folder)."""
+        return Path(self.data.dir).expanduser().resolve()
+
+    @property
     def s3_endpoint(self) -> str:
         return self.storage.endpoint or f"http://{self.host}:{self.ports.s3}"
 

@@ -70,7 +70,7 @@ def to_markdown(day: str, rows: list[VMDayRow], links: dict[str, str] | None = N
         lines.append("| " + " | ".join([
             r.vm, _f(r.auc), _f(r.ne), _f(r.calibration, 3), _f(r.ne_lift_pct, 2),
             _f(r.auc_lift), "-" if r.freshness_gap is None else str(r.freshness_gap),
-            r.promoted, r.gate_reason.replace("|", "/")[:160], "yes" if r.degraded else "no"]) + " |")
+            r.promoted, r.gate_reason.replace("|", "/"), "yes" if r.degraded else "no"]) + " |")
     if links:
         lines += ["", "## Links", ""] + [f"- [{k}]({v})" for k, v in links.items()]
     return "\n".join(lines) + "\n"

@@ -19,8 +19,10 @@ SITE = "local_site"
 
 
 def gx_module():
-    """``great_expectations``, imported quietly (no analytics, logger at WARNING)."""
+    """``great_expectations``, imported quietly (no analytics, logger at WARNING: set before the
+    import, which logs a few hundred INFO lines of its own registry into a task's log)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
 
     logging.getLogger("great_expectations").setLevel(logging.WARNING)

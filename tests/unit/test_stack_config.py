@@ -6,6 +6,7 @@ import json
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +77,12 @@ def test_client_env_carries_what_clients_need(tmp_path, monkeypatch):
     # the dumped config reloads to the same ports, without the S3 keys in it
     reloaded = load_config(env["EXFM_CONFIG"], env={})
     assert reloaded.ports == cfg.ports and reloaded.state_path == cfg.state_path
+    # ... and to the same data folder from another working directory (Airflow tasks run in the
+    # Airflow home: a relative data.dir there named a second, generated copy of the data)
+    assert not Path(cfg.data.dir).is_absolute()
+    here = Path.cwd() / cfg.data.dir
+    monkeypatch.chdir(tmp_path)
+    assert load_config(env["EXFM_CONFIG"], env={}).data_path == here.resolve() != cfg.data_path
     assert sec["s3_secret_key"] not in open(env["EXFM_CONFIG"]).read()
 
 
