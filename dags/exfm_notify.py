@@ -33,7 +33,7 @@ class ExfmFailureNotifier(BaseNotifier):
         self.max_lines, self.timeout_s = max_lines, timeout_s
 
     def notify(self, context) -> None:
-        from exfm.oncall import build_alert, notify, webhook_url  # not at DAG-parse time
+        from exfm.oncall import build_alert, mlflow_run_url, notify, webhook_url  # not at parse
 
         ti = context.get("ti") or context.get("task_instance")
         logical = context.get("logical_date")
@@ -45,7 +45,7 @@ class ExfmFailureNotifier(BaseNotifier):
             pass
         base = self.mlflow_url or os.environ.get("MLFLOW_TRACKING_URI")
         if run_id and base:
-            mlflow_url = f"{base.rstrip('/')}/#/runs/{run_id}"
+            mlflow_url = mlflow_run_url(base, run_id)
         alert = build_alert(ti.dag_id, ti.task_id, day, getattr(ti, "try_number", None),
                             context.get("exception"), log_url=getattr(ti, "log_url", None),
                             mlflow_url=mlflow_url, max_lines=self.max_lines,

@@ -48,6 +48,18 @@ class Alert:
         return asdict(self)
 
 
+# MLflow 3.17's UI picks its view (GenAI: traces, judges, an assistant; or model training: runs
+# and metrics) from the URL's workflowType, else the browser's last choice, default GenAI; the
+# experiments' mlflow.experimentKind tag no longer decides it. Every link exfm prints asks for runs.
+MLFLOW_RUNS_VIEW = "workflowType=machine_learning"
+
+
+def mlflow_run_url(base: str, run_id: str, experiment_id: str | None = None) -> str:
+    """The MLflow UI's page of run ``run_id``, in its model-training view."""
+    path = f"experiments/{experiment_id}/runs/{run_id}" if experiment_id else f"runs/{run_id}"
+    return f"{base.rstrip('/')}/#/{path}?{MLFLOW_RUNS_VIEW}"
+
+
 def error_text(error: BaseException | str | None) -> str:
     """The traceback of an exception (or the string given)."""
     if error is None:

@@ -255,8 +255,10 @@ def last_report(cfg, day: str) -> dict | None:
         [exp.experiment_id], f"tags.component = 'report' and tags.day = '{day}'", max_results=1)
     if not runs:
         return None
-    base = cfg.oncall.mlflow_base_url or cfg.tracking_uri
-    return {"url": f"{base}/#/experiments/{exp.experiment_id}/runs/{runs[0].info.run_id}",
+    from exfm.oncall import mlflow_run_url
+
+    return {"url": mlflow_run_url(cfg.oncall.mlflow_base_url or cfg.tracking_uri,
+                                  runs[0].info.run_id, exp.experiment_id),
             "headline": headline(day, collect_rows(cfg, [day]))}
 
 
@@ -367,6 +369,7 @@ def demo(cfg, days: int, timeout_s: int, keep_up: bool, break_n: int | None) -> 
     from exfm.config import SECRETS_FILE
     from exfm.data.schema import list_days
     from exfm.stack import stack_down, stack_up
+    from exfm.oncall import MLFLOW_RUNS_VIEW
     from exfm.stack.services import airflow_url
 
     t0 = time.monotonic()
@@ -429,7 +432,8 @@ def demo(cfg, days: int, timeout_s: int, keep_up: bool, break_n: int | None) -> 
     # the password is printed once, by the `stack up` that generated it; after that, its file
     click.echo(f"  Airflow  {airflow_url(cfg)}  (login {cfg.airflow.admin_user}; password: "
                f"airflow_password in {cfg.state_path / SECRETS_FILE})")
-    click.echo(f"  MLflow   {cfg.tracking_uri}  (login admin; password: mlflow_admin_password in "
+    click.echo(f"  MLflow   {cfg.tracking_uri}/#/experiments?{MLFLOW_RUNS_VIEW}  (login admin; "
+               "password: mlflow_admin_password in "
                f"{cfg.state_path / SECRETS_FILE})")
     click.echo(f"  Ray      {cfg.ray_dashboard_url}")
     click.echo(f"  S3       {cfg.s3_endpoint} bucket '{cfg.storage.bucket}' "

@@ -17,6 +17,7 @@ from datetime import date, timedelta
 from typing import Callable
 
 from exfm.config import ExfmConfig
+from exfm.oncall import mlflow_run_url
 from exfm.promotion.freshness import day_index
 from exfm.report.table import VMDayRow, figures, headline, to_markdown
 
@@ -138,7 +139,7 @@ def log_day_report(cfg: ExfmConfig, day: str, links: dict[str, str] | None = Non
             plt.close(fig)
         if links:
             mlflow.set_tags({f"link.{k}": v for k, v in links.items()})
-    url = f"{cfg.oncall.mlflow_base_url or cfg.tracking_uri}/#/experiments/{exp_id}/runs/{run.info.run_id}"
+    url = mlflow_run_url(cfg.oncall.mlflow_base_url or cfg.tracking_uri, run.info.run_id, exp_id)
     lines = headline(day, today)
     log(f"day report {day}: {url}")
     stale = [r for r in today if r.freshness_gap is not None

@@ -114,3 +114,12 @@ def test_a_fail_without_retry_alert_names_the_gates_own_reason():
     except AirflowFailException as wrapped:
         a = build_alert("exfm_daily", "gate_raw", "2026-01-03", 1, wrapped)
     assert a.reason == "GateFailed: raw gate failed for day 2026-01-03: label rate of click 0.0"
+
+
+def test_mlflow_links_open_the_runs_view():
+    """MLflow 3.17's UI opens on its GenAI view unless the URL asks for model training."""
+    from exfm.oncall import mlflow_run_url
+
+    assert mlflow_run_url("http://127.0.0.1:5000/", "r1", "4") == \
+        "http://127.0.0.1:5000/#/experiments/4/runs/r1?workflowType=machine_learning"
+    assert mlflow_run_url("http://m:5000", "r1") == "http://m:5000/#/runs/r1?workflowType=machine_learning"
