@@ -81,7 +81,9 @@ def test_day_report_for_each_day_of_a_backfill(rcfg):
         assert {"vms.json", "report.md", "plots"} <= files
         plots = {a.path for a in client.list_artifacts(rep.run_id, "plots")}
         assert plots == {"plots/lift.png", "plots/calibration.png", "plots/freshness.png"}
-        assert rep.url.endswith(rep.run_id) and rep.headline[0] == f"day {d}: 2 VM(s)"
+        # the run's page, in the UI's runs view (MLflow 3.17 opens on GenAI otherwise)
+        assert rep.url.endswith(f"/runs/{rep.run_id}?workflowType=machine_learning")
+        assert rep.headline[0] == f"day {d}: 2 VM(s)"
     assert {r["vm"]: r["promoted"] for r in reports[1].rows}["rep-a"] == "-"
     last = reports[-1]
     rows = {r["vm"]: r for r in last.rows}
