@@ -40,9 +40,8 @@ def write_resolved_config(cfg: ExfmConfig) -> Path:
     """Dump ``cfg`` (no secrets: those travel in env vars) for Ray jobs to load by path."""
     path = cfg.state_path / RESOLVED_CONFIG
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = cfg.model_dump(mode="json", exclude={"storage": {"access_key", "secret_key"},
-                                                "database": {"url"}})
-    data["state_dir"], data["data"]["dir"] = str(cfg.state_path), str(cfg.data_path)
+    data = cfg.dump_for_children(exclude={"storage": {"access_key", "secret_key"},
+                                          "database": {"url"}})
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 

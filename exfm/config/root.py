@@ -73,6 +73,13 @@ class ExfmConfig(StrictModel):
         folder)."""
         return Path(self.data.dir).expanduser().resolve()
 
+    def dump_for_children(self, exclude: dict | None = None) -> dict:
+        """``model_dump(mode="json")`` for a child process (Airflow task, Ray job) that loads it
+        from another working directory: ``state_dir`` and ``data.dir`` made absolute."""
+        data = self.model_dump(mode="json", exclude=exclude)
+        data["state_dir"], data["data"]["dir"] = str(self.state_path), str(self.data_path)
+        return data
+
     @property
     def s3_endpoint(self) -> str:
         return self.storage.endpoint or f"http://{self.host}:{self.ports.s3}"

@@ -262,10 +262,8 @@ def write_config_dump(cfg: ExfmConfig) -> Path:
     """The effective config (file + env + --set) for child processes; 0600 (may hold a DB URL)."""
     import yaml
 
-    data = cfg.model_dump(mode="json", exclude={"storage": {"access_key", "secret_key"}})
+    data = cfg.dump_for_children(exclude={"storage": {"access_key", "secret_key"}})
     data["database"]["url"] = cfg.database.url.get_secret_value()
-    data["state_dir"] = str(cfg.state_path)
-    data["data"]["dir"] = str(cfg.data_path)
     path = config_dump_path(cfg)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
