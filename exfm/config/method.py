@@ -103,6 +103,11 @@ class ModelsConfig(StrictModel):
         "steps to learn anything: the batch shrinks (not below min_batch_size) so that a day "
         "gives at least this many steps; 0 = always batch_size")
     min_batch_size: int = Field(64, ge=1, description="floor of the shrunk batch")
+    stream_chunk_rows: int = Field(
+        262_144, ge=1, description="VM days and the promotion gate read a day from the object "
+        "store this many rows at a time (rounded down to a multiple of the batch, so the "
+        "batches are those of one call on the whole day): memory holds about one chunk, not "
+        "the day")
     fm_hidden: list[int] = Field(default_factory=lambda: [1024, 1024, 1024, 512],
                                  description="FM deep tower widths (dcn, dcnv2, dmin, mtl bottom)")
     fm_cross_layers: int = Field(3, ge=1, description="cross layers of dcn/dcnv2/mtl")

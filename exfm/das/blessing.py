@@ -117,7 +117,7 @@ def bless_fm(cfg: ExfmConfig, day: str, table=None, log: Callable[[str], None] =
         from exfm.storage.layout import RAW
         from exfm.storage.partitions import PartitionStore
 
-        table = PartitionStore(cfg, RAW).read_day(day)
+        table = PartitionStore(cfg, RAW).stream_day(day).head(fb.max_rows)  # not the whole day
     table = table.slice(0, fb.max_rows)
     model, _ = load_fm(cfg, cand)
     task = fb.task or model.tasks[0]

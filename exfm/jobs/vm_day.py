@@ -58,15 +58,17 @@ def _days_apart(a: str, b: str) -> int:
     return abs((date.fromisoformat(b) - date.fromisoformat(a)).days)
 
 
-def tune_for_day(cfg: ExfmConfig, day: str, vm: VMConfig, schema, table, store, prev_tags: dict,
+def tune_for_day(cfg: ExfmConfig, day: str, vm: VMConfig, schema, rows, store, prev_tags: dict,
                  log=print) -> tuple[ExfmConfig, dict]:
     """The distillation config this VM trains with today, and what was done to get it.
+
+    ``rows``: today's slice (a :class:`~exfm.data.stream.DayStream`); tuning reads every k-th row
+    of it and of the previous augmented day, at most ``distillation.tune_max_rows`` each.
 
     Returns ``(cfg, info)``; ``info["tune"]`` is ``off`` (not an AH mode, or tune false),
     ``reused`` (a choice at most ``tune_every_days`` old on the previous version), ``none`` (no
     earlier augmented day: the configured triple) or ``tuned`` (with ``trials``).
     """
-    from exfm.data.io import thin
     from exfm.train.trainer import resolve_mode
     from exfm.train.tuning import TUNED_MODES, tune_amplifiers
 
@@ -84,12 +86,12 @@ def tune_for_day(cfg: ExfmConfig, day: str, vm: VMConfig, schema, table, store, 
     if not earlier:
         log(f"VM '{vm.name}': no augmented day before {day} to tune on; configured gs/ls/lw")
         return cfg, {"tune": "none"}
-    train = thin(store.read_day(earlier[-1], filter=vm_slice_filter(vm, schema)), d.tune_max_rows)
+    train = store.stream_day(earlier[-1], filter=vm_slice_filter(vm, schema)).thin(d.tune_max_rows)
     if train.num_rows == 0:
         log(f"VM '{vm.name}': its slice of {store.uri(earlier[-1])} is empty; configured gs/ls/lw")
         return cfg, {"tune": "none"}
     log(f"VM '{vm.name}': tuning gs/ls/lw on {earlier[-1]} -> {day} ({train.num_rows} rows)")
-    res = tune_amplifiers(train, thin(table, d.tune_max_rows), schema, vm, cfg,
+    res = tune_amplifiers(train, rows.thin(d.tune_max_rows), schema, vm, cfg,
                           on_trial=lambda t: log(f"  gs={t.gs:g} ls={t.ls:g} lw={t.lw:g}: "
                                                  f"auc {t.auc:.4f} ne {t.ne:.4f}"))
     b = res.best
@@ -99,10 +101,14 @@ def tune_for_day(cfg: ExfmConfig, day: str, vm: VMConfig, schema, table, store, 
                             "trials": res.records()}
 
 
-def train_arm(cfg: ExfmConfig, day: str, vm: VMConfig, table, schema, data_uri: str, digest: str,
+def train_arm(cfg: ExfmConfig, day: str, vm: VMConfig, rows, schema, data_uri: str, digest: str,
               fm_version: str | None, registered: str, arm: str, tune_store=None,
               freshness=None) -> dict:
     """Progressive score, (tune,) train, register one arm. Returns its summary.
+
+    ``rows``: the VM's slice of the day as a :class:`~exfm.data.stream.DayStream`, read in chunks
+    of ``models.stream_chunk_rows`` (once to score yesterday's version, once to train): memory
+    holds one chunk, not the day.
 
     ``tune_store``: the augmented PartitionStore to tune GS/LS/LW on (None = no tuning);
     ``freshness``: the day's :class:`~exfm.promotion.freshness.FreshnessVerdict` (gap metric,
@@ -116,7 +122,7 @@ def train_arm(cfg: ExfmConfig, day: str, vm: VMConfig, table, schema, data_uri: 
                                                load_snapshot_version, log_dataset_input,
                                                register_vm)
     from exfm.storage.state import load_state, save_state
-    from exfm.train.trainer import evaluate, resolve_mode, train_vm_day
+    from exfm.train.trainer import evaluate_chunks, resolve_mode, train_vm_stream
 
     client = connect(cfg)
     done = find_version(cfg, registered, day=day, data_digest=digest,
@@ -132,25 +138,27 @@ def train_arm(cfg: ExfmConfig, day: str, vm: VMConfig, table, schema, data_uri: 
     if prev is not None:
         model, _, _ = load_snapshot_version(cfg, registered, prev)
         model.to(device).train()
-        progressive = evaluate(model, table, task=vm.task, device=device)
+        progressive = evaluate_chunks(model, rows.chunks(cfg.models.stream_chunk_rows),
+                                      task=vm.task, device=device)
         prev_tags = dict(client.get_model_version(registered, prev).tags)
         state = load_state(cfg, prev_tags.get("state_key"))
     else:
         model = build_vm(vm, schema, cfg).to(device)
     mode = resolve_mode(vm, cfg)
-    cfg, tuning = tune_for_day(cfg, day, vm, schema, table, tune_store, prev_tags)
+    cfg, tuning = tune_for_day(cfg, day, vm, schema, rows, tune_store, prev_tags)
     tune_tags = ({"tuned_on": tuning["tuned_on"], **{f"tuned_{k}": str(tuning[k])
                                                     for k in ("gs", "ls", "lw")}}
                  if tuning["tune"] in ("tuned", "reused") else {})
     from exfm.promotion.freshness import day_index
 
     step = day_index(day)  # MLflow charts draw each VM's figures over days
+    sample = rows.head(64)  # the registered model's input example (and the dataset's schema)
     with mlflow.start_run(run_name=f"{vm.name.removesuffix('-control')}/{day}/{arm}", tags={
             "day": day, "component": "vm", "vm": vm.name, "arm": arm, "mode": mode, "task": vm.task,
             "domain": vm.domain or "all", "stage": vm.stage or "all", "model": vm.model,
             "fm_version": fm_version or "none"}) as run:
         log_dataset_input(data_uri, digest, name=f"{data_uri.rstrip('/').split('/')[-2]}-{day}",
-                          sample=table.slice(0, 0))
+                          sample=sample.slice(0, 0))
         mlflow.log_params({"vm.model": vm.model, "vm.mode": mode, "vm.task": vm.task,
                            "distillation.gs": cfg.distillation.gs,
                            "distillation.ls": cfg.distillation.ls,
@@ -166,7 +174,7 @@ def train_arm(cfg: ExfmConfig, day: str, vm: VMConfig, table, schema, data_uri: 
         if progressive is not None:
             mlflow.log_metrics({f"eval/{k}": float(v) for k, v in progressive.items()}, step=step)
         t0 = time.time()
-        res = train_vm_day(model, table, schema, vm, cfg, state=state, device=device)
+        res = train_vm_stream(model, rows, schema, vm, cfg, state=state, device=device)
         mlflow.log_metrics({(k if "/" in k else f"train/{k}"): float(v)
                             for k, v in res.metrics.items() if isinstance(v, (int, float))},
                            step=step)
@@ -175,7 +183,7 @@ def train_arm(cfg: ExfmConfig, day: str, vm: VMConfig, table, schema, data_uri: 
         save_state(cfg, key, res.state)
         version = register_vm(cfg, registered.removeprefix("exfm-vm-"), model, day, res.rows_seen,
                               [data_uri], fm_version, extra={"day": day, "mode": mode},
-                              sample=table.slice(0, 64), tags={"state_key": key, "mode": mode,
+                              sample=sample, tags={"state_key": key, "mode": mode,
                                                                **({"degraded": "true"} if degraded
                                                                   else {}),
                                                                "run_id": run.info.run_id,
@@ -184,7 +192,7 @@ def train_arm(cfg: ExfmConfig, day: str, vm: VMConfig, table, schema, data_uri: 
         client.set_registered_model_alias(registered, "challenger", version)  # promotion gate
     return {"registered": registered, "version": version, "mode": mode, "steps": res.steps,
             "tune": {k: v for k, v in tuning.items() if k != "trials"},
-            "rows": table.num_rows, "previous_version": prev, "run_id": run.info.run_id,
+            "rows": rows.count(), "previous_version": prev, "run_id": run.info.run_id,
             "progressive": progressive, "train": {k: v for k, v in res.metrics.items()
                                                   if isinstance(v, (int, float))}}
 
@@ -218,22 +226,22 @@ def run(cfg: ExfmConfig, day: str, vm_name: str) -> VMDayResult:
     if fresh.degraded:  # the FM is too old: train without its supervision, and say so
         print(f"VM '{vm_name}': {fresh.message}: training without FM", flush=True)
         vm = vm.model_copy(update={"mode": "none"})
-    table = store.read_day(day, filter=vm_slice_filter(vm, schema))
-    if table.num_rows == 0:
+    rows = store.stream_day(day, filter=vm_slice_filter(vm, schema))
+    if rows.count() == 0:
         raise ValueError(f"VM '{vm_name}': its slice of {store.uri(day)} is empty "
                          f"(domain={vm.domain}, stage={vm.stage})")
     connect(cfg)
     names = [vm_name] + ([f"{vm_name}-control"] if vm.control else [])
     ensure_experiments(cfg, vms=names)
     mlflow.set_experiment(experiment_name(cfg, "vm"))
-    arms = {"fm": train_arm(cfg, day, vm, table, schema, store.uri(day), m.digest, fm_version,
+    arms = {"fm": train_arm(cfg, day, vm, rows, schema, store.uri(day), m.digest, fm_version,
                             vm_model_name(vm_name), arm="fm", freshness=fresh,
                             tune_store=aug if store is aug else None)}
     if vm.control:
         control = vm.model_copy(update={"mode": "none"})
-        arms["control"] = train_arm(cfg, day, control, table, schema, store.uri(day), m.digest,
+        arms["control"] = train_arm(cfg, day, control, rows, schema, store.uri(day), m.digest,
                                     None, vm_model_name(f"{vm_name}-control"), arm="control")
-    return VMDayResult(day=day, vm=vm_name, fm_version=fm_version, rows=table.num_rows,
+    return VMDayResult(day=day, vm=vm_name, fm_version=fm_version, rows=rows.count(),
                        source=store.prefix, arms=arms)
 
 

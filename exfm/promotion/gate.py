@@ -48,7 +48,8 @@ def set_challenger(cfg: ExfmConfig, registered: str, version: str) -> None:
 
 
 def day_slice(cfg: ExfmConfig, day: str, vm_name: str):
-    """The VM's slice of day ``day``: ``augmented/`` if committed, else ``raw/`` (a pa.Table)."""
+    """The VM's slice of day ``day``: ``augmented/`` if committed, else ``raw/``, as a
+    :class:`~exfm.data.stream.DayStream` (read in chunks, never the whole day at once)."""
     from exfm.data.slices import vm_slice_filter
     from exfm.jobs.vm_day import vm_config
     from exfm.storage.layout import AUGMENTED, RAW
@@ -58,18 +59,24 @@ def day_slice(cfg: ExfmConfig, day: str, vm_name: str):
     for prefix in (AUGMENTED, RAW):
         store = PartitionStore(cfg, prefix)
         if store.manifest(day) is not None:
-            return store.read_day(day, filter=vm_slice_filter(vm, load_remote_schema(cfg)))
+            return store.stream_day(day, filter=vm_slice_filter(vm, load_remote_schema(cfg)))
     raise DayNotFound(f"{PartitionStore(cfg, RAW).uri(day)}: no committed partition for {day}")
 
 
-def _score(cfg: ExfmConfig, name: str, version: str | None, table, task: str) -> dict | None:
-    from exfm.registry.mlflow_registry import load_snapshot_version
-    from exfm.train.trainer import evaluate
+def _scores(cfg: ExfmConfig, versions: list[tuple[str, str | None]], rows, task: str
+            ) -> list[dict | None]:
+    """Each ``(registered name, version)``'s metrics on ``rows`` (a pa.Table or a DayStream),
+    all models in one read of the rows; None where the version is None."""
+    import pyarrow as pa
 
-    if version is None:
-        return None
-    model, _extra, _v = load_snapshot_version(cfg, name, version)
-    return evaluate(model, table, task=task)
+    from exfm.registry.mlflow_registry import load_snapshot_version
+    from exfm.train.trainer import evaluate_many
+
+    models = {i: load_snapshot_version(cfg, name, v)[0]
+              for i, (name, v) in enumerate(versions) if v is not None}
+    chunks = [rows] if isinstance(rows, pa.Table) else rows.chunks(cfg.models.stream_chunk_rows)
+    got = dict(zip(models, evaluate_many(list(models.values()), chunks, task=task)))
+    return [got.get(i) for i in range(len(versions))]
 
 
 def _now() -> str:
@@ -124,12 +131,11 @@ def gate_vm(cfg: ExfmConfig, day: str, vm_name: str, table=None,
     if champ == cand:
         base.reason = f"v{cand} is already @champion"
         return base
-    if table is None:
-        table = day_slice(cfg, day, vm_name)
+    rows = table if table is not None else day_slice(cfg, day, vm_name)
     control_name = vm_model_name(f"{vm_name}-control")
     control = latest_version(cfg, control_name, before_day=day) if vm.control else None
-    d = decide(p, _score(cfg, name, cand, table, vm.task), _score(cfg, name, champ, table, vm.task),
-               _score(cfg, control_name, control, table, vm.task))
+    d = decide(p, *_scores(cfg, [(name, cand), (name, champ), (control_name, control)], rows,
+                           vm.task))
     d.vm, d.day = vm_name, day
     d.challenger_version, d.champion_version, d.control_version = cand, champ, control
     if d.promoted:

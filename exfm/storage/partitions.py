@@ -170,6 +170,29 @@ class PartitionStore:
             where = s3_uri(self.cfg, bad) if bad else self.uri(day)
             raise StorageError(f"{where}: cannot read Parquet: {e}") from e
 
+    def stream_day(self, day: str, filter=None, columns: list[str] | None = None):
+        """The committed rows of ``day`` as a :class:`~exfm.data.stream.DayStream` (chunks read
+        one row group at a time, in write order), optionally filtered (e.g. a VM's slice): what
+        a job reads instead of :meth:`read_day` so its memory does not grow with the day.
+
+        Raises:
+            DayNotFound: the day has no committed manifest (at once).
+            StorageError: a part cannot be read (when the stream is read), naming the object.
+        """
+        from exfm.data.stream import DayStream
+
+        m = self.manifest(day)
+        if m is None:
+            raise DayNotFound(f"{self.uri(day)}: no committed partition (no {MANIFEST})")
+
+        def on_error(path: str, exc: Exception):
+            key = path.split("/", 1)[-1] if path.startswith(f"{self.bucket}/") else None
+            where = s3_uri(self.cfg, key) if key else self.uri(day)
+            raise StorageError(f"{where}: cannot read Parquet: {exc}") from exc
+
+        return DayStream([f"{self.bucket}/{k}" for k in m.parts], filesystem=arrow_fs(self.cfg),
+                         filter=filter, columns=columns, on_error=on_error, name=self.uri(day))
+
     def check_parts(self, m: Manifest) -> None:
         """Read every part's Parquet footer: a missing or corrupt part raises a
         :class:`StorageError` naming it (cheap: footers only, no data)."""

@@ -307,6 +307,29 @@ def train_stream(train_day: Callable[..., TrainResult], model: nn.Module,
     return TrainResult(res.rows_seen, steps, metrics, state)
 
 
+def train_vm_stream(model: nn.Module, day, schema: DatasetSchema, vm: VMConfig, cfg: ExfmConfig,
+                    state: dict | None = None, device: str | torch.device | None = None,
+                    report: Report | None = None, chunk_rows: int | None = None) -> TrainResult:
+    """:func:`train_vm_day` over a day read in chunks (``day``: a
+    :class:`~exfm.data.stream.DayStream`, e.g. ``PartitionStore.stream_day``): the batch size is
+    the one the whole day would get (from ``day.count()``), chunks are a multiple of it
+    (``models.stream_chunk_rows`` rounded down), so the batches and updates are those of one call
+    on the whole day while memory holds one chunk.
+
+    Raises:
+        ValueError: the day has no rows.
+    """
+    rows = day.count()
+    if rows == 0:
+        raise ValueError(f"VM '{vm.name}': no rows in {day.name}")
+    bs = effective_batch_size(rows, cfg.models)
+    fixed = cfg.model_copy(update={"models": cfg.models.model_copy(
+        update={"batch_size": bs, "min_steps_per_day": 0})})
+    chunk = max(bs, (chunk_rows or cfg.models.stream_chunk_rows) // bs * bs)
+    return train_stream(train_vm_day, model, day.chunks(chunk), schema, vm, fixed, state=state,
+                        report=report, device=device)
+
+
 @torch.inference_mode()
 def predict_tensors(model: nn.Module, tt: TableTensors, batch_size: int = 8192) -> np.ndarray:
     """Probabilities (N, T) of the serving output over already-converted tensors."""
@@ -326,19 +349,49 @@ def evaluate(model: nn.Module, table: pa.Table, schema: DatasetSchema | None = N
     One task (a VM, or ``task`` given, or a one-task FM): ``{"auc","logloss","ne","calibration",
     "rows"}``. A multi-task FM with ``task=None``: the same keys per task, ``"<task>/auc"``, ...
     """
-    m = unwrap(model)
-    device = _device(model, device)
-    tt = TableTensors.from_table(table, m.schema, m.tasks)
-    if tt.labels is None:
-        raise ValueError(f"evaluation needs the label columns {m.tasks}")
-    p = predict_tensors(m, tt.to(device), batch_size)
-    y = tt.labels.numpy()
+    return evaluate_chunks(model, [table], task=task, batch_size=batch_size, device=device)
+
+
+def evaluate_chunks(model: nn.Module, chunks: Iterable[pa.Table], task: str | None = None,
+                    batch_size: int = 8192,
+                    device: str | torch.device | None = None) -> dict[str, float]:
+    """:func:`evaluate` over a day that arrives in chunks (e.g. ``DayStream.chunks``): the same
+    figures as one call on the whole day. The rows are dropped chunk by chunk; predictions and
+    labels are kept (a few bytes a row) for the AUC."""
+    return evaluate_many([model], chunks, task, batch_size, device)[0]
+
+
+def evaluate_many(models: list[nn.Module], chunks: Iterable[pa.Table], task: str | None = None,
+                  batch_size: int = 8192,
+                  device: str | torch.device | None = None) -> list[dict[str, float]]:
+    """:func:`evaluate_chunks` of several models in one read of the chunks (e.g. the promotion
+    gate's challenger, champion and control on the day's slice), one dict per model."""
+    if not models:
+        return []
+    ms = [unwrap(m) for m in models]
+    devices = [_device(m, device) for m in models]
+    ys: list[list[np.ndarray]] = [[] for _ in ms]
+    ps: list[list[np.ndarray]] = [[] for _ in ms]
+    for table in chunks:
+        for i, (m, dev) in enumerate(zip(ms, devices)):
+            tt = TableTensors.from_table(table, m.schema, m.tasks)
+            if tt.labels is None:
+                raise ValueError(f"evaluation needs the label columns {m.tasks}")
+            ps[i].append(predict_tensors(m, tt.to(dev), batch_size))
+            other = task is not None and task not in m.tasks  # another task's label
+            ys[i].append(TableTensors.from_table(table, m.schema, [task]).labels.numpy() if other
+                         else tt.labels.numpy())
+    if not ys[0]:
+        raise ValueError("evaluation: no rows")
+    return [_metrics(m, np.concatenate(y), np.concatenate(p), task)
+            for m, y, p in zip(ms, ys, ps)]
+
+
+def _metrics(m: nn.Module, y: np.ndarray, p: np.ndarray, task: str | None) -> dict[str, float]:
     if task is not None or len(m.tasks) == 1:
         t = m.tasks.index(task) if task is not None and task in m.tasks else 0
-        if task is not None and task not in m.tasks:
-            y = TableTensors.from_table(table, m.schema, [task]).labels.numpy()
-        return {**all_metrics(y[:, 0 if y.shape[1] == 1 else t], p[:, t]), "rows": len(tt)}
-    out: dict[str, float] = {"rows": len(tt)}
+        return {**all_metrics(y[:, 0 if y.shape[1] == 1 else t], p[:, t]), "rows": len(y)}
+    out: dict[str, float] = {"rows": len(y)}
     for t, name in enumerate(m.tasks):
         out.update({f"{name}/{k}": v for k, v in all_metrics(y[:, t], p[:, t]).items()})
     return out

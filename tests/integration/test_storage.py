@@ -1,6 +1,7 @@
 """Day partitions on the real SeaweedFS: manifest commit, re-runs, crashes, bad input.
 
-- A committed day reads back whole, with column selection and a row filter (a VM's slice).
+- A committed day reads back whole, with column selection and a row filter (a VM's slice), and
+  streamed in chunks (the same rows in the same order).
 - A re-run replaces the day whole with identical content (same rows, same manifest digest) and
   garbage-collects the old version's parts.
 - Crash injection: the writer process is SIGKILLed between two parts, and after the last part but
@@ -58,6 +59,13 @@ def test_write_read_filter_rerun_identical(stack_cfg):
     d1 = store.read_day(DAY, columns=["rid", "click"], filter=pc.field("domain") == "d1")
     assert d1.column_names == ["rid", "click"]
     assert d1.num_rows == 333 and all(r % 3 == 1 for r in d1.column("rid").to_pylist())
+    # the same slice streamed (what VM days and the promotion gate read): chunks of exactly 100
+    # rows across the 4 parts, the same rows in the same order as the whole-day read
+    stream = store.stream_day(DAY, filter=pc.field("domain") == "d1", columns=["rid", "click"])
+    chunks = list(stream.chunks(100))
+    assert [c.num_rows for c in chunks] == [100, 100, 100, 33] and stream.count() == 333
+    assert pa.concat_tables(chunks).equals(d1)
+    assert stream.thin(50).column("rid").to_pylist() == d1.column("rid").to_pylist()[::7]
     # a re-run over the same rows: a new write id, the same content digest, old parts collected
     m2 = store.write_day(DAY, _table(1000), producer="test", rows_per_part=300)
     assert m2.write_id != m1.write_id and m2.digest == m1.digest
@@ -119,6 +127,11 @@ def test_corrupt_part_is_named(stack_cfg):
         store.read_day(DAY)
     with pytest.raises(StorageError, match=m.parts[1]):
         store.check_parts(m)
+    stream = store.stream_day(DAY)
+    first = next(iter(stream.chunks(200)))  # the good first part reads
+    assert first.num_rows == 200
+    with pytest.raises(StorageError, match=m.parts[1]):
+        list(stream.chunks(200))
 
 
 def test_unreachable_endpoint_names_it(stack_cfg):
