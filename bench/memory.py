@@ -11,9 +11,11 @@ model build (the baseline), so a number is one stage's alone:
 - ``vm``: ``train_vm_day`` (DeepFM, mode none, same sizes);
 - ``das``: the FM's predictions appended as ``fm_pred_<task>`` and written back as Parquet.
 
-``materialised`` reads the whole day (``pq.read_table``) and calls the trainer once, as the day
-jobs do today; ``streamed`` reads it chunk by chunk (``exfm.compute.ingest.iter_tables``,
-``--chunk`` rows) through ``exfm.train.trainer.train_stream`` (DAS: one chunk in, one out).
+``materialised`` reads the whole day (``pq.read_table``) and calls the trainer once (what the day
+jobs did before they streamed); ``streamed`` reads it chunk by chunk, ``--chunk`` rows: FM
+through ``exfm.train.trainer.train_stream`` over ``exfm.compute.ingest.iter_tables`` (the FM job's
+Ray Train worker trains the same way on its shard's chunks), VM through what ``exfm.jobs.vm_day``
+runs (``train_vm_stream`` over an ``exfm.data.stream.DayStream``), DAS one chunk in, one out.
 Target (issue #18): the peak of the largest day within +/-10 % of the smallest's.
 Results: printed and written to bench/out/memory.json.
 """
@@ -57,7 +59,8 @@ def child(stage: str, mode: str, path: str, rows: int, chunk: int, batch: int) -
     from exfm.data.schema import DatasetSchema
     from exfm.models.build import build_fm, build_vm
     from exfm.models.snapshot import predict_table
-    from exfm.train.trainer import train_fm_day, train_stream, train_vm_day
+    from exfm.data.stream import DayStream
+    from exfm.train.trainer import train_fm_day, train_stream, train_vm_day, train_vm_stream
 
     torch.manual_seed(0)
     schema = DatasetSchema.model_validate_json(Path(path).with_suffix(".schema.json").read_text())
@@ -81,6 +84,8 @@ def child(stage: str, mode: str, path: str, rows: int, chunk: int, batch: int) -
             writer.write_table(t)
         writer.close()
         out.unlink()
+    elif stage == "vm" and mode == "streamed":  # what exfm.jobs.vm_day runs on a day's slice
+        train_vm_stream(model, DayStream([path]), small, vm_cfg, cfg, chunk_rows=chunk)
     else:
         fn, extra = (train_fm_day, ()) if stage == "fm" else (train_vm_day, (vm_cfg,))
         train_stream(fn, model, tables, small, *extra, cfg)
