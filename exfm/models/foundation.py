@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from exfm.config.kinds import FM_KINDS
 from exfm.data.schema import DatasetSchema
@@ -101,7 +102,50 @@ class FoundationModel(nn.Module):
             extra = torch.cat(interests, dim=1) if interests else None
             return self.out(self.encoder.mlp(self.deep, fields, flat=x0, extra=extra))
         # the DNN's first layer folds the dense fields (FieldEncoder.mlp); the cross net reads x0
-        h = torch.cat([self.cross(x0), self.encoder.mlp(self.deep, fields, flat=x0)], dim=1)
+        deep = self.encoder.mlp(self.deep, fields, flat=x0)
+        if self.kind == "dcn" and fields.dense is not None and self.fold_dense:
+            return self._dcn_folded(fields, deep)
+        h = torch.cat([self.cross(x0), deep], dim=1)
         if self.kind == "mtl":
             return torch.cat([tower(h) for tower in self.towers], dim=1)
         return self.out(h)
+
+    #: dcn: run the cross net and the output layer with the dense fields folded (the same
+    #: function and gradients as the cross net over the joined fields; False = the joined form)
+    fold_dense = True
+
+    def _dcn_folded(self, fields, deep: torch.Tensor) -> torch.Tensor:
+        """``out(cat[cross(x0), deep])`` of DCN v1 without the dense fields' D-wide blocks.
+
+        Dense field j enters x0 as ``d_j v_j`` (a value times a learned vector). Through the cross
+        layers ``x_{l+1} = x0 * (x_l . w_l) + b_l + x_l`` its block stays ``d_j v_j c_l + B_l``:
+        ``c_l`` one scalar per row (``c_0 = 1``, ``c_{l+1} = c_l + x_l . w_l``) and ``B_l`` a
+        constant (the sum of the earlier biases' blocks). So the layers run over the other fields'
+        blocks (``(Fs + Fq) * D`` wide) plus ``c``, and the output layer takes ``c * d`` through
+        the weight columns ``W_j v_j`` and ``W B_L`` in its bias, all built from the same
+        parameters each call: ``Fd * (D - 1)`` fewer columns in every cross layer and the output.
+        """
+        D, Fs, d = self.encoder.dim, fields.sparse.shape[1], fields.dense
+        Fd, V = d.shape[1], self.encoder.dense_vectors  # V: (Fd, D)
+        a, b = Fs * D, (Fs + Fd) * D
+        rest = [fields.sparse.flatten(1)]
+        if fields.pooled is not None:
+            rest.append(fields.pooled.flatten(1))
+        xs0 = torch.cat(rest, dim=1) if len(rest) > 1 else rest[0]
+        xs, c, const = xs0, None, None  # c None = 1 for every row; const None = 0
+        for w, bias in zip(self.cross.w, self.cross.b):
+            u = (V * w[a:b].view(Fd, D)).sum(-1)  # (Fd,): v_j . (w_l's block j)
+            du = d @ u  # (B,)
+            s = xs @ torch.cat([w[:a], w[b:]]) + (du if c is None else c * du)  # x_l . w_l
+            if const is not None:
+                s = s + const @ w[a:b]
+            xs = xs0 * s.unsqueeze(-1) + torch.cat([bias[:a], bias[b:]]) + xs
+            c = 1.0 + s if c is None else c + s
+            const = bias[a:b] if const is None else const + bias[a:b]
+        W, width = self.out.weight, b + xs0.shape[1] - a  # (T, width + H)
+        folded = (W[:, a:b].view(-1, Fd, D) * V).sum(-1)  # (T, Fd)
+        cd = d if c is None else c.unsqueeze(-1) * d
+        x = torch.cat([xs, cd, deep], dim=1)
+        weight = torch.cat([W[:, :a], W[:, b:width], folded, W[:, width:]], dim=1)
+        out_bias = self.out.bias if const is None else self.out.bias + W[:, a:b] @ const
+        return F.linear(x, weight, out_bias)

@@ -113,6 +113,36 @@ def test_folded_dense_fields_equal_the_wide_first_layer(pool, extra, tiny_schema
         torch.testing.assert_close(g_fold[k], g_wide[k], msg=k)
 
 
+@pytest.mark.parametrize("layers", [1, 3])
+def test_dcn_folded_dense_fields_equal_the_joined_cross_net(layers, tiny_schema, tiny_cfg,
+                                                            tiny_batch):
+    """DCN v1's cross net and output layer with the dense fields folded (FoundationModel's
+    default) give the same logits and the same gradient for every parameter as the cross net
+    over the joined fields, with non-zero biases and dense vectors (two tasks, sequences)."""
+    cfg = tiny_cfg.model_copy(update={"models": tiny_cfg.models.model_copy(
+        update={"fm_cross_layers": layers, "embedding_optimizer": "adam"})})
+    torch.manual_seed(0)
+    fm = build_fm(tiny_schema, None, cfg, "dcn")
+    with torch.no_grad():
+        for p in [*fm.cross.b, fm.encoder.dense_vectors, fm.out.bias]:
+            p.normal_()
+
+    def run(folded: bool):
+        fm.fold_dense = folded
+        fm.zero_grad()
+        out = fm(tiny_batch)
+        (out * torch.arange(1.0, 1.0 + out.shape[1])).sum().backward()
+        return out.detach(), {n: p.grad.clone() for n, p in fm.named_parameters()
+                              if p.grad is not None}
+
+    (wide, g_wide), (fold, g_fold) = run(False), run(True)
+    assert fold.shape == (16, 2) and fold.std() > 0
+    torch.testing.assert_close(fold, wide, rtol=1e-4, atol=1e-5)
+    assert g_fold.keys() == g_wide.keys() and "encoder.dense_vectors" in g_fold
+    for k in g_wide:
+        torch.testing.assert_close(g_fold[k], g_wide[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
 @pytest.mark.parametrize("kind", FM_KINDS)
 def test_every_fm_forward_backward(kind, tiny_schema, tiny_cfg, tiny_batch):
     fm = build_fm(tiny_schema, None, tiny_cfg, kind)
