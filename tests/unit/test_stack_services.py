@@ -377,3 +377,70 @@ def test_a_live_seaweed_socket_of_the_same_ports_is_never_removed(tmp_path):
         finally:
             for f in created:
                 f.unlink(missing_ok=True)
+
+
+_SUPERVISE = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("launcher", sys.argv[1])
+launcher = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(launcher)
+child = [sys.executable, "-c", sys.argv[2], sys.argv[3]]
+sys.exit(launcher.supervise(child, "svc", pause_s=0.05, max_restarts=2, window_s=60))
+"""
+# the supervised child: appends a line to the file, then exits with the code given by the count
+_FLAKY = """
+import sys, time
+p = sys.argv[1]
+with open(p, "a") as f:
+    f.write("start\\n")
+n = len(open(p).read().splitlines())
+codes = {1: 3, 2: 0}  # first start crashes, second exits cleanly
+if n in codes:
+    sys.exit(codes[n])
+sys.exit(7)
+"""
+
+
+def _supervise(tmp_path, child_code: str, **kw):
+    import subprocess
+    import sys
+
+    from exfm.paths import airflow_launcher
+
+    count = tmp_path / "starts.txt"
+    return subprocess.Popen([sys.executable, "-c", _SUPERVISE, str(airflow_launcher()),
+                             child_code, str(count)], stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kw), count
+
+
+def test_launcher_restarts_a_crashed_service_then_gives_up(tmp_path):
+    """An Airflow service that exits with an error (the scheduler's StaleDataError) is started
+    again; one that keeps failing is given up on after the allowed restarts, with its code."""
+    proc, count = _supervise(tmp_path, _FLAKY)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and count.read_text().splitlines() == ["start"] * 2
+    assert "airflow svc exited with code 3: starting it again" in err
+    always = "import sys; open(sys.argv[1], 'a').write('start\\n'); sys.exit(5)"
+    count.unlink()
+    proc, count = _supervise(tmp_path, always)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 5 and len(count.read_text().splitlines()) == 3  # 1 + 2 restarts
+    assert "3 times in 60 s: not restarting it" in err
+
+
+def test_launcher_passes_a_stop_signal_to_the_service_and_ends(tmp_path):
+    import os
+    import signal
+    import time
+
+    sleeper = ("import sys, time; open(sys.argv[1], 'a').write('start\\n'); time.sleep(120)")
+    proc, count = _supervise(tmp_path, sleeper)
+    deadline = time.monotonic() + 30
+    while not (count.exists() and count.read_text()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)  # what `exfm stack down` sends to the service's group
+    proc.communicate(timeout=30)
+    assert proc.returncode == 0 and count.read_text().splitlines() == ["start"]
+    time.sleep(0.3)
+    assert count.read_text().splitlines() == ["start"]  # not started again
