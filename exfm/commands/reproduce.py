@@ -120,4 +120,5 @@ def reproduce(cfg: ExfmConfig, data_dir: str | None, out_dir: str, seeds: int | 
     paths = write_report(result, out, meta)
     click.echo((out / "results.md").read_text())
     click.echo(f"wrote {', '.join(str(p) for p in paths.values())} "
-               f"in {result.seconds / 60:.1f} min")
+               f"in {result.seconds / 60:.1f} min ({result.day_reads} day reads, at most "
+               f"{result.peak_days_in_memory} days in memory)")

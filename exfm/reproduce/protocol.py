@@ -98,6 +98,8 @@ class ReproduceResult:
     vm_days: list[int] = field(default_factory=list)  # 1-based VM training day of each reading
     seconds: float = 0.0
     tuning: list[dict[str, Any]] = field(default_factory=list)  # one row per tuning trial
+    day_reads: int = 0  # days read from disk (a day is read again when it was let go)
+    peak_days_in_memory: int = 0  # the most days held at once
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -144,6 +146,48 @@ def domains_of(table: pa.Table, schema: DatasetSchema) -> list[str]:
     return sorted(v for v in vals if v is not None)
 
 
+class DayTables:
+    """The dataset's days, indexed like a list, read (and thinned) when asked for and kept only
+    while they are among the last ``keep`` days asked for. Every step of the protocol uses at most
+    two days at a time (a training day and the day it is scored on, or the FM's day and the day it
+    infers on), so a run holds two days, not all of them; a day asked for again is read again
+    (the same rows: the thinning is deterministic).
+
+    ``reads`` counts the days read from disk and ``peak_resident`` the most days held at once,
+    where they happen.
+    """
+
+    def __init__(self, data_dir: Path, days: list[str], max_rows: int | None, keep: int = 2):
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.data_dir, self.days, self.max_rows, self.keep = Path(data_dir), list(days), \
+            max_rows, keep
+        self._held: dict[int, pa.Table] = {}  # insertion order = least recently used first
+        self.reads = 0
+        self.peak_resident = 0
+
+    def __len__(self) -> int:
+        return len(self.days)
+
+    def __getitem__(self, i: int) -> pa.Table:
+        if not -len(self.days) <= i < len(self.days):
+            raise IndexError(f"day index {i} out of range ({len(self.days)} days)")
+        i %= len(self.days)
+        table = self._held.pop(i, None)
+        if table is None:
+            while len(self._held) >= self.keep:  # drop the least recently used before reading
+                self._held.pop(next(iter(self._held)))
+            table = thin(read_day(self.data_dir, self.days[i]), self.max_rows)
+            self.reads += 1
+        self._held[i] = table
+        self.peak_resident = max(self.peak_resident, len(self._held))
+        return table
+
+    def resident(self) -> list[int]:
+        """Indices of the days held now, least recently used first."""
+        return list(self._held)
+
+
 # --- one VM trajectory --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Cell:
@@ -176,7 +220,7 @@ class _Run:
         if len(self.days) < need:
             raise ValueError(f"{data_dir}: {len(self.days)} day(s); the protocol needs at least "
                              f"{need} (fm_days={opts.fm_days} + a VM day + a test day)")
-        self.tables = [thin(read_day(data_dir, d), opts.max_rows_per_day) for d in self.days]
+        self.tables = DayTables(data_dir, self.days, opts.max_rows_per_day)
         self.tasks = list(self.schema.labels)
         self.task = opts.task or self.tasks[0]
         if self.task not in self.tasks:
@@ -394,6 +438,7 @@ def run_protocol(data_dir: str | Path, cfg: ExfmConfig, opts: ReproduceOptions,
                                             vm=vk, domain=cell.domain, task=cell.task,
                                             arm=cell.arm, **r))
     result.seconds = time.perf_counter() - t0
+    result.day_reads, result.peak_days_in_memory = run.tables.reads, run.tables.peak_resident
     return result
 
 
@@ -428,6 +473,8 @@ def merge_results(results: list[ReproduceResult]) -> ReproduceResult:
         out.fm_quality += r.fm_quality
         out.tuning += r.tuning
         out.seconds = max(out.seconds, r.seconds)
+        out.day_reads += r.day_reads
+        out.peak_days_in_memory = max(out.peak_days_in_memory, r.peak_days_in_memory)
     return out
 
 
@@ -452,4 +499,6 @@ def load_result(out_dir: str | Path) -> ReproduceResult:
     return ReproduceResult(dataset=meta["dataset"], rows=records("results.csv"),
                            steps=records("steps.csv"), fm_quality=records("fm_quality.csv"),
                            days=meta["days"], vm_days=meta["vm_days"], seconds=meta["seconds"],
+                           day_reads=meta.get("day_reads", 0),
+                           peak_days_in_memory=meta.get("peak_days_in_memory", 0),
                            tuning=records("tuning.csv"))

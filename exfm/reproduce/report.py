@@ -385,7 +385,8 @@ def write_report(result: ReproduceResult, out: str | Path, meta: dict[str, Any])
     pd.DataFrame(result.tuning).to_csv(out / "tuning.csv", index=False)
     (out / "run.json").write_text(json.dumps(
         {"dataset": result.dataset, "days": result.days, "vm_days": result.vm_days,
-         "seconds": result.seconds, "options": meta}, indent=2, default=str))
+         "seconds": result.seconds, "day_reads": result.day_reads,
+         "peak_days_in_memory": result.peak_days_in_memory, "options": meta}, indent=2, default=str))
     write_markdown(result, out, meta)
     plots = write_plots(result, out)
     return {"csv": out / "results.csv", "md": out / "results.md",

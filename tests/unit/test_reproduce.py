@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from exfm.config import GeneratorConfig, load_config
 from exfm.data.generator import generate
 from exfm.reproduce import RESULT_COLUMNS, ReproduceOptions, ordering, run_protocol, summarize
-from exfm.reproduce.protocol import (_key, _Run, domain_slice, load_result, merge_results, plan,
-                                     thin, with_fm_pred)
+from exfm.reproduce.protocol import (DayTables, _key, _Run, domain_slice, load_result,
+                                     merge_results, plan, thin, with_fm_pred)
 
 TINY_MODELS = ["models.fm_hidden=[16]", "models.fm_embed_dim=8", "models.vm_hidden=[8]",
                "models.embed_dim=4", "models.min_steps_per_day=4", "models.torch_threads=1",
@@ -75,6 +75,30 @@ def test_too_few_days_is_an_error(tmp_path, cfg):
         _Run(tmp_path, ReproduceOptions(), cfg, None)
 
 
+def test_day_tables_hold_the_last_two_days_asked_for(data):
+    from exfm.data.io import read_day
+    from exfm.data.schema import list_days
+
+    days = list_days(data)
+    tables = DayTables(data, days, max_rows=150)
+    assert len(tables) == 8
+    first = tables[4]
+    assert first.equals(thin(read_day(data, days[4]), 150)) and first.num_rows <= 150
+    tables[5]
+    assert tables.resident() == [4, 5] and tables.reads == 2
+    tables[4]  # held: no read, becomes the most recent
+    assert tables.reads == 2 and tables.resident() == [5, 4]
+    tables[6]  # lets day 5 (least recently used) go
+    assert tables.resident() == [4, 6] and tables.reads == 3
+    again = tables[5]  # read again: the same rows
+    assert again.equals(thin(read_day(data, days[5]), 150)) and tables.reads == 4
+    assert tables.peak_resident == 2 and tables[-1].equals(tables[7])
+    with pytest.raises(IndexError, match="out of range"):
+        tables[8]
+    with pytest.raises(ValueError, match="keep"):
+        DayTables(data, days, None, keep=0)
+
+
 @pytest.fixture(scope="module")
 def small_run(data, cfg):
     opts = ReproduceOptions(seeds=1, fms=("dcnv2",), vms=("fam",), tables=("main", "freshness"),
@@ -104,6 +128,8 @@ def test_protocol_rows_and_columns(small_run):
     assert sum(w.startswith("tune ") for w in seen) == 2 * 14
     vm_steps = [s for s in res.steps if s["model"].startswith("vm:")]
     assert all(s["steps"] >= 4 for s in vm_steps)
+    # the run holds two of its eight days at a time, reading a day again when it comes back
+    assert res.peak_days_in_memory == 2 and res.day_reads > 8
 
 
 def test_arms_share_init_and_data(data, cfg):
