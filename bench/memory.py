@@ -17,6 +17,13 @@ jobs did before they streamed); ``streamed`` reads it chunk by chunk, ``--chunk`
 through ``exfm.train.trainer.train_stream`` over ``exfm.compute.ingest.iter_tables`` (the FM job's
 Ray Train worker trains the same way on its shard's chunks), VM through what ``exfm.jobs.vm_day``
 runs (``train_vm_stream`` over an ``exfm.data.stream.DayStream``), DAS one chunk in, one out.
+- ``reproduce`` (``--stages reproduce``, not in the default set): ``exfm reproduce``'s protocol
+  (FM ``dcn``, VM ``fam``, the main table) over a generated 8-day dataset of
+  ``--reproduce-rows`` rows a day; ``streamed`` holds the two days in use
+  (``exfm.reproduce.protocol.DayTables``, its default), ``materialised`` holds every day (what
+  the protocol did before). It prints the days held at most and the days read, as counted by
+  ``DayTables``.
+
 Target (issue #18): the peak of the largest day within +/-10 % of the smallest's.
 Results: printed and written to bench/out/memory.json.
 """
@@ -46,8 +53,36 @@ def _status_mb(key: str) -> float:
     return float("nan")
 
 
+def reproduce_child(mode: str, path: str) -> dict:
+    """``exfm reproduce``'s protocol over the dataset folder ``path`` in this process."""
+    from exfm.config import load_config
+    from exfm.reproduce import ReproduceOptions, run_protocol
+    from exfm.reproduce import protocol
+
+    if mode == "materialised":  # every day held, as before DayTables
+        keep_all = protocol.DayTables
+
+        class DayTables(keep_all):
+            def __init__(self, data_dir, days, max_rows, keep=2):
+                super().__init__(data_dir, days, max_rows, keep=len(days))
+
+        protocol.DayTables = DayTables
+    cfg = load_config(None, ["models.torch_threads=2", "distillation.tune=false"], env={})
+    base = _status_mb("VmRSS")
+    t0 = time.perf_counter()
+    res = run_protocol(path, cfg, ReproduceOptions(seeds=1, fms=("dcn",), vms=("fam",),
+                                                   tables=("main",), arms=("wo", "ah")))
+    return {"stage": "reproduce", "mode": mode, "rows": res.steps[0]["rows"],
+            "peak_rss_mb": _status_mb("VmHWM"), "baseline_rss_mb": base,
+            "above_baseline_mb": _status_mb("VmHWM") - base,
+            "seconds": time.perf_counter() - t0, "days": len(res.days),
+            "peak_days_in_memory": res.peak_days_in_memory, "day_reads": res.day_reads}
+
+
 def child(stage: str, mode: str, path: str, rows: int, chunk: int, batch: int) -> dict:
     """One stage in this process; returns its figures (called through ``--child``)."""
+    if stage == "reproduce":
+        return reproduce_child(mode, path)
     import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
@@ -127,13 +162,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--chunk", type=int, default=262_144, help="rows per streamed chunk")
     p.add_argument("--row-group", type=int, default=131_072)
     p.add_argument("--batch", type=int, default=4096)
+    p.add_argument("--reproduce-rows", type=int, default=200_000,
+                   help="rows a day of the reproduce stage's 8-day dataset")
     p.add_argument("--out", default=str(HERE / "out"))
     p.add_argument("--child", nargs=3, metavar=("STAGE", "MODE", "PATH"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     sizes = sorted(int(x) for x in args.rows.split(","))
     if args.child:
         stage, mode, path = args.child
-        rows = int(Path(path).stem.split("-")[1])
+        rows = 0 if stage == "reproduce" else int(Path(path).stem.split("-")[1])
         print(json.dumps(child(stage, mode, path, rows, args.chunk, args.batch)), flush=True)
         return {}
     out = Path(args.out)
@@ -143,15 +180,25 @@ def main(argv: list[str] | None = None) -> dict:
     results = []
     with tempfile.TemporaryDirectory(prefix="exfm-mem-") as tmp:
         t0 = time.perf_counter()
-        paths = make_days(sizes, Path(tmp), args.row_group)
+        stages = args.stages.split(",")
+        paths = make_days(sizes, Path(tmp), args.row_group) if set(stages) - {"reproduce"} \
+            else {}
+        if "reproduce" in stages:
+            from exfm.config import load_config
+            from exfm.data.generator import generate
+
+            g = load_config(None, [], env={}).data.generator.model_copy(
+                update={"days": 8, "rows_per_day": args.reproduce_rows})
+            generate(g, Path(tmp) / "reproduce")
         print(f"generated in {time.perf_counter() - t0:.0f}s", flush=True)
-        print(f"{'stage':<6}{'mode':<14}{'rows':>11}{'peak MB':>9}{'base MB':>9}{'above':>8}"
+        print(f"{'stage':<10}{'mode':<14}{'rows':>11}{'peak MB':>9}{'base MB':>9}{'above':>8}"
               f"{'s':>7}")
-        for stage in args.stages.split(","):
+        for stage in stages:
             for mode in args.modes.split(","):
-                for n in sizes:
+                for n in (sizes if stage != "reproduce" else [args.reproduce_rows]):
+                    path = paths[n] if stage != "reproduce" else Path(tmp) / "reproduce"
                     proc = subprocess.run(
-                        [sys.executable, __file__, "--child", stage, mode, str(paths[n]),
+                        [sys.executable, __file__, "--child", stage, mode, str(path),
                          "--chunk", str(args.chunk), "--batch", str(args.batch)],
                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
                     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("{")),
@@ -161,12 +208,16 @@ def main(argv: list[str] | None = None) -> dict:
                         raise RuntimeError(f"{stage}/{mode}/{n} failed")
                     r = json.loads(line)
                     results.append(r)
-                    print(f"{stage:<6}{mode:<14}{n:>11,}{r['peak_rss_mb']:>9,.0f}"
+                    print(f"{stage:<10}{mode:<14}{n:>11,}{r['peak_rss_mb']:>9,.0f}"
                           f"{r['baseline_rss_mb']:>9,.0f}{r['above_baseline_mb']:>8,.0f}"
                           f"{r['seconds']:>7.0f}", flush=True)
     print("\ntarget: peak RSS of the largest day within +/-10 % of the smallest's")
     verdicts = []
-    for stage in args.stages.split(","):
+    for r in (r for r in results if r["stage"] == "reproduce"):
+        print(f"reproduce {r['mode']:<13} {r['days']} days of {r['rows']:,} rows: at most "
+              f"{r['peak_days_in_memory']} days held, {r['day_reads']} day reads, "
+              f"{r['above_baseline_mb']:,.0f} MB above baseline")
+    for stage in (s for s in args.stages.split(",") if s != "reproduce"):
         for mode in args.modes.split(","):
             rs = sorted((r for r in results if (r["stage"], r["mode"]) == (stage, mode)),
                         key=lambda r: r["rows"])
