@@ -60,6 +60,10 @@ class TrackingConfig(StrictModel):
 
     uri: str | None = None
     experiment_prefix: str = "exfm"
+    auth_cache_ttl_s: int = Field(
+        300, ge=0, description="the embedded server's basic-auth cache (MLflow's "
+        "auth_cache_ttl_seconds): a checked login is not hashed again for this long; 0 = hash "
+        "every request (three to four slow password hashes per request)")
 
 
 class DatabaseConfig(StrictModel):

@@ -386,7 +386,12 @@ def write_mlflow_auth_config(cfg: ExfmConfig) -> Path:
             f"database_uri = sqlite:///{db}\n"
             f"admin_username = {MLFLOW_ADMIN_USER}\n"
             f"admin_password = {st[MLFLOW_PASSWORD_KEY]}\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            # Without the cache every request checks the password hash (a deliberately slow
+            # KDF) three or four times: the auth check, the admin check and the response
+            # filters. That was >90 % of the server's CPU. The server runs one worker, and a
+            # password change through the API drops the cached entry at once.
+            f"auth_cache_ttl_seconds = {cfg.tracking.auth_cache_ttl_s}\n")
     path = mlflow_auth_config(cfg)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)

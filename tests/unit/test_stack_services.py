@@ -140,6 +140,23 @@ def test_mlflow_password_stays_off_the_command_line(cfg, monkeypatch):
     assert stat.S_IMODE(cfg.state_path.stat().st_mode) == 0o700
 
 
+@pytest.mark.parametrize("ttl", [300, 0])
+def test_mlflow_auth_config_as_mlflow_reads_it_caches_logins(tmp_path, monkeypatch, ttl):
+    from mlflow.server.auth.config import read_auth_config
+
+    cfg = load_config(None, [f"state_dir={tmp_path / 'st'}", f"tracking.auth_cache_ttl_s={ttl}"],
+                      env={})
+    S.ensure_secrets(cfg)
+    path = S.write_mlflow_auth_config(cfg)
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(path))
+    for var in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    auth = read_auth_config()
+    assert auth.auth_cache_ttl_seconds == ttl and auth.admin_username == S.MLFLOW_ADMIN_USER
+    assert auth.authorization_function.endswith(":authenticate_request_basic_auth")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
 def test_mlflow_command_uses_the_state_db_and_s3_artifacts(cfg):
     S.ensure_secrets(cfg)
     (spec,) = S.mlflow_procs(cfg)
