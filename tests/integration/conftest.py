@@ -5,9 +5,13 @@
   once per session, stopped at the end.
 - ``airflow_stack_cfg``: the same config and stack with Airflow 3 added (api-server, scheduler,
   dag-processor, triggerer; dags folder = the repository's ``dags/`` unless
-  ``$EXFM_AIRFLOW_DAGS_FOLDER``).
+  ``$EXFM_AIRFLOW_DAGS_FOLDER``) for one module: Airflow stops at the module's end.
 - ``postgres_stack_cfg``: a second stack (s3 + mlflow + ray) with ``database.kind=postgres`` and a
-  unique ``db_prefix``; its databases are dropped at the end. Skips if PostgreSQL is unreachable.
+  unique ``db_prefix``, for one module; its databases are dropped at the module's end. Skips if
+  PostgreSQL is unreachable.
+
+Module scope for the two: an idle stack left running until the session's end takes CPU from
+every later test on a 2-core machine.
 - ``make_test_config(tmp_path, **overrides)``: a config with free ports under ``tmp_path``.
 
 Environment: every test that uses one of the stack fixtures (directly or through another fixture)
@@ -176,7 +180,7 @@ def stack_cfg(tmp_path_factory) -> ExfmConfig:
     stack_down(cfg, log=_log)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def airflow_stack_cfg(stack_cfg: ExfmConfig) -> ExfmConfig:
     """``stack_cfg``'s stack plus Airflow 3 (LocalExecutor, SQLite, the repo's dags/)."""
     _start(stack_cfg, ["airflow"])
@@ -190,7 +194,7 @@ def _postgres_reachable(host: str = "127.0.0.1", port: int = 5432) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def postgres_stack_cfg(tmp_path_factory) -> ExfmConfig:
     """A separate s3 + mlflow + ray stack whose databases live on the local PostgreSQL."""
     if not _postgres_reachable():
