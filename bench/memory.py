@@ -175,7 +175,9 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"memory bench: days of {sizes} rows, load average {os.getloadavg()[0]:.1f} "
+    what = [f"days of {sizes} rows"] * bool(set(args.stages.split(",")) - {"reproduce"}) + \
+        [f"reproduce: 8 days of {args.reproduce_rows:,} rows"] * ("reproduce" in args.stages)
+    print(f"memory bench: {', '.join(what)}, load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores", flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="exfm-mem-") as tmp:
@@ -211,7 +213,8 @@ def main(argv: list[str] | None = None) -> dict:
                     print(f"{stage:<10}{mode:<14}{n:>11,}{r['peak_rss_mb']:>9,.0f}"
                           f"{r['baseline_rss_mb']:>9,.0f}{r['above_baseline_mb']:>8,.0f}"
                           f"{r['seconds']:>7.0f}", flush=True)
-    print("\ntarget: peak RSS of the largest day within +/-10 % of the smallest's")
+    if any(r["stage"] != "reproduce" for r in results):
+        print("\ntarget: peak RSS of the largest day within +/-10 % of the smallest's")
     verdicts = []
     for r in (r for r in results if r["stage"] == "reproduce"):
         print(f"reproduce {r['mode']:<13} {r['days']} days of {r['rows']:,} rows: at most "
