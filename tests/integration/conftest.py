@@ -9,10 +9,10 @@
 - ``postgres_stack_cfg``: a second stack (s3 + mlflow + ray) with ``database.kind=postgres`` and a
   unique ``db_prefix``, for one module; its databases are dropped at the module's end. Skips if
   PostgreSQL is unreachable.
-
-Module scope for the two: an idle stack left running until the session's end takes CPU from
-every later test on a 2-core machine.
 - ``make_test_config(tmp_path, **overrides)``: a config with free ports under ``tmp_path``.
+
+Module scope for the Airflow and PostgreSQL stacks: an idle stack left running until the
+session's end takes CPU from every later test on a 2-core machine.
 
 Environment: every test that uses one of the stack fixtures (directly or through another fixture)
 runs with :func:`exfm.stack.client_env` applied to ``os.environ`` (S3 keys, MLflow URI, Ray address
