@@ -72,9 +72,9 @@ def reproduce_child(mode: str, path: str) -> dict:
     t0 = time.perf_counter()
     res = run_protocol(path, cfg, ReproduceOptions(seeds=1, fms=("dcn",), vms=("fam",),
                                                    tables=("main",), arms=("wo", "ah")))
+    peak = _status_mb("VmHWM")
     return {"stage": "reproduce", "mode": mode, "rows": res.steps[0]["rows"],
-            "peak_rss_mb": _status_mb("VmHWM"), "baseline_rss_mb": base,
-            "above_baseline_mb": _status_mb("VmHWM") - base,
+            "peak_rss_mb": peak, "baseline_rss_mb": base, "above_baseline_mb": peak - base,
             "seconds": time.perf_counter() - t0, "days": len(res.days),
             "peak_days_in_memory": res.peak_days_in_memory, "day_reads": res.day_reads}
 
@@ -175,16 +175,16 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    what = [f"days of {sizes} rows"] * bool(set(args.stages.split(",")) - {"reproduce"}) + \
-        [f"reproduce: 8 days of {args.reproduce_rows:,} rows"] * ("reproduce" in args.stages)
+    stages = args.stages.split(",")
+    day_stages = [s for s in stages if s != "reproduce"]
+    what = [f"days of {sizes} rows"] * bool(day_stages) + \
+        [f"reproduce: 8 days of {args.reproduce_rows:,} rows"] * ("reproduce" in stages)
     print(f"memory bench: {', '.join(what)}, load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores", flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="exfm-mem-") as tmp:
         t0 = time.perf_counter()
-        stages = args.stages.split(",")
-        paths = make_days(sizes, Path(tmp), args.row_group) if set(stages) - {"reproduce"} \
-            else {}
+        paths = make_days(sizes, Path(tmp), args.row_group) if day_stages else {}
         if "reproduce" in stages:
             from exfm.config import load_config
             from exfm.data.generator import generate
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"reproduce {r['mode']:<13} {r['days']} days of {r['rows']:,} rows: at most "
               f"{r['peak_days_in_memory']} days held, {r['day_reads']} day reads, "
               f"{r['above_baseline_mb']:,.0f} MB above baseline")
-    for stage in (s for s in args.stages.split(",") if s != "reproduce"):
+    for stage in day_stages:
         for mode in args.modes.split(","):
             rs = sorted((r for r in results if (r["stage"], r["mode"]) == (stage, mode)),
                         key=lambda r: r["rows"])
