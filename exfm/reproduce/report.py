@@ -54,20 +54,59 @@ def ordering(df: pd.DataFrame, metric: str = "auc", tol: float = 0.0) -> pd.Data
     return pd.DataFrame(rows)
 
 
+STEPS = (("vanilla", "wo"), ("ah", "vanilla"), ("ah_sa", "ah"))  # the ordering's three steps
+NOISE_SE = 2.0  # a step is ahead / behind when its mean is more than this many SE from 0
+
+
+def paired_steps(df: pd.DataFrame, metric: str = "auc", k: float = NOISE_SE) -> pd.DataFrame:
+    """Each step of the ordering (vanilla vs w/o, AH vs vanilla, AH+SA vs AH) per (fm, vm) of the
+    main table, paired by seed: the per-seed difference of the two arms' means over readings
+    (same init, same rows), its mean, its standard error over seeds, and a verdict: ``ahead``
+    (mean - k SE > 0), ``behind`` (mean + k SE < 0) or ``noise``. Pairing takes the seed's
+    share out of the noise (init, data order) that both arms have. Empty with fewer than 2
+    seeds: one seed has no spread to judge by."""
+    cols = ["fm", "vm", "arm", "versus", "diff", "se", "seeds", "verdict"]
+    main = df[df.table == "main"]
+    if main.empty or main.seed.nunique() < 2:
+        return pd.DataFrame(columns=cols)
+    per_seed = main.groupby(["fm", "vm", "arm", "seed"])[metric].mean().unstack("arm")
+    rows = []
+    for (fm, vm), g in per_seed.groupby(level=["fm", "vm"]):
+        for a, b in STEPS:
+            if a not in g or b not in g:
+                continue
+            d = (g[a] - g[b]).dropna()
+            if len(d) < 2:
+                continue
+            mean, se = float(d.mean()), float(d.std(ddof=1)) / math.sqrt(len(d))
+            verdict = "ahead" if mean - k * se > 0 else "behind" if mean + k * se < 0 else "noise"
+            rows.append(dict(fm=fm, vm=vm, arm=a, versus=b, diff=mean, se=se, seeds=len(d),
+                             verdict=verdict))
+    return pd.DataFrame(rows, columns=cols)
+
+
 def versus_plain(df: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
     """Per (fm, vm, student arm) of the main table: the student's mean ``metric`` minus the plain
-    baseline's (same VM kind, same rows, same readings and seeds) and whether it beats it."""
+    baseline's (same VM kind, same rows, same readings and seeds) and whether it beats it; with
+    2 or more seeds also the standard error of the per-seed difference and a verdict as in
+    :func:`paired_steps` (``ahead``, ``behind``, ``noise``; None with one seed)."""
     main = df[df.table == "main"]
     means = main.groupby(["fm", "vm", "arm"])[metric].mean().unstack("arm")
     if PLAIN not in means.columns:
-        return pd.DataFrame(columns=["fm", "vm", "arm", "student", "plain", "diff", "beats"])
+        return pd.DataFrame(columns=["fm", "vm", "arm", "student", "plain", "diff", "beats", "se",
+                                     "verdict"])
+    per_seed = main.groupby(["fm", "vm", "arm", "seed"])[metric].mean().unstack("arm")
     rows = []
     for (fm, vm), r in means.iterrows():
         for a in ARMS:
             if a in r and not math.isnan(r[a]):
                 d = r[a] - r[PLAIN]
+                ds = (per_seed.loc[(fm, vm)][a] - per_seed.loc[(fm, vm)][PLAIN]).dropna()
+                se = float(ds.std(ddof=1)) / math.sqrt(len(ds)) if len(ds) > 1 else float("nan")
+                verdict = (None if math.isnan(se) else "ahead" if d - NOISE_SE * se > 0
+                           else "behind" if d + NOISE_SE * se < 0 else "noise")
                 rows.append(dict(fm=fm, vm=vm, arm=a, student=r[a], plain=r[PLAIN], diff=d,
-                                 beats=bool(d > 0)))
+                                 beats=bool(d > 0), se=se, verdict=verdict))
     return pd.DataFrame(rows)
 
 
@@ -101,6 +140,14 @@ def _fmt(mean: float, std: float, digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _step_cell(ps: pd.DataFrame, fm: str, vm: str, arm: str) -> str:
+    r = ps[(ps.fm == fm) & (ps.vm == vm) & (ps.arm == arm)]
+    if r.empty:
+        return "n/a"
+    r = r.iloc[0]
+    return f"{1e2 * r['diff']:+.2f} ± {1e2 * r.se:.2f} {r.verdict}"
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
@@ -124,8 +171,12 @@ def freshness_recovery(df: pd.DataFrame) -> pd.DataFrame:
 
     ``lost`` = AH gain with the fresh FM - AH gain with the frozen one; ``recovered`` = AH+SA gain
     - AH gain, both with the frozen FM; ``share`` = recovered / lost (NaN when nothing was lost).
+    ``recovered_se``, ``verdict``: the standard error of ``recovered`` over seeds (each seed's
+    mean over readings, paired) and ahead / behind / noise as in :func:`paired_steps` (NaN and
+    None with one seed).
     """
-    cols = ["snapshot", "ah_fresh", "ah", "ah_sa", "lost", "recovered", "share"]
+    cols = ["snapshot", "ah_fresh", "ah", "ah_sa", "lost", "recovered", "share", "recovered_se",
+            "verdict"]
     f = df[df.table == "freshness"]
     if f.empty:
         return pd.DataFrame(columns=cols)
@@ -143,8 +194,15 @@ def freshness_recovery(df: pd.DataFrame) -> pd.DataFrame:
         ah_fresh = gain(fresh, "ah") if fresh else float("nan")
         ah, ah_sa = gain(fm, "ah"), gain(fm, "ah_sa")
         lost, rec = ah_fresh - ah, ah_sa - ah
+        arms = f[(f.fm == fm) & f.arm.isin(["ah", "ah_sa"])]
+        per_seed = arms.groupby(["seed", "arm"]).auc.mean().unstack("arm")
+        d = (per_seed["ah_sa"] - per_seed["ah"]).dropna() if per_seed.shape[1] == 2 else []
+        se = float(d.std(ddof=1)) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
+        verdict = (None if math.isnan(se) else "ahead" if rec - NOISE_SE * se > 0
+                   else "behind" if rec + NOISE_SE * se < 0 else "noise")
         rows.append(dict(snapshot=fm, ah_fresh=ah_fresh, ah=ah, ah_sa=ah_sa, lost=lost,
-                         recovered=rec, share=rec / lost if lost > 0 else float("nan")))
+                         recovered=rec, share=rec / lost if lost > 0 else float("nan"),
+                         recovered_se=se, verdict=verdict))
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -218,6 +276,22 @@ def write_markdown(result: ReproduceResult, out: Path, meta: dict[str, Any]) -> 
                               "yes" if r.holds else "no"]
                              for (_, r), (_, g) in zip(o.iterrows(), gains.iterrows())]),
                   "", "(gains in AUC points, x100; AH share = (AH - w/o) / (AH+SA - w/o))"]
+        ps = paired_steps(df)
+        if not ps.empty:
+            piv = ps.pivot_table(index=["fm", "vm"], columns="arm", values="verdict",
+                                 aggfunc="first")
+            none_behind = int((piv != "behind").all(axis=1).sum())
+            ah = ps[ps.arm == "ah"]
+            parts += ["", "### The ordering's steps against the noise between seeds", "",
+                      f"Each step paired by seed (same init, same rows): the mean per-seed "
+                      f"difference ± its standard error, **ahead** / **behind** when the mean is "
+                      f"more than {NOISE_SE:g} SE from 0, else noise. No step behind beyond the "
+                      f"noise: **{none_behind} of {len(piv)}** pairs; AH behind vanilla beyond "
+                      f"the noise: **{int((ah.verdict == 'behind').sum())} of {len(ah)}**.", "",
+                      _md_table(["FM", "VM", "vanilla - w/o", "AH - vanilla", "AH+SA - AH"],
+                                [[fm, vm] + [_step_cell(ps, fm, vm, a) for a, _ in STEPS]
+                                 for fm, vm in piv.index]),
+                      "", "(AUC points x100)"]
         vp = versus_plain(df)
         if not vp.empty:
             won = int(vp.beats.sum())
@@ -225,11 +299,16 @@ def write_markdown(result: ReproduceResult, out: Path, meta: dict[str, Any]) -> 
                       "The plain baseline is the same VM on the same rows with the common recipe "
                       "(dense Adam on every parameter at one lr, no distillation). A student "
                       f"beats it when its mean AUC is higher: **{won} of {len(vp)}** students "
-                      "do.", "",
+                      "do" + ("." if vp.verdict.isna().all() else
+                              f"; behind it beyond the noise between seeds (paired by seed, "
+                              f"{NOISE_SE:g} SE): **{int((vp.verdict == 'behind').sum())} of "
+                              f"{len(vp)}**."), "",
                       _md_table(["FM", "VM", "student", "student AUC", "plain AUC",
                                  "student - plain (x100)", "beats plain"],
                                 [[r.fm, r.vm, ARM_LABEL[r.arm], f"{r.student:.4f}",
-                                  f"{r.plain:.4f}", f"{1e2 * r['diff']:+.2f}",
+                                  f"{r.plain:.4f}", f"{1e2 * r['diff']:+.2f}"
+                                  + ("" if r.verdict is None else
+                                     f" ± {1e2 * r.se:.2f} {r.verdict}"),
                                   "yes" if r.beats else "no"] for _, r in vp.iterrows()])]
         for metric, title, d in (("ne", "NE (lower is better)", 4),
                                  ("logloss", "LogLoss", 5),
@@ -254,7 +333,9 @@ def write_markdown(result: ReproduceResult, out: Path, meta: dict[str, Any]) -> 
                                  "lost to staleness", "recovered by SA", "share recovered"],
                                 [[r.snapshot, f"{1e2 * r.ah_fresh:+.2f}", f"{1e2 * r.ah:+.2f}",
                                   f"{1e2 * r.ah_sa:+.2f}", f"{1e2 * r.lost:+.2f}",
-                                  f"{1e2 * r.recovered:+.2f}",
+                                  f"{1e2 * r.recovered:+.2f}" + (
+                                      "" if r.verdict is None else
+                                      f" ± {1e2 * r.recovered_se:.2f} {r.verdict}"),
                                   "n/a" if math.isnan(r.share) else f"{r.share:.0%}"]
                                  for _, r in rec.iterrows()])]
     tu = _tuning(result)

@@ -228,6 +228,14 @@ def test_plain_baseline_recipe_and_the_students_vs_plain_table(cfg):
     assert list(vp.beats) == [False, True, True, True]
     assert vp.loc["wo", "diff"] == pytest.approx(-0.01)
     assert versus_plain(pd.DataFrame([r for r in rows if r["arm"] != "plain"])).empty
+    assert vp.verdict.isna().all()  # one seed: no verdict against the noise
+    # two seeds: w/o is behind plain on both (paired), AH ahead on one and behind on the other
+    two = rows + [dict(r, seed=1, auc=r["auc"] + (0.05 if r["arm"] != "ah" else 0.03))
+                  for r in rows]
+    v2 = versus_plain(pd.DataFrame(two)).set_index("arm")
+    assert v2.loc["wo", "verdict"] == "behind" and v2.loc["wo", "se"] == pytest.approx(0.0)
+    assert v2.loc["ah", "diff"] == pytest.approx(0.01) and v2.loc["ah", "verdict"] == "noise"
+    assert v2.loc["vanilla", "verdict"] == "ahead"
 
 
 def test_freshness_recovery_is_the_share_of_the_stale_loss_the_sa_gets_back():
@@ -247,4 +255,33 @@ def test_freshness_recovery_is_the_share_of_the_stale_loss_the_sa_gets_back():
     assert rec.loc["dcnv2@d2", "recovered"] == pytest.approx(0.005)
     assert rec.loc["dcnv2@d2", "share"] == pytest.approx(0.25)
     assert np.isnan(rec.loc["dcnv2@d3", "share"])  # the frozen FM lost nothing: no share
+    # both seeds got back the same 0.005: no spread, so it stands out of the noise
+    assert rec.loc["dcnv2@d2", "recovered_se"] == pytest.approx(0.0)
+    assert rec.loc["dcnv2@d2", "verdict"] == "ahead"
+    assert rec.loc["dcnv2@d3", "verdict"] == "behind"  # -0.005 on both seeds
     assert freshness_recovery(pd.DataFrame([r for r in rows if r["table"] == "main"])).empty
+
+
+def test_paired_steps_judge_each_step_against_the_spread_between_seeds():
+    from exfm.reproduce.report import paired_steps
+
+    # per seed (0, 1, 2): w/o, vanilla, AH, AH+SA. Seeds move every arm together (init, order),
+    # so a paired step is sharp even where the arms' own spread across seeds is wide.
+    seeds = {0: (0.60, 0.61, 0.630, 0.631), 1: (0.66, 0.67, 0.688, 0.689),
+             2: (0.63, 0.64, 0.661, 0.625)}
+    rows = [dict(table="main", fm="dcn", vm="fam", arm=arm, seed=s, reading=r, auc=v)
+            for s, vals in seeds.items() for arm, v in zip(("wo", "vanilla", "ah", "ah_sa"), vals)
+            for r in (1, 2)]
+    ps = paired_steps(pd.DataFrame(rows)).set_index("arm")
+    assert ps.loc["vanilla", "diff"] == pytest.approx(0.01)
+    assert ps.loc["vanilla", "verdict"] == "ahead"  # +0.01 on every seed: no spread
+    assert ps.loc["ah", "verdict"] == "ahead"  # +0.020, +0.018, +0.021
+    # AH+SA - AH: +0.001, +0.001, -0.036: mean -0.011, SE 0.0123 -> within the noise
+    assert ps.loc["ah_sa", "diff"] == pytest.approx(-0.034 / 3)
+    assert ps.loc["ah_sa", "verdict"] == "noise"
+    assert (ps.versus.tolist(), ps.seeds.tolist()) == (["wo", "vanilla", "ah"], [3, 3, 3])
+    # AH clearly below vanilla on every seed is behind
+    behind = [dict(r, auc=r["auc"] - 0.03) if r["arm"] == "ah" else r for r in rows]
+    assert paired_steps(pd.DataFrame(behind)).set_index("arm").loc["ah", "verdict"] == "behind"
+    # one seed: no spread to judge by
+    assert paired_steps(pd.DataFrame([r for r in rows if r["seed"] == 0])).empty
