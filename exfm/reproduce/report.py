@@ -58,6 +58,19 @@ STEPS = (("vanilla", "wo"), ("ah", "vanilla"), ("ah_sa", "ah"))  # the ordering'
 NOISE_SE = 2.0  # a step is ahead / behind when its mean is more than this many SE from 0
 
 
+def paired_verdict(diffs, mean: float | None = None, k: float = NOISE_SE
+                   ) -> tuple[float, str | None]:
+    """(standard error, verdict) of per-seed paired ``diffs``: ``ahead`` when ``mean`` (default
+    the diffs' mean) is more than k SE above 0, ``behind`` when more than k SE below, else
+    ``noise``; (NaN, None) with fewer than 2 seeds."""
+    d = pd.Series(diffs, dtype=float).dropna()
+    if len(d) < 2:
+        return float("nan"), None
+    m = float(d.mean()) if mean is None else mean
+    se = float(d.std(ddof=1)) / math.sqrt(len(d))
+    return se, "ahead" if m - k * se > 0 else "behind" if m + k * se < 0 else "noise"
+
+
 def paired_steps(df: pd.DataFrame, metric: str = "auc", k: float = NOISE_SE) -> pd.DataFrame:
     """Each step of the ordering (vanilla vs w/o, AH vs vanilla, AH+SA vs AH) per (fm, vm) of the
     main table, paired by seed: the per-seed difference of the two arms' means over readings
@@ -78,8 +91,8 @@ def paired_steps(df: pd.DataFrame, metric: str = "auc", k: float = NOISE_SE) -> 
             d = (g[a] - g[b]).dropna()
             if len(d) < 2:
                 continue
-            mean, se = float(d.mean()), float(d.std(ddof=1)) / math.sqrt(len(d))
-            verdict = "ahead" if mean - k * se > 0 else "behind" if mean + k * se < 0 else "noise"
+            mean = float(d.mean())
+            se, verdict = paired_verdict(d, mean, k)
             rows.append(dict(fm=fm, vm=vm, arm=a, versus=b, diff=mean, se=se, seeds=len(d),
                              verdict=verdict))
     return pd.DataFrame(rows, columns=cols)
@@ -101,10 +114,8 @@ def versus_plain(df: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
         for a in ARMS:
             if a in r and not math.isnan(r[a]):
                 d = r[a] - r[PLAIN]
-                ds = (per_seed.loc[(fm, vm)][a] - per_seed.loc[(fm, vm)][PLAIN]).dropna()
-                se = float(ds.std(ddof=1)) / math.sqrt(len(ds)) if len(ds) > 1 else float("nan")
-                verdict = (None if math.isnan(se) else "ahead" if d - NOISE_SE * se > 0
-                           else "behind" if d + NOISE_SE * se < 0 else "noise")
+                se, verdict = paired_verdict(per_seed.loc[(fm, vm)][a]
+                                             - per_seed.loc[(fm, vm)][PLAIN], d)
                 rows.append(dict(fm=fm, vm=vm, arm=a, student=r[a], plain=r[PLAIN], diff=d,
                                  beats=bool(d > 0), se=se, verdict=verdict))
     return pd.DataFrame(rows)
@@ -196,10 +207,8 @@ def freshness_recovery(df: pd.DataFrame) -> pd.DataFrame:
         lost, rec = ah_fresh - ah, ah_sa - ah
         arms = f[(f.fm == fm) & f.arm.isin(["ah", "ah_sa"])]
         per_seed = arms.groupby(["seed", "arm"]).auc.mean().unstack("arm")
-        d = (per_seed["ah_sa"] - per_seed["ah"]).dropna() if per_seed.shape[1] == 2 else []
-        se = float(d.std(ddof=1)) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
-        verdict = (None if math.isnan(se) else "ahead" if rec - NOISE_SE * se > 0
-                   else "behind" if rec + NOISE_SE * se < 0 else "noise")
+        se, verdict = paired_verdict(per_seed["ah_sa"] - per_seed["ah"]
+                                     if per_seed.shape[1] == 2 else [], rec)
         rows.append(dict(snapshot=fm, ah_fresh=ah_fresh, ah=ah, ah_sa=ah_sa, lost=lost,
                          recovered=rec, share=rec / lost if lost > 0 else float("nan"),
                          recovered_se=se, verdict=verdict))
