@@ -9,8 +9,11 @@ Airflow), with a local webhook (``http.server`` on 127.0.0.1) as the on-call end
   Ray head's CPUs), ``train_fm`` in the one-slot ``exfm_fm_chain``; one event per committed
   partition and snapshot with ``{day, uri, rows, digest, mlflow_run_id}`` (none for day 1's
   augmented partition, which DAS skipped: no FM before it);
-- the daily run's DeadlineAlert (``deadline.minutes`` 1): day 1 outlives it, and the triggerer's
-  callback posts the "deadline missed" alert to the webhook;
+- the daily run's DeadlineAlert (``deadline.minutes`` 1 after the run's logical date, so day 1's
+  deadline has passed when its run is created, however fast the machine runs the day): the
+  scheduler finds it missed while the run is running, and the triggerer's callback posts the
+  "deadline missed" alert to the webhook (the ``queued_at`` default's wiring is checked by
+  ``tests/dags/test_dagbag.py``);
 - a failing gate: day 2's data broken as ``exfm demo --break-day`` breaks it (a label all 0): its
   raw gate fails once (no retry), nothing downstream runs, the notifier's alert reaches the
   webhook with the gate's reason, and the champion, the FM versions and the FM lease are untouched.
@@ -57,7 +60,7 @@ def failing(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("failures")
     cfg = make_test_config(tmp, f"data.dir={tmp / 'data'}", *SETS, "fm.every_days=10",
                            "freshness.max_gap_days=1", "freshness.policy=degraded",
-                           "deadline.minutes=1",
+                           "deadline.minutes=1", "deadline.reference=logical_date",
                            f"oncall.webhook_url={hook.url}/hook")
     pipeline.data_dir(cfg)
     _start(cfg, ["s3", "mlflow", "ray", "airflow"])
@@ -180,10 +183,10 @@ def test_frozen_fm_alerts_and_degrades_then_a_broken_day_stops_at_its_gate(faili
     lease_before = (lease.version, lease.generation) if lease else None
     fm_before = {v.version for v in client.search_model_versions(f"name='{fm_model_name(cfg)}'")}
 
-    # the deadline (1 min after day 1's run was queued): the triggerer's alert reached the webhook
+    # the deadline (1 min after day 1's logical date): the triggerer's alert reached the webhook
     missed = _alerts("(dag run)", D1)
     assert missed and missed[0]["alert"]["reason"] == (
-        "DeadlineMissed: the daily run is not done 1 min after it was queued"), _HOOK[0].bodies
+        "DeadlineMissed: the daily run is not done 1 min after its logical date"), _HOOK[0].bodies
 
     # -- day 2 broken (as `exfm demo --break-day 2` breaks it): the raw gate stops the day -----
     assert "label set to 0" in break_day(cfg.data.dir, D2)
