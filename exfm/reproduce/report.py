@@ -151,12 +151,17 @@ def _fmt(mean: float, std: float, digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _points(diff: float, se: float, verdict: str | None) -> str:
+    """A difference in AUC points (x100), with "± SE verdict" when there is a verdict."""
+    return f"{1e2 * diff:+.2f}" + ("" if verdict is None else f" ± {1e2 * se:.2f} {verdict}")
+
+
 def _step_cell(ps: pd.DataFrame, fm: str, vm: str, arm: str) -> str:
     r = ps[(ps.fm == fm) & (ps.vm == vm) & (ps.arm == arm)]
     if r.empty:
         return "n/a"
     r = r.iloc[0]
-    return f"{1e2 * r['diff']:+.2f} ± {1e2 * r.se:.2f} {r.verdict}"
+    return _points(r["diff"], r.se, r.verdict)
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -315,9 +320,7 @@ def write_markdown(result: ReproduceResult, out: Path, meta: dict[str, Any]) -> 
                       _md_table(["FM", "VM", "student", "student AUC", "plain AUC",
                                  "student - plain (x100)", "beats plain"],
                                 [[r.fm, r.vm, ARM_LABEL[r.arm], f"{r.student:.4f}",
-                                  f"{r.plain:.4f}", f"{1e2 * r['diff']:+.2f}"
-                                  + ("" if r.verdict is None else
-                                     f" ± {1e2 * r.se:.2f} {r.verdict}"),
+                                  f"{r.plain:.4f}", _points(r["diff"], r.se, r.verdict),
                                   "yes" if r.beats else "no"] for _, r in vp.iterrows()])]
         for metric, title, d in (("ne", "NE (lower is better)", 4),
                                  ("logloss", "LogLoss", 5),
@@ -342,9 +345,7 @@ def write_markdown(result: ReproduceResult, out: Path, meta: dict[str, Any]) -> 
                                  "lost to staleness", "recovered by SA", "share recovered"],
                                 [[r.snapshot, f"{1e2 * r.ah_fresh:+.2f}", f"{1e2 * r.ah:+.2f}",
                                   f"{1e2 * r.ah_sa:+.2f}", f"{1e2 * r.lost:+.2f}",
-                                  f"{1e2 * r.recovered:+.2f}" + (
-                                      "" if r.verdict is None else
-                                      f" ± {1e2 * r.recovered_se:.2f} {r.verdict}"),
+                                  _points(r.recovered, r.recovered_se, r.verdict),
                                   "n/a" if math.isnan(r.share) else f"{r.share:.0%}"]
                                  for _, r in rec.iterrows()])]
     tu = _tuning(result)

@@ -229,7 +229,7 @@ def test_plain_baseline_recipe_and_the_students_vs_plain_table(cfg):
     assert vp.loc["wo", "diff"] == pytest.approx(-0.01)
     assert versus_plain(pd.DataFrame([r for r in rows if r["arm"] != "plain"])).empty
     assert vp.verdict.isna().all()  # one seed: no verdict against the noise
-    # two seeds: w/o is behind plain on both (paired), AH ahead on one and behind on the other
+    # two seeds: w/o is behind plain on both (paired), AH ahead on one and level on the other
     two = rows + [dict(r, seed=1, auc=r["auc"] + (0.05 if r["arm"] != "ah" else 0.03))
                   for r in rows]
     v2 = versus_plain(pd.DataFrame(two)).set_index("arm")
