@@ -29,7 +29,10 @@ class MLP(nn.Module):
         layers: list[nn.Module] = []
         d = in_dim
         for h in hidden:
-            layers += [nn.Linear(d, h), nn.ReLU()]
+            # in place: the Linear before it keeps its input, not its output, for backward, so
+            # the ReLU can overwrite that output (one (B, h) allocation less a layer, forward
+            # and inference; see docs/performance.md)
+            layers += [nn.Linear(d, h), nn.ReLU(inplace=True)]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             d = h
