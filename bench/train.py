@@ -237,15 +237,15 @@ def _best_of(rounds: list[dict]) -> list[dict]:
     return same
 
 
-def verdict(rows: list[dict], model: str) -> dict:
-    """exfm (default) against the plain loop and the faster peer on ``model``: ratios and the
-    targets of issue #18 (None where the comparison is missing)."""
-    get = lambda lib: next((r for r in rows if r["model"] == model and r["lib"] == lib), None)  # noqa: E731
-    ours, plain = get("exfm"), get("plain loop")
+def verdict(rows: list[dict], model: str, lib: str = "exfm") -> dict:
+    """exfm (default, or the variant row ``lib``) against the plain loop and the faster peer on
+    ``model``: ratios and the targets of issue #18 (None where the comparison is missing)."""
+    get = lambda name: next((r for r in rows if r["model"] == model and r["lib"] == name), None)  # noqa: E731
+    ours, plain = get(lib), get("plain loop")
     peers = [r for r in rows if r["model"] == model and r["lib"] not in ("plain loop",)
              and not r["lib"].startswith("exfm")]
     peer = max(peers, key=lambda r: r["examples_per_s"]) if peers else None
-    out: dict = {"model": model}
+    out: dict = {"model": model, "lib": lib}
     if ours is None:
         return out
     if peer is not None:
@@ -302,19 +302,22 @@ def same_model(args, small, scfg, train_path: Path, eval_path: Path, out: Path,
     print(f"\ntargets (exfm default): {TARGETS}")
     yes = lambda v: "-" if v is None else ("MET" if v else "NOT MET")  # noqa: E731
     targets = []
-    for model in ("DeepFM", "DCN"):
-        v = verdict(same, model)
-        targets.append(v)
-        if "train_vs_peer" in v:
-            print(f"{model:<7} train vs faster peer ({v['peer']}): {v['train_vs_peer']:.2f}x "
-                  f"{yes(v['train_vs_peer_met'])}")
-        else:
-            print(f"{model:<7} train vs faster peer: - (no bench/.venv-peers)")
-        if "train_vs_plain" in v:
-            print(f"{model:<7} train vs plain loop: {v['train_vs_plain']:.2f}x wall, "
-                  f"{v['train_vs_plain_cpu']:.2f}x CPU {yes(v['train_vs_plain_met'])}; "
-                  f"AUC - plain: {v['auc_minus_plain']:+.4f} {yes(v['auc_met'])}; "
-                  f"inference vs plain: {v['infer_vs_plain']:.2f}x {yes(v['infer_met'])}")
+    for lib, _ in variants:  # the default first: the targets are the default's; then variants
+        if lib != "exfm":
+            print(f"the same targets for the variant {lib}:")
+        for model in ("DeepFM", "DCN"):
+            v = verdict(same, model, lib)
+            targets.append(v)
+            if "train_vs_peer" in v:
+                print(f"{model:<7} train vs faster peer ({v['peer']}): {v['train_vs_peer']:.2f}x "
+                      f"{yes(v['train_vs_peer_met'])}")
+            else:
+                print(f"{model:<7} train vs faster peer: - (no bench/.venv-peers)")
+            if "train_vs_plain" in v:
+                print(f"{model:<7} train vs plain loop: {v['train_vs_plain']:.2f}x wall, "
+                      f"{v['train_vs_plain_cpu']:.2f}x CPU {yes(v['train_vs_plain_met'])}; "
+                      f"AUC - plain: {v['auc_minus_plain']:+.4f} {yes(v['auc_met'])}; "
+                      f"inference vs plain: {v['infer_vs_plain']:.2f}x {yes(v['infer_met'])}")
     return same, targets
 
 
@@ -332,7 +335,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--variant", action="append", default=None,
                    help="an extra exfm row in section 2: ';'-separated config overrides; may be "
                         "repeated; default models.cpu_amp=false (the DCN FM in fp32 on a bf16 "
-                        "CPU); '' = none")
+                        "CPU) and models.vm_cpu_amp=true (the DeepFM VM in bf16 there); '' = "
+                        "none")
     p.add_argument("--repeats", type=int, default=3, help="rounds of section 2 (best is kept)")
     p.add_argument("--fms", default="dcn,dcnv2,dmin,mtl")
     p.add_argument("--vms", default="fam,fmfam,deepfam,dlrm,two_tower")
@@ -342,7 +346,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default=str(HERE / "out"))
     args = p.parse_args(argv)
     if args.variant is None:
-        args.variant = ["models.cpu_amp=false"]
+        args.variant = ["models.cpu_amp=false", "models.vm_cpu_amp=true"]
     skip = set(filter(None, args.skip.split(",")))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

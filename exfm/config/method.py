@@ -141,6 +141,10 @@ class ModelsConfig(StrictModel):
         True, description="FM training on a CPU that computes bf16 natively (AVX512-BF16, AMX): "
         "bf16 autocast, weights and optimizer state stay fp32 (default FM: 2.9x rows per "
         "CPU-second, next-day AUC within 0.002 of fp32); no effect on other CPUs, VMs or DAS")
+    vm_cpu_amp: bool = Field(
+        False, description="VM training on a CPU that computes bf16 natively: bf16 autocast of "
+        "the VM's forward (losses, weights and optimizer state stay fp32); no effect on other "
+        "CPUs or on inference, which stays fp32")
     log_every: int = Field(50, ge=1, description="trainer: report every this many steps")
 
 

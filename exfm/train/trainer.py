@@ -242,11 +242,12 @@ def train_vm_day(model: nn.Module, table: pa.Table, schema: DatasetSchema, vm: V
         if sa is not None:  # Algorithm 1 (i)+(ii): SA step, then sg(p_SA) from the updated SA
             parts["loss/sa"], p_sa = student_adapter_step(sa, sa_opt, p_fm, y,
                                                           sa_context(m, batch, dcfg.sa_columns))
-        if serving_only:
-            z_s = model(batch).squeeze(-1)
-            z = (z_s, z_s.new_zeros(()), z_s.new_zeros(()))
-        else:
-            z = model(batch, gs=dcfg.gs)  # (iii) through __call__, so DDP syncs the gradients
+        with autocast(device, False, cpu=mcfg.vm_cpu_amp):
+            if serving_only:
+                z_s = model(batch).squeeze(-1).float()
+                z = (z_s, z_s.new_zeros(()), z_s.new_zeros(()))
+            else:  # (iii) through __call__, so DDP syncs the gradients
+                z = tuple(t.float() for t in model(batch, gs=dcfg.gs))
         loss, vm_parts = distillation_loss(mode, z, y, p_fm, p_sa, lw=dcfg.lw, ls=dcfg.ls,
                                            sa_weight=dcfg.sa_weight)
         for o in opts.values():

@@ -232,3 +232,23 @@ def test_das_predictor_counts_rows_through_the_fm_forward(tiny_schema, tiny_cfg,
     assert empty.num_rows == 0 and pred.forward_rows == 256
     meta = pa.table({"a": [1]}).replace_schema_metadata({FORWARD_ROWS_META: "7"})
     assert fm_forward_rows(meta) == 7 and fm_forward_rows(pa.table({"a": [1]})) is None
+
+
+@pytest.mark.parametrize("mode", ["none", "ah_sa"])
+@pytest.mark.parametrize("on", [False, True])
+def test_vm_cpu_amp_runs_the_vm_forward_in_bf16_only_when_set(monkeypatch, tiny_schema, tiny_cfg,
+                                                               tiny_table, mode, on):
+    import exfm.train.trainer as trainer
+
+    monkeypatch.setattr(trainer, "cpu_bf16_native", lambda: True)  # autocast also runs elsewhere
+    cfg = _with(tiny_cfg, vm_cpu_amp=on)
+    vm_cfg = VMConfig(name="v", model="deepfam", mode=mode)
+    vm = build_vm(vm_cfg, tiny_schema, cfg)
+    seen: list[torch.dtype] = []
+    vm.serving_head.net[0].register_forward_hook(lambda mod, i, out: seen.append(out.dtype))
+    w0 = vm.serving_head.net[0].weight.detach().clone()
+    res = train_vm_day(vm, tiny_table, tiny_schema, vm_cfg, cfg)  # it has fm_pred_click
+    assert seen and set(seen) == {torch.bfloat16 if on else torch.float32}
+    assert vm.serving_head.net[0].weight.dtype == torch.float32  # weights stay fp32
+    assert not torch.equal(vm.serving_head.net[0].weight, w0)  # and they learn
+    assert torch.isfinite(torch.tensor(res.metrics["loss/total"]))
