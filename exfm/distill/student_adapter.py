@@ -1,12 +1,16 @@
 """Student Adapter (SA, METHOD.md eq. 6): a small MLP from the FM's prediction to an adapted one,
 trained alone on the fresh true labels, one step per streaming batch (Algorithm 1 step i).
 
-Beyond the paper's eq. 6, the SA also sees cheap signals of how stale the FM is and where the row
-comes from (:func:`sa_context`): the freshness gap in days (``fm_age_days`` next to the FM's
-predictions; 1, a daily FM, when absent), the row's domain and stage (the VM's categorical
-inputs, when its slice spans several) and the dense columns named in
-``distillation.sa_columns`` that the VM reads (item age, where declared). They enter as an
+Beyond the paper's eq. 6, the SA also sees cheap signals of where the row comes from and how
+stale it is (:func:`sa_context`): the row's domain and stage (the VM's categorical inputs, when
+its slice spans several), the dense columns named in ``distillation.sa_columns`` that the VM reads
+(item age, where declared) and, with ``distillation.sa_freshness_gap``, the FM's freshness gap in
+days (``fm_age_days`` next to the FM's predictions; 1, a daily FM, when absent). They enter as an
 additive logit correction that starts at zero, so the SA still starts as the FM itself.
+
+The gap is off by default: a day's rows usually share one gap, so within a day it is a constant
+the SA cannot learn from, and a new day's gap is a value it has never seen (see docs/models.md,
+"Staleness", for what it cost on MovieLens).
 """
 
 from __future__ import annotations
@@ -55,10 +59,18 @@ class StudentAdapter(nn.Module):
             nn.init.zeros_(self.ctx.net[-1].bias)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """An SA saved without context weights (before the staleness signals) loads with its
-        context branch at the start: a zero correction."""
-        fresh = {k: v for k, v in self.state_dict().items() if k.startswith(("ctx.", "cats."))}
-        return super().load_state_dict({**fresh, **state_dict}, strict=strict, assign=assign)
+        """An SA saved without context weights (before the staleness signals), or with context
+        inputs of another shape (e.g. saved with ``sa_freshness_gap`` on, loaded with it off),
+        loads with its context branch at the start: a zero correction. The FM-logit part ``g``
+        must still match."""
+        ctx = ("ctx.", "cats.")
+        own = self.state_dict()
+        saved = {k: v for k, v in state_dict.items() if k.startswith(ctx)}
+        if any(k not in own or own[k].shape != v.shape for k, v in saved.items()):
+            saved = {}  # the context inputs changed: start that branch fresh
+        base = {k: v for k, v in state_dict.items() if not k.startswith(ctx)}
+        fresh = {k: v for k, v in own.items() if k.startswith(ctx)}
+        return super().load_state_dict({**base, **fresh, **saved}, strict=strict, assign=assign)
 
     def forward(self, p_fm: torch.Tensor, ctx: tuple[torch.Tensor, torch.Tensor] | None = None
                 ) -> torch.Tensor:
@@ -73,26 +85,30 @@ class StudentAdapter(nn.Module):
         return z.squeeze(-1)
 
 
-def sa_shape(model: nn.Module, columns: list[str]) -> dict:
-    """The :class:`StudentAdapter` keyword arguments that fit :func:`sa_context` of ``model``."""
+def sa_shape(model: nn.Module, columns: list[str], gap: bool = False) -> dict:
+    """The :class:`StudentAdapter` keyword arguments that fit :func:`sa_context` of ``model``
+    (same ``columns`` and ``gap``)."""
     from exfm.data.vocab import InputSchema
 
     s = model.schema
     cats = [c.capacity for c in s.categorical] if isinstance(s, InputSchema) else []
-    return {"n_dense": 1 + len([c for c in columns if c in s.dense]), "categories": cats}
+    return {"n_dense": int(gap) + len([c for c in columns if c in s.dense]), "categories": cats}
 
 
-def sa_context(model: nn.Module, batch: dict, columns: list[str]
+def sa_context(model: nn.Module, batch: dict, columns: list[str], gap: bool = False
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The SA's context of a VM ``batch``: dense (B, 1 + k) = [log1p(freshness gap in days),
-    the ``columns`` the VM reads], ids (B, K) = the VM's categorical inputs (domain, stage)."""
+    """The SA's context of a VM ``batch``: dense (B, [1 +] k) = [log1p(freshness gap in days)
+    when ``gap``, the ``columns`` the VM reads], ids (B, K) = the VM's categorical inputs
+    (domain, stage)."""
     from exfm.data.vocab import InputSchema
 
     s, sparse = model.schema, batch["sparse"]
     B = sparse.shape[0]
-    age = batch.get("fm_age")
-    gap = (age if age is not None else torch.ones(B, device=sparse.device)).float()
-    dense = [torch.log1p(gap.clamp(min=0)).unsqueeze(1)]
+    dense = [sparse.new_zeros((B, 0), dtype=torch.float32)]
+    if gap:
+        age = batch.get("fm_age")
+        days = (age if age is not None else torch.ones(B, device=sparse.device)).float()
+        dense.append(torch.log1p(days.clamp(min=0)).unsqueeze(1))
     idx = [s.dense.index(c) for c in columns if c in s.dense]
     if idx:
         dense.append(batch["dense"][:, idx])

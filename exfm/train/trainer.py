@@ -221,7 +221,7 @@ def train_vm_day(model: nn.Module, table: pa.Table, schema: DatasetSchema, vm: V
     if mode == "ah_sa":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(mcfg.seed)
-            sa = StudentAdapter(dcfg.sa_hidden, **sa_shape(m, dcfg.sa_columns))
+            sa = StudentAdapter(dcfg.sa_hidden, **sa_shape(m, dcfg.sa_columns, dcfg.sa_freshness_gap))
         sa.to(device)
         sa_opt = torch.optim.Adam(sa.parameters(), lr=dcfg.sa_lr)
         if state.get("sa") is not None:
@@ -241,7 +241,8 @@ def train_vm_day(model: nn.Module, table: pa.Table, schema: DatasetSchema, vm: V
         parts: dict[str, torch.Tensor] = {}
         if sa is not None:  # Algorithm 1 (i)+(ii): SA step, then sg(p_SA) from the updated SA
             parts["loss/sa"], p_sa = student_adapter_step(sa, sa_opt, p_fm, y,
-                                                          sa_context(m, batch, dcfg.sa_columns))
+                                                          sa_context(m, batch, dcfg.sa_columns,
+                                                                     dcfg.sa_freshness_gap))
         with autocast(device, False, cpu=mcfg.vm_cpu_amp):
             if serving_only:
                 z_s = model(batch).squeeze(-1).float()

@@ -30,15 +30,21 @@ def test_context_holds_gap_declared_columns_and_domain(tiny_schema, tiny_cfg, ta
     vm = build_vm(VMConfig(name="v", model="fam", task="click"), tiny_schema, tiny_cfg)
     batch = next(TableTensors.from_table(t, vm.schema, ["click"]).batches(64))
     assert torch.all(batch["fm_age"] == 3)
-    dense, ids = sa_context(vm, batch, ["price", "not_a_column"])
+    dense, ids = sa_context(vm, batch, ["price", "not_a_column"], gap=True)
     assert dense.shape == (64, 2) and ids.shape == (64, 1)
     assert torch.allclose(dense[:, 0], torch.log1p(torch.tensor(3.0)).expand(64))
     assert len(set(ids[:, 0].tolist())) == 2  # d0 and d1 are different ids
-    assert sa_shape(vm, ["price", "not_a_column"]) == {"n_dense": 2, "categories": [64]}
+    assert sa_shape(vm, ["price", "not_a_column"], gap=True) == {"n_dense": 2,
+                                                                 "categories": [64]}
+    # the default (distillation.sa_freshness_gap off): no gap column, the declared one only
+    dense0, _ = sa_context(vm, batch, ["price"])
+    assert dense0.shape == (64, 1) and torch.equal(dense0, dense[:, 1:])
+    assert sa_shape(vm, ["price"]) == {"n_dense": 1, "categories": [64]}
+    assert sa_context(vm, batch, [])[0].shape == (64, 0)
     # without the age column the gap is 1 (a daily FM)
     plain = TableTensors.from_table(t.drop([FM_AGE_COLUMN]), vm.schema, ["click"])
     assert plain.fm_age is None
-    d2, _ = sa_context(vm, next(plain.batches(8)), [])
+    d2, _ = sa_context(vm, next(plain.batches(8)), [], gap=True)
     assert torch.allclose(d2[:, 0], torch.log1p(torch.tensor(1.0)).expand(8))
 
 
@@ -72,6 +78,24 @@ def test_an_sa_saved_without_context_still_loads():
         StudentAdapter(4).load_state_dict(old.state_dict())  # a real mismatch still fails
 
 
+def test_an_sa_saved_with_other_context_inputs_loads_with_that_branch_fresh():
+    # a VM's SA saved with the freshness gap (2 dense context inputs) and loaded with it off (1):
+    # the FM-logit part carries over, the context branch starts at a zero correction
+    torch.manual_seed(0)
+    old = StudentAdapter(8, n_dense=2, categories=[64])
+    with torch.no_grad():
+        for q in old.parameters():
+            q.add_(0.5)
+    new = StudentAdapter(8, n_dense=1, categories=[64])
+    new.load_state_dict(old.state_dict())
+    torch.testing.assert_close(new.g.net[0].weight, old.g.net[0].weight)
+    p, ids = torch.tensor([0.2, 0.6]), torch.tensor([[1], [2]])
+    torch.testing.assert_close(new(p, (torch.randn(2, 1), ids)), new(p))  # zero correction
+    bare = StudentAdapter(8)  # no context inputs at all: the saved branch is dropped
+    bare.load_state_dict(old.state_dict())
+    torch.testing.assert_close(bare(p), old(p, None))
+
+
 def test_das_writes_the_freshness_gap_per_row():
     # the DAG path (DAS) gives the SA the same signal as the offline path (with_fm_pred's age):
     # per row, the day minus the training day of the FM version that inferred it
@@ -98,5 +122,5 @@ def test_das_age_reaches_the_sa_context(tiny_schema, tiny_cfg, table_factory):
     vm = build_vm(VMConfig(name="v", model="fam", task="click"), tiny_schema, tiny_cfg)
     batch = next(TableTensors.from_table(t, vm.schema, ["click"]).batches(8))
     assert batch["fm_age"].tolist() == [3.0] * 4 + [1.0] * 4
-    dense, _ = sa_context(vm, batch, [])
+    dense, _ = sa_context(vm, batch, [], gap=True)
     assert torch.allclose(dense[:4, 0], torch.log1p(torch.tensor(3.0)).expand(4))
