@@ -162,13 +162,11 @@ class DistillationConfig(StrictModel):
     sa_lr: float = Field(1e-2, gt=0)
     sa_columns: list[str] = Field(
         default_factory=lambda: ["item_age"], description="dense columns the Student Adapter "
-        "also sees when the VM reads them (item age, where declared), next to the row's domain and "
-        "stage (and the freshness gap with sa_freshness_gap); [] = none")
+        "also sees when the VM reads them (item age, where declared), next to the freshness gap "
+        "(sa_freshness_gap) and the row's domain and stage; [] = none")
     sa_freshness_gap: bool = Field(
-        False, description="the Student Adapter also sees the FM's freshness gap in days "
-        "(fm_age_days). Off: a day's rows usually share one gap, a constant within the day that "
-        "the SA cannot learn from and a new value on each new day; worth turning on where one "
-        "day's rows come from FM snapshots of different ages")
+        True, description="the Student Adapter also sees the FM's freshness gap in days "
+        "(fm_age_days); false = not (docs/models.md, 'Staleness', has what each measured)")
     tune: bool = Field(
         True, description="AH and AH+SA VMs pick (gs, ls, lw) themselves on an earlier day, never "
         "the scored one: one fresh VM per candidate of tune_gs x tune_ls x tune_lw trains one "

@@ -1,16 +1,12 @@
 """Student Adapter (SA, METHOD.md eq. 6): a small MLP from the FM's prediction to an adapted one,
 trained alone on the fresh true labels, one step per streaming batch (Algorithm 1 step i).
 
-Beyond the paper's eq. 6, the SA also sees cheap signals of where the row comes from and how
-stale it is (:func:`sa_context`): the row's domain and stage (the VM's categorical inputs, when
-its slice spans several), the dense columns named in ``distillation.sa_columns`` that the VM reads
-(item age, where declared) and, with ``distillation.sa_freshness_gap``, the FM's freshness gap in
-days (``fm_age_days`` next to the FM's predictions; 1, a daily FM, when absent). They enter as an
+Beyond the paper's eq. 6, the SA also sees cheap signals of how stale the FM is and where the row
+comes from (:func:`sa_context`): the freshness gap in days (``fm_age_days`` next to the FM's
+predictions; 1, a daily FM, when absent; ``distillation.sa_freshness_gap``), the row's domain and
+stage (the VM's categorical inputs, when its slice spans several) and the dense columns named in
+``distillation.sa_columns`` that the VM reads (item age, where declared). They enter as an
 additive logit correction that starts at zero, so the SA still starts as the FM itself.
-
-The gap is off by default: a day's rows usually share one gap, so within a day it is a constant
-the SA cannot learn from, and a new day's gap is a value it has never seen (see docs/models.md,
-"Staleness", for what it cost on MovieLens).
 """
 
 from __future__ import annotations
@@ -85,7 +81,7 @@ class StudentAdapter(nn.Module):
         return z.squeeze(-1)
 
 
-def sa_shape(model: nn.Module, columns: list[str], gap: bool = False) -> dict:
+def sa_shape(model: nn.Module, columns: list[str], gap: bool = True) -> dict:
     """The :class:`StudentAdapter` keyword arguments that fit :func:`sa_context` of ``model``
     (same ``columns`` and ``gap``)."""
     from exfm.data.vocab import InputSchema
@@ -95,7 +91,7 @@ def sa_shape(model: nn.Module, columns: list[str], gap: bool = False) -> dict:
     return {"n_dense": int(gap) + len([c for c in columns if c in s.dense]), "categories": cats}
 
 
-def sa_context(model: nn.Module, batch: dict, columns: list[str], gap: bool = False
+def sa_context(model: nn.Module, batch: dict, columns: list[str], gap: bool = True
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """The SA's context of a VM ``batch``: dense (B, [1 +] k) = [log1p(freshness gap in days)
     when ``gap``, the ``columns`` the VM reads], ids (B, K) = the VM's categorical inputs

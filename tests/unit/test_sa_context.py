@@ -36,11 +36,11 @@ def test_context_holds_gap_declared_columns_and_domain(tiny_schema, tiny_cfg, ta
     assert len(set(ids[:, 0].tolist())) == 2  # d0 and d1 are different ids
     assert sa_shape(vm, ["price", "not_a_column"], gap=True) == {"n_dense": 2,
                                                                  "categories": [64]}
-    # the default (distillation.sa_freshness_gap off): no gap column, the declared one only
-    dense0, _ = sa_context(vm, batch, ["price"])
+    # distillation.sa_freshness_gap off: no gap column, the declared one only
+    dense0, _ = sa_context(vm, batch, ["price"], gap=False)
     assert dense0.shape == (64, 1) and torch.equal(dense0, dense[:, 1:])
-    assert sa_shape(vm, ["price"]) == {"n_dense": 1, "categories": [64]}
-    assert sa_context(vm, batch, [])[0].shape == (64, 0)
+    assert sa_shape(vm, ["price"], gap=False) == {"n_dense": 1, "categories": [64]}
+    assert sa_context(vm, batch, [], gap=False)[0].shape == (64, 0)
     # without the age column the gap is 1 (a daily FM)
     plain = TableTensors.from_table(t.drop([FM_AGE_COLUMN]), vm.schema, ["click"])
     assert plain.fm_age is None
@@ -79,7 +79,7 @@ def test_an_sa_saved_without_context_still_loads():
 
 
 def test_an_sa_saved_with_other_context_inputs_loads_with_that_branch_fresh():
-    # a VM's SA saved with the freshness gap (2 dense context inputs) and loaded with it off (1):
+    # a VM's SA saved with the freshness gap (2 dense context inputs), loaded with it off (1):
     # the FM-logit part carries over, the context branch starts at a zero correction
     torch.manual_seed(0)
     old = StudentAdapter(8, n_dense=2, categories=[64])
