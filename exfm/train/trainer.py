@@ -221,7 +221,8 @@ def train_vm_day(model: nn.Module, table: pa.Table, schema: DatasetSchema, vm: V
     if mode == "ah_sa":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(mcfg.seed)
-            sa = StudentAdapter(dcfg.sa_hidden, **sa_shape(m, dcfg.sa_columns, dcfg.sa_freshness_gap))
+            sa = StudentAdapter(dcfg.sa_hidden,
+                                **sa_shape(m, dcfg.sa_columns, dcfg.sa_freshness_gap))
         sa.to(device)
         sa_opt = torch.optim.Adam(sa.parameters(), lr=dcfg.sa_lr)
         if state.get("sa") is not None:
