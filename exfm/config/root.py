@@ -73,10 +73,12 @@ class ExfmConfig(StrictModel):
         folder)."""
         return Path(self.data.dir).expanduser().resolve()
 
-    def dump_for_children(self, exclude: dict | None = None) -> dict:
-        """``model_dump(mode="json")`` for a child process (Airflow task, Ray job) that loads it
-        from another working directory: ``state_dir`` and ``data.dir`` made absolute."""
-        data = self.model_dump(mode="json", exclude=exclude)
+    def dump_for_children(self, exclude: dict | None = None, mode: str = "json") -> dict:
+        """``model_dump(mode=mode)`` for a child process (Airflow task, Ray job) or a Ray worker
+        that loads it from another working directory (a Ray worker's is the head's): ``state_dir``
+        and ``data.dir`` made absolute. ``mode="python"`` keeps secrets as ``SecretStr`` (a dump
+        passed to a Ray task or actor in memory, never written)."""
+        data = self.model_dump(mode=mode, exclude=exclude)
         data["state_dir"], data["data"]["dir"] = str(self.state_path), str(self.data_path)
         return data
 

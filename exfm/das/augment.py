@@ -161,7 +161,7 @@ def infer_partition(cfg: ExfmConfig, m: Manifest, day: str, batch_delay_s: float
     gpu = cfg.ray.use_gpu
     out = ds.map_batches(
         FMPredictor,
-        fn_constructor_kwargs={"cfg_dump": cfg.model_dump(mode="python"), "day": day,
+        fn_constructor_kwargs={"cfg_dump": cfg.dump_for_children(mode="python"), "day": day,
                                "device": "cuda" if gpu else "cpu",
                                "batch_delay_s": batch_delay_s, "pinned": pinned},
         batch_format="pyarrow", batch_size=cfg.das.batch_size,

@@ -134,8 +134,8 @@ def run(cfg: ExfmConfig, day: str, row_log_dir: str | None = None) -> FMDayResul
     if row_log_dir:
         Path(row_log_dir).mkdir(parents=True, exist_ok=True)
     loop_config = {
-        "cfg": cfg.model_dump(mode="python"), "schema": schema.model_dump(mode="json"), "day": day,
-        "batch_size": bs, "chunk_rows": chunk,
+        "cfg": cfg.dump_for_children(mode="python"), "schema": schema.model_dump(mode="json"),
+        "day": day, "batch_size": bs, "chunk_rows": chunk,
         "warm_start": warm_ref, "warm_rows_seen": warm_rows, "row_log_dir": row_log_dir}
     fs = arrow_fs(cfg)
     trainer = TorchTrainer(

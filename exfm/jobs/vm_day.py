@@ -260,4 +260,4 @@ def run_on_ray(cfg: ExfmConfig, day: str, vm_name: str) -> VMDayResult:
     vm_config(cfg, vm_name)  # fail here, not after scheduling a task
     init_ray(cfg)
     task = ray.remote(_run_task).options(name=f"train_vm:{vm_name}:{day}", **task_options(cfg))
-    return VMDayResult(**ray.get(task.remote(cfg.model_dump(mode="python"), day, vm_name)))
+    return VMDayResult(**ray.get(task.remote(cfg.dump_for_children(mode="python"), day, vm_name)))

@@ -109,6 +109,21 @@ def test_augment_once_per_row_and_rerun_identical(stack_cfg, das_env):
     assert 0 < d0.num_rows < ROWS
 
 
+def test_a_driver_with_a_relative_state_dir_runs_das(stack_cfg, das_env, monkeypatch):
+    """`exfm das augment` from a checkout: the config's state_dir is relative (the default
+    `.exfm`), and the DAS actors run in the Ray head's working directory, not the driver's. They
+    must still find the stack's secrets (MLflow login) and lease store."""
+    from pathlib import Path
+
+    cfg = _cfg(stack_cfg, "relstate")
+    monkeypatch.chdir(stack_cfg.state_path.parent)
+    rel = cfg.model_copy(update={"state_dir": stack_cfg.state_path.name})
+    assert not Path(rel.state_dir).is_absolute() and rel.state_path == stack_cfg.state_path
+    v = _publish(rel, DAYS[0], seed=4)
+    res = augment_day(rel, DAYS[1], progress=lambda m: None)
+    assert res.status == "committed" and res.rows == ROWS and res.fm_version == v
+
+
 def test_das_infer_entrypoint_prints_result_and_logs(stack_cfg, das_env, tmp_path):
     from exfm.stack.services import config_dump_path
 

@@ -58,3 +58,23 @@ def test_missing_credentials_is_a_clear_error(tmp_path, monkeypatch):
     cfg = load_config(None, [f"state_dir={tmp_path}"], env={})
     with pytest.raises(ConfigError, match="exfm stack up"):
         cfg.s3_credentials()
+
+
+@pytest.mark.parametrize("mode", ["json", "python"])
+def test_a_dump_for_a_worker_elsewhere_has_absolute_paths(tmp_path, monkeypatch, mode):
+    from exfm.config import ExfmConfig
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["database.kind=postgres",
+                             "database.url=postgresql://u:pw@127.0.0.1:5432/exfm"], env={})
+    assert cfg.state_dir == ".exfm" and cfg.data.dir and not cfg.data.dir.startswith("/")
+    dump = cfg.dump_for_children(mode=mode)
+    assert dump["state_dir"] == str(tmp_path / ".exfm")
+    assert dump["data"]["dir"] == str((tmp_path / cfg.data.dir).resolve())
+    if mode == "python":  # a Ray task's or actor's config: it validates, with the secret intact
+        monkeypatch.chdir("/")
+        again = ExfmConfig.model_validate(dump)
+        assert again.state_path == tmp_path / ".exfm"
+        assert again.database.url.get_secret_value() == "postgresql://u:pw@127.0.0.1:5432/exfm"
+    else:  # a file for a child process: secrets masked
+        assert "pw" not in str(dump["database"]["url"])
