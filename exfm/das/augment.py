@@ -138,7 +138,8 @@ class FMPredictor:
         from exfm.train.trainer import autocast
 
         before = getattr(self, "forward_rows", 0)
-        with autocast(torch.device(self.device), self.cfg.models.amp):  # bf16 on CUDA only
+        # bf16 on CUDA (models.amp) and on CPUs that compute it natively (models.cpu_amp)
+        with autocast(torch.device(self.device), self.cfg.models.amp, cpu=self.cfg.models.cpu_amp):
             preds = predict_table(model, batch, device=self.device)
         batch = batch.append_column(FORWARD_ROWS_COL, pa.array(
             [self.forward_rows - before] + [0] * (batch.num_rows - 1), pa.int64())[:batch.num_rows])

@@ -253,3 +253,33 @@ def test_vm_cpu_amp_runs_the_vm_forward_in_bf16_only_when_set(monkeypatch, tiny_
     assert vm.serving_head.net[0].weight.dtype == torch.float32  # weights stay fp32
     assert not torch.equal(vm.serving_head.net[0].weight, w0)  # and they learn
     assert torch.isfinite(torch.tensor(res.metrics["loss/total"]))
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_das_infers_in_bf16_on_a_bf16_cpu_only_when_cpu_amp_is_set(monkeypatch, tiny_schema,
+                                                                    tiny_cfg, tiny_table, on):
+    import exfm.train.trainer as trainer
+    from exfm.das.augment import FMPredictor
+    from exfm.models import build_fm
+
+    # CPU autocast also runs (slowly) where bf16 is not native: the test holds on any CPU
+    monkeypatch.setattr(trainer, "cpu_bf16_native", lambda: True)
+    fm = build_fm(tiny_schema, None, tiny_cfg, "dcn")
+    seen: list[torch.dtype] = []
+    lin = next(m for m in fm.modules() if isinstance(m, nn.Linear))
+    lin.register_forward_hook(lambda mod, i, out: seen.append(out.dtype))
+    pred = object.__new__(FMPredictor)  # the __call__ path, without a registry or lease store
+    pred.cfg, pred.device, pred.batch_delay_s = _with(tiny_cfg, cpu_amp=on), "cpu", 0.0
+    pred._stop = __import__("threading").Event()
+
+    class _Loader:
+        def current(self):
+            return "1", fm
+
+    pred.loader = _Loader()
+    fm.register_forward_hook(pred._count)
+    out = pred(tiny_table.drop_columns([c for c in tiny_table.column_names
+                                        if c.startswith("fm_pred_")]))
+    assert seen and set(seen) == {torch.bfloat16 if on else torch.float32}
+    p = out.column("fm_pred_click").to_numpy()
+    assert out.schema.field("fm_pred_click").type == "float" and ((p > 0) & (p < 1)).all()
