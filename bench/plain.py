@@ -79,6 +79,35 @@ class PlainCTR(nn.Module):
         return self.out(torch.cat([x, self.dnn(x0)], dim=1)).squeeze(1)
 
 
+def tower_ceiling(width: int, hidden: list[int], *, batch: int = 4096, steps: int = 30,
+                  bf16: bool = False, seed: int = 0) -> float:
+    """Rows/s of the DNN tower alone (``width`` -> ``hidden`` -> 1, Linear + ReLU), forward and
+    backward at ``batch`` on random input: no embeddings, no loss terms, no optimizer. Every
+    library's DeepFM or DCN of these sizes runs these GEMMs each step, so no trainer of them can
+    go faster than this on this CPU (in fp32; ``bf16``: under CPU bf16 autocast)."""
+    torch.manual_seed(seed)
+    layers, d = [], width
+    for h in hidden:
+        layers += [nn.Linear(d, h), nn.ReLU()]
+        d = h
+    tower = nn.Sequential(*layers, nn.Linear(d, 1))
+    x = torch.randn(batch, width, requires_grad=True)
+    ctx = (torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu",
+                                                                                    enabled=False))
+
+    def step():
+        with ctx:
+            z = tower(x)
+        z.float().sum().backward()
+
+    for _ in range(3):  # warm-up: oneDNN primitives, allocator
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch / (time.perf_counter() - t0)
+
+
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 

@@ -268,7 +268,7 @@ def same_model(args, small, scfg, train_path: Path, eval_path: Path, out: Path,
     """Section 2: exfm, the plain loop and the peers on DeepFM and DCN, interleaved rounds."""
     import pyarrow.parquet as pq
 
-    from plain import run_plain
+    from plain import run_plain, tower_ceiling
 
     print(f"\n== same model, same data: DeepFM and DCN (emb 16, DNN [256,128], 3 cross), "
           f"{args.rows:,} rows, best of {args.repeats} interleaved rounds ==")
@@ -299,6 +299,25 @@ def same_model(args, small, scfg, train_path: Path, eval_path: Path, out: Path,
         print(f"{r['lib']:<38}{r['model']:<8}{r['examples_per_s']:>10,.0f}{med:>9,.0f}"
               f"{r['examples_per_cpu_s']:>10,.0f}{(f'{inf:,.0f}' if inf else '-'):>11}"
               f"{r['auc']:>8.4f}")
+    ids = id_schema(small)
+    width = len(ids.sparse) * SAME["embed_dim"] + len(ids.dense)
+    ceiling = {prec: tower_ceiling(width, SAME["hidden"], batch=args.batch, bf16=prec == "bf16")
+               for prec in ("fp32", "bf16")}
+    peer = max((r["examples_per_s"] for r in same if r["model"] == "DeepFM"
+                and r["lib"] in ("deepctr-torch", "fuxictr")), default=None)
+    print(f"\nthe DNN tower alone ({width} -> {' -> '.join(map(str, SAME['hidden']))} -> 1, "
+          f"forward + backward at batch {args.batch}, no embeddings, no optimizer): "
+          f"{ceiling['fp32']:,.0f} ex/s in fp32, {ceiling['bf16']:,.0f} in bf16 autocast; no "
+          "trainer of these sizes runs faster than its precision's figure on this CPU"
+          + (f"; 1.6x the faster peer on DeepFM is {1.6 * peer:,.0f} ex/s" if peer else ""))
+    ours = next((r for r in same if r["model"] == "DeepFM" and r["lib"] == "exfm"), None)
+    if ours and peer:  # where a DeepFM row's time goes, and what the peer target leaves
+        us = lambda rate: 1e6 / rate  # noqa: E731 - microseconds per row
+        print(f"exfm DeepFM: {us(ours['examples_per_s']):.2f} us/row, of which the tower's GEMMs "
+              f"take at least {us(ceiling['fp32']):.2f} in fp32; 1.6x the faster peer needs "
+              f"{us(1.6 * peer):.2f} us/row, leaving "
+              f"{us(1.6 * peer) - us(ceiling['fp32']):.2f} for what the step does besides the "
+              f"tower (now {us(ours['examples_per_s']) - us(ceiling['fp32']):.2f})")
     print(f"\ntargets (exfm default): {TARGETS}")
     yes = lambda v: "-" if v is None else ("MET" if v else "NOT MET")  # noqa: E731
     targets = []
@@ -318,7 +337,7 @@ def same_model(args, small, scfg, train_path: Path, eval_path: Path, out: Path,
                       f"{v['train_vs_plain_cpu']:.2f}x CPU {yes(v['train_vs_plain_met'])}; "
                       f"AUC - plain: {v['auc_minus_plain']:+.4f} {yes(v['auc_met'])}; "
                       f"inference vs plain: {v['infer_vs_plain']:.2f}x {yes(v['infer_met'])}")
-    return same, targets
+    return same, targets, ceiling
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -337,6 +356,9 @@ def main(argv: list[str] | None = None) -> dict:
                         "repeated; default models.cpu_amp=false (the DCN FM in fp32 on a bf16 "
                         "CPU) and models.vm_cpu_amp=true (the DeepFM VM in bf16 there); '' = "
                         "none")
+    p.add_argument("--zoo-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for section 1 only, e.g. models.vm_cpu_amp=true or "
+                        "models.batch_size=512 (the VMs' default batch); may be repeated")
     p.add_argument("--repeats", type=int, default=3, help="rounds of section 2 (best is kept)")
     p.add_argument("--fms", default="dcn,dcnv2,dmin,mtl")
     p.add_argument("--vms", default="fam,fmfam,deepfam,dlrm,two_tower")
@@ -362,7 +384,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"torch {torch.__version__}, load average {load:.1f} on {os.cpu_count()} cores, "
           f"native CPU bf16 (models.cpu_amp applies): {cpu_bf16_native()}")
     schema, (train_path, eval_path) = make_data(args, out)
-    cfg = bench_config(args)
+    cfg = bench_config(args, *args.zoo_set)
     report: dict = {"args": vars(args), "load_average_start": load, "zoo": [], "same": []}
 
     if "zoo" not in skip:
@@ -371,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict:
         zoo_path = out / "train_zoo.parquet"
         pq.write_table(pq.read_table(train_path).slice(0, args.zoo_rows), zoo_path)
         print(f"\n== exfm model zoo at default sizes, {args.zoo_rows:,} rows (plain trainer on a "
-              "Parquet file) ==")
+              f"Parquet file){', ' + ' '.join(args.zoo_set) if args.zoo_set else ''} ==")
         print(f"{'model':<12}{'role':<5}{'params':>11}{'ex/s':>10}{'auc':>8}")
         for role, kinds in (("fm", args.fms), ("vm", args.vms)):
             for kind in filter(None, kinds.split(",")):
@@ -383,8 +405,8 @@ def main(argv: list[str] | None = None) -> dict:
     small = same_model_schema(schema)
     scfg = bench_config(args, *scfg_sets())
     if "same" not in skip:
-        report["same"], report["targets"] = same_model(args, small, scfg, train_path, eval_path,
-                                                       out, skip)
+        report["same"], report["targets"], report["tower_ceiling"] = same_model(
+            args, small, scfg, train_path, eval_path, out, skip)
     if "ray" not in skip:
         print(f"\n== Ray Train (1 worker, local Ray) vs the plain trainer: FM {args.ray_fm}, "
               "same-model sizes and data ==")
