@@ -202,26 +202,39 @@ def test_iter_tables_rejects_a_bad_chunk_size(tmp_path, tiny_table):
         next(iter_tables(tmp_path / "d.parquet", 0))
 
 
-def test_das_predictor_counts_rows_through_the_fm_forward(tiny_schema, tiny_cfg, tiny_table):
-    import pyarrow as pa
+def _predictor(cfg, fm, version: str = "1"):
+    """A DAS ``FMPredictor`` serving ``fm`` as ``version``: its ``__call__`` path, without a
+    registry or lease store, counting rows through the FM's forward."""
+    import threading
 
-    from exfm.das.augment import (FORWARD_ROWS_COL, FORWARD_ROWS_META, FMPredictor,
-                                  fm_forward_rows)
-    from exfm.models import build_fm
+    from exfm.das.augment import FMPredictor
 
-    fm = build_fm(tiny_schema, None, tiny_cfg, "dcn")
-    pred = object.__new__(FMPredictor)  # the __call__ path, without a registry or lease store
-    pred.cfg, pred.device, pred.batch_delay_s = tiny_cfg, "cpu", 0.0
-    pred._stop = __import__("threading").Event()
+    pred = object.__new__(FMPredictor)
+    pred.cfg, pred.device, pred.batch_delay_s = cfg, "cpu", 0.0
+    pred._stop = threading.Event()
 
     class _Loader:
         def current(self):
-            return "3", fm
+            return version, fm
 
     pred.loader = _Loader()
     fm.register_forward_hook(pred._count)
-    batch = tiny_table.drop_columns([c for c in tiny_table.column_names
-                                     if c.startswith("fm_pred_")])
+    return pred
+
+
+def _without_fm_pred(table):
+    return table.drop_columns([c for c in table.column_names if c.startswith("fm_pred_")])
+
+
+def test_das_predictor_counts_rows_through_the_fm_forward(tiny_schema, tiny_cfg, tiny_table):
+    import pyarrow as pa
+
+    from exfm.das.augment import FORWARD_ROWS_COL, FORWARD_ROWS_META, fm_forward_rows
+    from exfm.models import build_fm
+
+    fm = build_fm(tiny_schema, None, tiny_cfg, "dcn")
+    pred = _predictor(tiny_cfg, fm, "3")
+    batch = _without_fm_pred(tiny_table)
     out1 = pred(batch.slice(0, 100))
     out2 = pred(batch.slice(100, 156))
     assert pred.forward_rows == 256
@@ -259,7 +272,6 @@ def test_vm_cpu_amp_runs_the_vm_forward_in_bf16_only_when_set(monkeypatch, tiny_
 def test_das_infers_in_bf16_on_a_bf16_cpu_only_when_cpu_amp_is_set(monkeypatch, tiny_schema,
                                                                     tiny_cfg, tiny_table, on):
     import exfm.train.trainer as trainer
-    from exfm.das.augment import FMPredictor
     from exfm.models import build_fm
 
     # CPU autocast also runs (slowly) where bf16 is not native: the test holds on any CPU
@@ -268,18 +280,7 @@ def test_das_infers_in_bf16_on_a_bf16_cpu_only_when_cpu_amp_is_set(monkeypatch, 
     seen: list[torch.dtype] = []
     lin = next(m for m in fm.modules() if isinstance(m, nn.Linear))
     lin.register_forward_hook(lambda mod, i, out: seen.append(out.dtype))
-    pred = object.__new__(FMPredictor)  # the __call__ path, without a registry or lease store
-    pred.cfg, pred.device, pred.batch_delay_s = _with(tiny_cfg, cpu_amp=on), "cpu", 0.0
-    pred._stop = __import__("threading").Event()
-
-    class _Loader:
-        def current(self):
-            return "1", fm
-
-    pred.loader = _Loader()
-    fm.register_forward_hook(pred._count)
-    out = pred(tiny_table.drop_columns([c for c in tiny_table.column_names
-                                        if c.startswith("fm_pred_")]))
+    out = _predictor(_with(tiny_cfg, cpu_amp=on), fm)(_without_fm_pred(tiny_table))
     assert seen and set(seen) == {torch.bfloat16 if on else torch.float32}
     p = out.column("fm_pred_click").to_numpy()
     assert out.schema.field("fm_pred_click").type == "float" and ((p > 0) & (p < 1)).all()
