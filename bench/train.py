@@ -237,14 +237,18 @@ def _best_of(rounds: list[dict]) -> list[dict]:
     return same
 
 
+def faster_peer(rows: list[dict], model: str) -> dict | None:
+    """The fastest public peer's row on ``model`` (neither exfm nor the plain loop), or None."""
+    peers = [r for r in rows if r["model"] == model and r["lib"] != "plain loop"
+             and not r["lib"].startswith("exfm")]
+    return max(peers, key=lambda r: r["examples_per_s"]) if peers else None
+
+
 def verdict(rows: list[dict], model: str, lib: str = "exfm") -> dict:
     """exfm (default, or the variant row ``lib``) against the plain loop and the faster peer on
     ``model``: ratios and the targets of issue #18 (None where the comparison is missing)."""
     get = lambda name: next((r for r in rows if r["model"] == model and r["lib"] == name), None)  # noqa: E731
-    ours, plain = get(lib), get("plain loop")
-    peers = [r for r in rows if r["model"] == model and r["lib"] not in ("plain loop",)
-             and not r["lib"].startswith("exfm")]
-    peer = max(peers, key=lambda r: r["examples_per_s"]) if peers else None
+    ours, plain, peer = get(lib), get("plain loop"), faster_peer(rows, model)
     out: dict = {"model": model, "lib": lib}
     if ours is None:
         return out
@@ -303,8 +307,7 @@ def same_model(args, small, scfg, train_path: Path, eval_path: Path, out: Path,
     width = len(ids.sparse) * SAME["embed_dim"] + len(ids.dense)
     ceiling = {prec: tower_ceiling(width, SAME["hidden"], batch=args.batch, bf16=prec == "bf16")
                for prec in ("fp32", "bf16")}
-    peer = max((r["examples_per_s"] for r in same if r["model"] == "DeepFM"
-                and r["lib"] in ("deepctr-torch", "fuxictr")), default=None)
+    peer = (faster_peer(same, "DeepFM") or {}).get("examples_per_s")
     print(f"\nthe DNN tower alone ({width} -> {' -> '.join(map(str, SAME['hidden']))} -> 1, "
           f"forward + backward at batch {args.batch}, no embeddings, no optimizer): "
           f"{ceiling['fp32']:,.0f} ex/s in fp32, {ceiling['bf16']:,.0f} in bf16 autocast; no "
