@@ -46,12 +46,30 @@ def init_ray(cfg: ExfmConfig) -> None:
     configured one when run by hand or in-process. A no-op when Ray is already initialised."""
     # a client on the head's host must not rewrite 127.0.0.1 to the host IP (PITFALLS: Ray)
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if "RAY_ADDRESS" not in os.environ:
+        _embedded_ray_auth(cfg)
     import ray
 
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS") or cfg.ray_address
     ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
+
+
+def _embedded_ray_auth(cfg: ExfmConfig) -> None:
+    """A driver run by hand (``exfm das augment``, not a submitted job, which inherits it) joins
+    the embedded head with the token `exfm stack up` generated, unless the env already names one:
+    without it every GCS call fails with ``InvalidAuthToken`` and ``ray.init`` gives up after
+    about 20 s with a bare ``ConnectionError``."""
+    from exfm.compute.submit import is_local
+    from exfm.config.root import read_state_secrets
+
+    if os.environ.get("RAY_AUTH_TOKEN") or not is_local(cfg):
+        return
+    token = read_state_secrets(cfg.state_path).get("ray_auth_token")
+    if token:
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN"] = token
 
 
 def main_guard(fn) -> None:

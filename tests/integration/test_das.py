@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 # read by Ray at import: a driver on the head's host must keep 127.0.0.1 (PITFALLS: Ray)
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -113,8 +114,6 @@ def test_a_driver_with_a_relative_state_dir_runs_das(stack_cfg, das_env, monkeyp
     """`exfm das augment` from a checkout: the config's state_dir is relative (the default
     `.exfm`), and the DAS actors run in the Ray head's working directory, not the driver's. They
     must still find the stack's secrets (MLflow login) and lease store."""
-    from pathlib import Path
-
     cfg = _cfg(stack_cfg, "relstate")
     monkeypatch.chdir(stack_cfg.state_path.parent)
     rel = cfg.model_copy(update={"state_dir": stack_cfg.state_path.name})
@@ -122,6 +121,25 @@ def test_a_driver_with_a_relative_state_dir_runs_das(stack_cfg, das_env, monkeyp
     v = _publish(rel, DAYS[0], seed=4)
     res = augment_day(rel, DAYS[1], progress=lambda m: None)
     assert res.status == "committed" and res.rows == ROWS and res.fm_version == v
+
+
+def test_exfm_das_augment_from_a_shell_without_the_stack_env(stack_cfg, das_env):
+    """`exfm das augment` typed in a shell that never ran `exfm stack env`: no RAY_AUTH_TOKEN,
+    RAY_ADDRESS or MLflow login in the environment. The driver joins the embedded head with the
+    token from the stack's secrets file (without it: InvalidAuthToken, then ConnectionError)."""
+    from exfm.stack.services import config_dump_path
+
+    cfg = _cfg(stack_cfg, "cli")
+    v = _publish(cfg, DAYS[0], seed=6)
+    env = {k: val for k, val in os.environ.items()
+           if not k.startswith(("RAY_", "MLFLOW_", "AWS_", "EXFM_"))}
+    argv = [str(Path(sys.executable).with_name("exfm")), "das", "augment", "--day", DAYS[1],
+            "--config", str(config_dump_path(stack_cfg)), "--set", "das.fm_model=exfm-fm-cli",
+            "--set", "das.batch_size=100"]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["status"] == "committed" and out["rows"] == ROWS and out["fm_version"] == v
 
 
 def test_das_infer_entrypoint_prints_result_and_logs(stack_cfg, das_env, tmp_path):
