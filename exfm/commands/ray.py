@@ -118,4 +118,6 @@ def status(submission_id: str | None, config_path: str | None, overrides: tuple[
     jobs = [client.get_job_info(submission_id)] if submission_id else client.list_jobs()
     for j in jobs:
         first = (j.message or "").splitlines()[:1]
-        click.echo(f"{j.submission_id}\t{j.status.value}\t{first[0][:100] if first else ''}")
+        # a driver that joined the cluster itself (`exfm das augment`) has no submission id
+        name = j.submission_id or f"(driver {j.job_id}, {getattr(j.type, 'value', j.type)})"
+        click.echo(f"{name}\t{j.status.value}\t{first[0][:100] if first else ''}")

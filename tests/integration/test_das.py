@@ -140,6 +140,12 @@ def test_exfm_das_augment_from_a_shell_without_the_stack_env(stack_cfg, das_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["status"] == "committed" and out["rows"] == ROWS and out["fm_version"] == v
+    # `exfm ray status` lists that driver by its job id (it has no submission id)
+    argv = [argv[0], "ray", "status", "--config", str(config_dump_path(stack_cfg))]
+    lines = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120,
+                           check=True).stdout.splitlines()
+    names = [line.split("\t")[0] for line in lines]
+    assert "None" not in names and any(n.startswith("(driver ") for n in names), lines
 
 
 def test_das_infer_entrypoint_prints_result_and_logs(stack_cfg, das_env, tmp_path):
