@@ -109,11 +109,18 @@ def _day() -> str:
 
 
 def _submission_id(step: str, suffix: str | None = None) -> str:
+    """The Ray job id of this task's step: the same for every try of one run of the day (a retry
+    re-attaches to its job, or takes its result if it succeeded), a new one each time the day is
+    cleared (``airflow tasks clear`` bumps the run's ``clear_number``), so a cleared day runs its
+    jobs again instead of returning the results of the run it replaces."""
     ctx = get_current_context()
     ti = ctx["ti"]
     from exfm.pipeline import safe_submission_id
 
-    return safe_submission_id("exfm", ti.dag_id, ctx["dag_run"].run_id, step, suffix)
+    run = ctx["dag_run"]
+    cleared = getattr(run, "clear_number", 0) or 0
+    return safe_submission_id("exfm", ti.dag_id, run.run_id, f"c{cleared}" if cleared else None,
+                              step, suffix)
 
 
 def _cfg():

@@ -23,7 +23,8 @@ from exfm.validation.result import GateFailed  # what a refusing gate raises (ch
 
 __all__ = ["pipeline_config", "write_resolved_config", "data_dir", "land", "gate_raw", "bless_fm",
            "train_fm", "augment", "gate_augmented", "train_vm", "promote", "report", "run_day",
-           "safe_submission_id", "schedule_window", "day_has_data", "docs_links", "DAY_FORMAT",
+           "safe_submission_id", "step_submission_id", "schedule_window", "day_has_data",
+           "docs_links", "DAY_FORMAT",
            "GateFailed", "asset_extra"]
 DAY_FORMAT = "%Y-%m-%d"
 
@@ -214,7 +215,7 @@ def train_fm(cfg: ExfmConfig, day: str, submission_id: str | None = None,
     warm = fm_warm_start(cfg, day)  # ChainError naming the day to run first, before submitting
     log(f"FM {day}: warm start from {'v' + warm if warm else 'scratch (first day of the chain)'}")
     ensure_experiments(cfg)
-    return _job(cfg, "train_fm", day, submission_id or f"exfm-fm-{day}", log=log)
+    return _job(cfg, "train_fm", day, submission_id or step_submission_id("fm", day), log=log)
 
 
 def augment(cfg: ExfmConfig, day: str, submission_id: str | None = None,
@@ -234,7 +235,7 @@ def augment(cfg: ExfmConfig, day: str, submission_id: str | None = None,
         log(f"DAS {day}: no FM snapshot trained before {day}; VMs train WITHOUT FM today "
             "(MLflow run das-{day} tagged status=skipped_no_fm)")
         return {"day": day, "skipped": True, "fm_version": None}
-    return _job(cfg, "das_infer", day, submission_id or f"exfm-das-{day}", log=log)
+    return _job(cfg, "das_infer", day, submission_id or step_submission_id("das", day), log=log)
 
 
 def _record_no_fm(cfg: ExfmConfig, day: str) -> None:
@@ -258,7 +259,7 @@ def train_vm(cfg: ExfmConfig, day: str, vm: str, submission_id: str | None = Non
     from exfm.registry.chain import supersede_day
 
     vm_config(cfg, vm)  # fail before submitting
-    out = _job(cfg, "train_vm", day, submission_id or f"exfm-vm-{vm}-{day}",
+    out = _job(cfg, "train_vm", day, submission_id or step_submission_id("vm", day, vm),
                extra=["--vm", vm], log=log)
     for arm in (out.get("arms") or {}).values():  # a re-run of the day replaces its versions
         if arm.get("registered") and arm.get("version") and not arm.get("reused"):
@@ -268,15 +269,28 @@ def train_vm(cfg: ExfmConfig, day: str, vm: str, submission_id: str | None = Non
     return out
 
 
-def run_day(cfg: ExfmConfig, day: str, log: Callable[[str], None] = print) -> dict:
-    """The whole day without Airflow (``exfm run-day``): same steps, same order."""
+def step_submission_id(step: str, day: str, vm: str | None = None,
+                       run_tag: str | None = None) -> str:
+    """The Ray job id of a step run outside Airflow: ``exfm-fm-D``, ``exfm-das-D``,
+    ``exfm-vm-<vm>-D``, with ``_<run_tag>`` when given. ``exfm run-day`` tags each invocation,
+    so running a day again runs its jobs again (an id that already SUCCEEDED would return that
+    job's result: right for the DAG's retries, wrong for a user re-running a day by hand)."""
+    base = {"fm": f"exfm-fm-{day}", "das": f"exfm-das-{day}", "vm": f"exfm-vm-{vm}-{day}"}[step]
+    return safe_submission_id(base, run_tag)
+
+
+def run_day(cfg: ExfmConfig, day: str, log: Callable[[str], None] = print,
+            run_tag: str | None = None) -> dict:
+    """The whole day without Airflow (``exfm run-day``): same steps, same order. ``run_tag``
+    names this run in the Ray jobs' ids (:func:`step_submission_id`)."""
     out: dict = {"day": day, "land": land(cfg, day, log)}
     out["gate_raw"] = gate_raw(cfg, day, log)
     out["bless_fm"] = bless_fm(cfg, day, log)
-    out["augment"] = augment(cfg, day, log=log)
+    out["augment"] = augment(cfg, day, step_submission_id("das", day, run_tag=run_tag), log=log)
     out["gate_augmented"] = gate_augmented(cfg, day, log, augmented=out["augment"])
-    out["fm"] = train_fm(cfg, day, log=log)
-    out["vms"] = {v.name: train_vm(cfg, day, v.name, log=log) for v in cfg.vms}
+    out["fm"] = train_fm(cfg, day, step_submission_id("fm", day, run_tag=run_tag), log=log)
+    out["vms"] = {v.name: train_vm(cfg, day, v.name, step_submission_id("vm", day, v.name, run_tag),
+                                   log=log) for v in cfg.vms}
     out["promote"] = promote(cfg, day, log)
     out["report"] = report(cfg, day, docs_links(out["gate_raw"], out["gate_augmented"]), log)
     return out

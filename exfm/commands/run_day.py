@@ -25,15 +25,20 @@ def run_day(cfg, day: str, step: str, vm: str | None) -> None:
     if step == "train-vm":
         require_vm(cfg, vm, "--step train-vm")
     t = time.monotonic()
+    # each invocation runs its Ray jobs anew (an id that already succeeded returns that result)
+    tag = time.strftime("r%Y%m%dT%H%M%S", time.gmtime())
     if step == "all":
-        out = pipeline.run_day(cfg, day, log=click.echo)
+        out = pipeline.run_day(cfg, day, log=click.echo, run_tag=tag)
     elif step == "land":
         out = pipeline.land(cfg, day, log=click.echo)
     elif step == "augment":
-        out = pipeline.augment(cfg, day, log=click.echo)
+        out = pipeline.augment(cfg, day, pipeline.step_submission_id("das", day, run_tag=tag),
+                               log=click.echo)
     elif step == "train-fm":
-        out = pipeline.train_fm(cfg, day, log=click.echo)
+        out = pipeline.train_fm(cfg, day, pipeline.step_submission_id("fm", day, run_tag=tag),
+                                log=click.echo)
     else:
-        out = pipeline.train_vm(cfg, day, vm, log=click.echo)
+        out = pipeline.train_vm(cfg, day, vm, pipeline.step_submission_id("vm", day, vm, tag),
+                                log=click.echo)
     click.echo(json.dumps(out, indent=1, default=str))
     click.echo(f"run-day {day} ({step}) done in {time.monotonic() - t:.0f} s")

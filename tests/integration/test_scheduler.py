@@ -195,7 +195,7 @@ def test_backfill_runs_days_in_order_and_chains_the_fm(sched):
 
 
 def test_cleared_day_replays_with_the_same_snapshot(sched):
-    from exfm.registry.chain import supersede_day
+    from exfm.compute.submit import job_client
     from exfm.registry.mlflow_registry import (connect, fm_model_name, latest_version,
                                                vm_model_name)
     from exfm.storage.partitions import PartitionStore
@@ -205,32 +205,70 @@ def test_cleared_day_replays_with_the_same_snapshot(sched):
     before = aug.manifest(D2)
     client = connect(cfg)
     fm_before = {v.version for v in client.search_model_versions(f"name='{fm_model_name(cfg)}'")}
+    name = vm_model_name(VM)
+    (old,) = [v.version for v in client.search_model_versions(f"name='{name}'")
+              if v.tags["day"] == D2]
     t0 = time.time()
     _airflow(env, "tasks", "clear", "exfm_daily", "--start-date", D2, "--end-date",
              f"{D2}T23:59:59", "--yes")
     run = _wait_runs(cfg, [D2], timeout_s=900, since=t0)[D2]
     assert run["state"] == "success"
+    # the clear ran the day's Ray jobs again (ids with the run's clear number), not the old
+    # jobs' results handed back
+    again = [j.submission_id for j in job_client(cfg).list_jobs()
+             if j.submission_id and f"{D2}T00-00-00-00-00_c1_" in j.submission_id]
+    assert {i.split("_c1_")[1] for i in again} >= {"train_fm", "augment", f"train_vm_{VM}"}, again
     after = aug.manifest(D2)
-    assert after.digest == before.digest  # same rows, same FM snapshot: same augmented day
+    assert after.write_id != before.write_id  # DAS committed the day again...
+    assert after.digest == before.digest  # ...with the same rows and FM snapshot: same content
     assert after.fm_version == before.fm_version
     # the re-run found its FM run registered (same data, same warm start): no new FM version
     fm_after = {v.version for v in client.search_model_versions(f"name='{fm_model_name(cfg)}'")}
     assert fm_after == fm_before
-    name = vm_model_name(VM)
-    newest = latest_version(cfg, name)
-    assert client.get_model_version(name, newest).tags["day"] == D3  # still day 3's
-    # superseding: a second version of day 2 replaces the first; lookups skip the old one
-    old = [v for v in client.search_model_versions(f"name='{name}'") if v.tags["day"] == D2]
-    assert len(old) == 1
-    src = client.get_model_version(name, old[0].version)
-    new = client.create_model_version(name, src.source, run_id=src.run_id,
-                                      tags={**src.tags, "day": D2},
-                                      model_id=getattr(src, "model_id", None)
-                                      or src.source.removeprefix("models:/").split("/")[0])
-    assert supersede_day(cfg, name, D2, new.version) == [old[0].version]
-    assert client.get_model_version(name, old[0].version).tags["superseded_by"] == new.version
-    assert latest_version(cfg, name, before_day=D3) == new.version
-    assert client.get_model_version(name, latest_version(cfg, name)).tags["day"] == D3
+    # nor a new VM version: the VM run found its version on this data registered
+    assert [v.version for v in client.search_model_versions(f"name='{name}'")
+            if v.tags["day"] == D2] == [old]
+
+
+def test_cleared_day_with_corrected_data_retrains_and_supersedes(sched):
+    """Day 2's logs are corrected after it ran (here: its last 40 rows dropped) and the day is
+    cleared: land re-uploads it, and every step runs on the new rows. Handing back the jobs of
+    the first run (same Ray job ids) would leave augmented/day=2 built from the old rows."""
+    from exfm.data.io import read_day, write_day
+    from exfm.registry.mlflow_registry import (connect, fm_model_name, latest_version,
+                                               vm_model_name)
+    from exfm.storage.partitions import PartitionStore
+
+    cfg, env = sched
+    client = connect(cfg)
+    raw, aug = PartitionStore(cfg, "raw"), PartitionStore(cfg, "augmented")
+    raw_before, aug_before = raw.manifest(D2), aug.manifest(D2)
+    fm, vm = fm_model_name(cfg), vm_model_name(VM)
+
+    def versions_of_d2(name):
+        return sorted((v.version for v in client.search_model_versions(f"name='{name}'")
+                       if v.tags["day"] == D2), key=int)
+
+    (fm_old,), (vm_old,) = versions_of_d2(fm), versions_of_d2(vm)
+    table = read_day(cfg.data.dir, D2)
+    write_day(cfg.data.dir, D2, table.slice(0, table.num_rows - 40))
+    t0 = time.time()
+    _airflow(env, "tasks", "clear", "exfm_daily", "--start-date", D2, "--end-date",
+             f"{D2}T23:59:59", "--yes")
+    run = _wait_runs(cfg, [D2], timeout_s=900, since=t0)[D2]
+    assert run["state"] == "success"
+    raw_after, aug_after = raw.manifest(D2), aug.manifest(D2)
+    assert raw_after.rows == raw_before.rows - 40 and raw_after.digest != raw_before.digest
+    # DAS read the corrected day, with the same snapshot (FM trained on day 1)
+    assert aug_after.rows == raw_after.rows and aug_after.digest != aug_before.digest
+    assert aug_after.extra["source_digest"] == raw_after.digest
+    assert aug_after.fm_version == aug_before.fm_version
+    for name, old in ((fm, fm_old), (vm, vm_old)):  # FM and VM trained again on the new rows
+        new = [v for v in versions_of_d2(name) if v != old]
+        assert len(new) == 1, (name, versions_of_d2(name))
+        assert client.get_model_version(name, old).tags["superseded_by"] == new[0]
+        assert latest_version(cfg, name, before_day=D3) == new[0]
+        assert client.get_model_version(name, latest_version(cfg, name)).tags["day"] == D3
 
 
 def test_mlflow_down_fails_augment_and_commits_nothing(sched, monkeypatch):

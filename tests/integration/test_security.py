@@ -286,7 +286,9 @@ def test_one_day_leaks_no_secret(tmp_path):
         assert not watch.leaks, watch.leaks
 
         jobs = job_client(cfg).list_jobs()
-        assert {j.submission_id for j in jobs} >= {f"exfm-fm-{day}", f"exfm-vm-leak-d0-{day}"}
+        ids = {j.submission_id for j in jobs}  # run-day tags its jobs: exfm-fm-<day>_r<time>
+        assert all(any((i or "").startswith(f"{p}_r") for i in ids)
+                   for p in (f"exfm-fm-{day}", f"exfm-vm-leak-d0-{day}")), ids
         shown = json.dumps([{"entrypoint": j.entrypoint, "runtime_env": j.runtime_env,
                              "metadata": j.metadata} for j in jobs], default=str)
         client = connect(cfg)

@@ -257,6 +257,17 @@ def test_safe_and_retry_ids():
     assert ids[:3] == ["a", "a-r2", "a-r3"] and len(ids) == S.MAX_RETRY_IDS
 
 
+
+def test_step_ids_outside_airflow_are_per_run_when_tagged():
+    from exfm.pipeline import step_submission_id
+
+    assert step_submission_id("fm", "2026-01-01") == "exfm-fm-2026-01-01"
+    assert step_submission_id("vm", "2026-01-01", "d0-click") == "exfm-vm-d0-click-2026-01-01"
+    a = step_submission_id("das", "2026-01-01", run_tag="r20261201T100000")
+    b = step_submission_id("das", "2026-01-01", run_tag="r20261201T100001")
+    assert a == "exfm-das-2026-01-01_r20261201T100000" and a != b
+
+
 def test_vm_slice_filter_selects_domain_and_stage():
     import pyarrow as pa
 
