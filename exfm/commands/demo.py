@@ -393,7 +393,8 @@ def demo(cfg, days: int, timeout_s: int, keep_up: bool, break_n: int | None) -> 
     click.echo("== 2/5 stack")
     stack_up(cfg, log=click.echo)
     try:
-        click.echo(f"== 3/5 {DAG_ID}: unpause, backfill {days} day(s) through the scheduler")
+        click.echo(f"== 3/5 {DAG_ID}: unpause, backfill {len(todo)} day(s) through the "
+                   "scheduler")
         unpause(cfg)
         api = AirflowAPI(cfg)
         if broken and api.runs([broken]).get(broken, {}).get("state") == "success":
@@ -418,10 +419,17 @@ def demo(cfg, days: int, timeout_s: int, keep_up: bool, break_n: int | None) -> 
             click.echo(f"the next `exfm demo` without --break-day puts day {broken} back (from "
                        f"{data}/{BACKUP_DIR}) and re-runs it")
         click.echo("== 5/5 results (from MLflow)")
-        print_table(results_table(cfg))
+        table = results_table(cfg)
+        print_table(table)
+        # a day whose run just failed may still have MLflow runs from an earlier, successful run
+        earlier = " (from an earlier successful run of the day; this run failed)"
+        if broken and any(r["day"] == broken for r in table):
+            click.echo(f"the rows of {broken} are from an earlier successful run of the day: "
+                       "this run failed before training")
         rep = last_report(cfg, todo[-1])
         if rep:
-            click.echo(f"\nday report {todo[-1]}: {rep['url']}")
+            note = earlier if (runs.get(todo[-1]) or {}).get("state") != "success" else ""
+            click.echo(f"\nday report {todo[-1]}{note}: {rep['url']}")
             for line in rep["headline"]:
                 click.echo(f"  {line}")
     except BaseException:
