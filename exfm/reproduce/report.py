@@ -261,6 +261,13 @@ def _tuning(result: ReproduceResult) -> str:
                              "tuning days (train -> valid)"], rows)
 
 
+SMOKE_NOTE = ("**A smoke run (`--quick`)**: days thinned to {rows} rows, one seed, "
+              "smaller models. It checks that every step runs, not the method: on so few rows "
+              "the earlier-day tuning often turns the AH's pull off (AH = w/o) and the orderings "
+              "below mean nothing. For the paper's tables run without `--quick` "
+              "(`--seeds 3`).")
+
+
 def write_markdown(result: ReproduceResult, out: Path, meta: dict[str, Any]) -> str:
     df = pd.DataFrame(result.rows, columns=RESULT_COLUMNS)
     parts = [f"# ExFM offline protocol: `{result.dataset}`", ""]
@@ -270,6 +277,8 @@ def write_markdown(result: ReproduceResult, out: Path, meta: dict[str, Any]) -> 
     parts.append("")
     parts.append("Options: `" + json.dumps(meta, default=str) + "`")
     parts.append("")
+    if meta.get("quick"):
+        parts += [SMOKE_NOTE.format(rows=meta.get("max_rows_per_day") or "a few thousand"), ""]
     one_seed = df.seed.nunique() <= 1
     parts.append("Cells: mean ± std of " + ("readings (one seed)." if one_seed else
                  "per-seed means over readings, across seeds."))

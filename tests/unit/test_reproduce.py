@@ -170,6 +170,7 @@ def test_cli_quick_subset(data, tmp_path):
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert (tmp_path / "o" / "results.csv").exists()
+    assert "A smoke run (`--quick`)" in (tmp_path / "o" / "results.md").read_text()
     bad = CliRunner().invoke(reproduce, ["--data", str(data), "--tables", "nope"])
     assert bad.exit_code != 0 and "unknown table" in bad.output
 
