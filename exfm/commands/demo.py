@@ -422,13 +422,13 @@ def demo(cfg, days: int, timeout_s: int, keep_up: bool, break_n: int | None) -> 
         table = results_table(cfg)
         print_table(table)
         # a day whose run just failed may still have MLflow runs from an earlier, successful run
-        earlier = " (from an earlier successful run of the day; this run failed)"
         if broken and any(r["day"] == broken for r in table):
             click.echo(f"the rows of {broken} are from an earlier successful run of the day: "
                        "this run failed before training")
         rep = last_report(cfg, todo[-1])
         if rep:
-            note = earlier if (runs.get(todo[-1]) or {}).get("state") != "success" else ""
+            note = (" (from an earlier successful run of the day; this run failed)"
+                    if (runs.get(todo[-1]) or {}).get("state") != "success" else "")
             click.echo(f"\nday report {todo[-1]}{note}: {rep['url']}")
             for line in rep["headline"]:
                 click.echo(f"  {line}")

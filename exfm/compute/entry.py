@@ -14,7 +14,7 @@ import os
 import sys
 from datetime import date
 
-from exfm.compute.submit import print_result
+from exfm.compute.submit import print_result, ray_auth_token
 from exfm.config import ExfmConfig, load_config
 
 __all__ = ["job_parser", "load_job_config", "print_result", "init_ray", "main_guard"]
@@ -61,12 +61,9 @@ def _embedded_ray_auth(cfg: ExfmConfig) -> None:
     the embedded head with the token `exfm stack up` generated, unless the env already names one:
     without it every GCS call fails with ``InvalidAuthToken`` and ``ray.init`` gives up after
     about 20 s with a bare ``ConnectionError``."""
-    from exfm.compute.submit import is_local
-    from exfm.config.root import read_state_secrets
-
-    if os.environ.get("RAY_AUTH_TOKEN") or not is_local(cfg):
+    if os.environ.get("RAY_AUTH_TOKEN"):
         return
-    token = read_state_secrets(cfg.state_path).get("ray_auth_token")
+    token = ray_auth_token(cfg)
     if token:
         os.environ["RAY_AUTH_MODE"] = "token"
         os.environ["RAY_AUTH_TOKEN"] = token

@@ -160,12 +160,18 @@ def build_submission(cfg: ExfmConfig, entrypoint: list[str], env: dict[str, str]
                               "excludes": WORKING_DIR_EXCLUDES}
 
 
-def auth_headers(cfg: ExfmConfig) -> dict[str, str]:
-    """Bearer token for a head started with token auth (``RAY_AUTH_TOKEN`` env, else the
-    embedded stack's generated one)."""
+def ray_auth_token(cfg: ExfmConfig) -> str | None:
+    """The token of a head started with token auth: ``RAY_AUTH_TOKEN`` env, else the embedded
+    stack's generated one (None: no token auth)."""
     tok = os.environ.get("RAY_AUTH_TOKEN")
     if not tok and is_local(cfg):
         tok = read_state_secrets(cfg.state_path).get("ray_auth_token")
+    return tok or None
+
+
+def auth_headers(cfg: ExfmConfig) -> dict[str, str]:
+    """Bearer token for the Jobs API (:func:`ray_auth_token`)."""
+    tok = ray_auth_token(cfg)
     return {"Authorization": f"Bearer {tok}"} if tok else {}
 
 
