@@ -215,12 +215,22 @@ class VMConfig(StrictModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     model: VmKind = "deepfam"
     task: str = "click"
-    domain: str | None = None
+    domain: str | None = Field(
+        None, description="the value of the schema's domain column this VM serves (None = every "
+        "row); an integer domain column's value may be written as a number (`domain: 0`)")
     stage: Stage | None = None
     mode: DistillMode | None = Field(
         None, description="None = distillation.mode"
     )
     control: bool = Field(True, description="also train the same VM without FM beside it")
+
+    @field_validator("domain", mode="before")
+    @classmethod
+    def _domain_value(cls, v):
+        """The data format allows an integer domain column, and slices compare as text."""
+        if isinstance(v, int) and not isinstance(v, bool):
+            return str(v)
+        return v
 
 
 def default_vms() -> list[VMConfig]:

@@ -33,6 +33,27 @@ def test_bad_values_are_named(override, key):
     assert f"{key}:" in str(e.value)
 
 
+
+def test_a_vm_of_an_integer_domain_column_may_name_it_as_a_number(tmp_path):
+    """The data format allows `domain` to be an integer column; `domain: 0` in params.yaml then
+    names its value 0, and selects those rows (slices compare as text)."""
+    import pyarrow as pa
+
+    from exfm.data.schema import DatasetSchema
+    from exfm.data.slices import vm_slice_filter
+
+    p = tmp_path / "params.yaml"
+    p.write_text("vms:\n  - {name: web, model: fam, task: click, domain: 0}\n"
+                 "  - {name: app, model: fam, task: click, domain: '1'}\n")
+    web, app = load_config(p, env={}).vms
+    assert (web.domain, app.domain) == ("0", "1")
+    schema = DatasetSchema(name="t", timestamp="ts", domain="surface", labels=["click"])
+    table = pa.table({"surface": pa.array([0, 1, 0, 2], pa.int64())})
+    assert table.filter(vm_slice_filter(web, schema)).num_rows == 2
+    assert table.filter(vm_slice_filter(app, schema)).num_rows == 1
+    with pytest.raises(ConfigError, match="vms.0.domain"):
+        load_config(None, ["vms=[{name: x, domain: true}]"], env={})
+
 def test_env_overrides_and_secrets_stay_out_of_dump():
     env = {"EXFM_S3_ENDPOINT": "http://10.0.0.5:9000", "EXFM_DATABASE": "postgres",
            "EXFM_DATABASE_URL": "postgresql://u:hunter2@db:5432/x"}
