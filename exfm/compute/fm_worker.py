@@ -80,7 +80,8 @@ def fm_train_loop(config: dict) -> None:
         model, _ = load_snapshot(ray.get(config["warm_start"]))
         state = {}  # optimizer state is not in the registry: a warm start keeps weights only
     else:
-        model = build_fm(schema, None, cfg)
+        sample = config.get("sample")
+        model = build_fm(schema, None, cfg, sample=None if sample is None else ray.get(sample))
     start_chunk = int(state.get("chunks_done", 0))
     history: list[dict] = list(state.get("history", []))
     sums: dict[str, float] = dict(state.get("metric_sums", {}))

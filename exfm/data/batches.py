@@ -8,7 +8,8 @@ Batch layout (the seam every model reads, see docs/CONTRACTS.md):
     sparse  (B, Fs) int64    raw ids, schema order (-1 where the value is null); a model's
                              categorical role columns (domain, stage: see ``vocab.py``) come
                              last, as vocabulary ids (0 = unknown)
-    dense   (B, Fd) float32  schema order (0.0 where null)
+    dense   (B, Fd) float32  schema order (0.0 where null), on the model's scale for the
+                             columns its input schema rescales (``dense_scale.py``)
     seq     {name: (B, L) int64}  the most recent ``max_len`` ids, oldest first, padded with -1
     labels  (B, T) float32   when the table has every task's label column
     fm_pred (B, T) float32   when the table has every ``fm_pred_<task>`` column
@@ -28,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from exfm.data.dense_scale import apply_scale
 from exfm.data.schema import DatasetSchema
 from exfm.data.vocab import encode_sparse
 from exfm.storage.layout import FM_PRED_PREFIX, fm_pred_column  # noqa: F401 - re-exported
@@ -55,6 +57,12 @@ def _sparse(table: pa.Table, schema: DatasetSchema, name: str) -> np.ndarray:
 def _floats(table: pa.Table, name: str, fill: float = 0.0) -> np.ndarray:
     arr = _column(table, name)
     return arr.cast(pa.float64()).fill_null(fill).to_numpy(zero_copy_only=False).astype(np.float32)
+
+
+def _dense(table: pa.Table, name: str, scale=None) -> np.ndarray:
+    """A dense input as the model reads it (``scale``: its ``DenseScale``, None = as logged)."""
+    x = _floats(table, name)
+    return x if scale is None else apply_scale(x, scale)
 
 
 def pad_sequences(arr: pa.Array, max_len: int) -> np.ndarray:
@@ -107,7 +115,8 @@ class TableTensors:
         n = table.num_rows
         sparse = (np.stack([_sparse(table, schema, f.name) for f in schema.sparse], axis=1)
                   if schema.sparse else np.zeros((n, 0), dtype=np.int64))
-        dense = (np.stack([_floats(table, c) for c in schema.dense], axis=1)
+        scales = schema.scales() if hasattr(schema, "scales") else {}
+        dense = (np.stack([_dense(table, c, scales.get(c)) for c in schema.dense], axis=1)
                  if schema.dense else np.zeros((n, 0), dtype=np.float32))
         seq = {q.name: torch.from_numpy(pad_sequences(_column(table, q.name), q.max_len))
                for q in schema.sequences}

@@ -1,4 +1,5 @@
-"""Categorical role columns (``domain``, ``stage``) as model inputs, with a persisted vocabulary.
+"""Categorical role columns (``domain``, ``stage``) as model inputs, with a persisted vocabulary
+(and, in the same input schema, the scale each dense input is read on: ``exfm.data.dense_scale``).
 
 A dataset declares its domain and stage columns by role (see ``schema.py``); their values may be
 of any dtype (``"d0"``, ``"late"``, ``3``). A model reads each such column as one more sparse
@@ -33,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
+from exfm.data.dense_scale import FIT_ROWS, DenseScale, fit_scale
 from exfm.data.schema import DatasetSchema, SparseField
 
 UNKNOWN = 0
@@ -93,9 +95,29 @@ class InputSchema(DatasetSchema):
     """
 
     categorical: list[Categorical] = Field(default_factory=list)
+    # dense columns read on another scale than logged (exfm.data.dense_scale), the others as given;
+    # None = not fitted (every column as given)
+    dense_scales: list[DenseScale] | None = None
 
     def categories(self) -> dict[str, Categorical]:
         return {c.column: c for c in self.categorical}
+
+    def scales(self) -> dict[str, DenseScale]:
+        return {s.column: s for s in self.dense_scales or []}
+
+    def with_dense_scales(self, sample: pa.Table) -> "InputSchema":
+        """A copy whose dense columns are read on the scales fitted on ``sample``'s first
+        ``FIT_ROWS`` rows (:mod:`exfm.data.dense_scale`); a schema that has scales keeps them."""
+        if self.dense_scales is not None or not self.dense:
+            return self
+        head = sample.slice(0, FIT_ROWS)
+        missing = [c for c in self.dense if c not in head.column_names]
+        if missing:
+            raise KeyError(f"dense columns {missing} are missing from the fit sample "
+                           f"(has {head.column_names})")
+        fitted = [fit_scale(c, head.column(c).to_numpy(zero_copy_only=False))
+                  for c in self.dense]
+        return self.model_copy(update={"dense_scales": [s for s in fitted if s is not None]})
 
 
 def _single_value(want: str | None) -> bool:

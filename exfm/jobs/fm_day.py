@@ -96,6 +96,7 @@ def run(cfg: ExfmConfig, day: str, row_log_dir: str | None = None) -> FMDayResul
     from exfm.compute.ingest import (OrderedSplit, chunk_rows, equal_steps_batch_size,
                                      read_day_dataset, shard_bounds)
     from exfm.compute.scaling import scaling_config
+    from exfm.data.dense_scale import FIT_ROWS
     from exfm.registry.mlflow_registry import (connect, ensure_experiments, experiment_name,
                                                find_version, fm_model_name,
                                                log_dataset_input, register_fm)
@@ -133,10 +134,14 @@ def run(cfg: ExfmConfig, day: str, row_log_dir: str | None = None) -> FMDayResul
 
     if row_log_dir:
         Path(row_log_dir).mkdir(parents=True, exist_ok=True)
+    # the chain's first FM fixes its dense inputs' scales on the day's first rows, here, so that
+    # every worker builds the same model (exfm.data.dense_scale)
+    sample = None if warm_ref is not None else ray.put(raw.stream_day(day).head(FIT_ROWS))
     loop_config = {
         "cfg": cfg.dump_for_children(mode="python"), "schema": schema.model_dump(mode="json"),
         "day": day, "batch_size": bs, "chunk_rows": chunk,
-        "warm_start": warm_ref, "warm_rows_seen": warm_rows, "row_log_dir": row_log_dir}
+        "warm_start": warm_ref, "warm_rows_seen": warm_rows, "row_log_dir": row_log_dir,
+        "sample": sample}
     fs = arrow_fs(cfg)
     trainer = TorchTrainer(
         fm_train_loop, train_loop_config=loop_config, scaling_config=scaling_config(cfg),

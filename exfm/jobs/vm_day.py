@@ -143,7 +143,9 @@ def train_arm(cfg: ExfmConfig, day: str, vm: VMConfig, rows, schema, data_uri: s
         prev_tags = dict(client.get_model_version(registered, prev).tags)
         state = load_state(cfg, prev_tags.get("state_key"))
     else:
-        model = build_vm(vm, schema, cfg).to(device)
+        from exfm.data.dense_scale import FIT_ROWS  # the first day fixes the dense inputs' scales
+
+        model = build_vm(vm, schema, cfg, sample=rows.head(FIT_ROWS)).to(device)
     mode = resolve_mode(vm, cfg)
     cfg, tuning = tune_for_day(cfg, day, vm, schema, rows, tune_store, prev_tags)
     tune_tags = ({"tuned_on": tuning["tuned_on"], **{f"tuned_{k}": str(tuning[k])

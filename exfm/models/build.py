@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
 import torch
 from torch import nn
 
@@ -30,14 +31,21 @@ def _hparams(cfg: ExfmConfig, keys: tuple[str, ...]) -> dict[str, Any]:
     return {k: dump[k] for k in keys}
 
 
+def _inputs(schema: DatasetSchema, role: str, sample: pa.Table | None, domain=None, stage=None):
+    ins = input_schema(schema, role, domain, stage)
+    return ins if sample is None else ins.with_dense_scales(sample)
+
+
 def build_fm(schema: DatasetSchema, tasks: list[str] | None, cfg: ExfmConfig,
-             name: str | None = None) -> FoundationModel:
+             name: str | None = None, sample: pa.Table | None = None) -> FoundationModel:
     """The teacher over every field of ``schema`` (fm_only, domain and stage included), one
     logit per task.
 
     Args:
         schema: the dataset schema. tasks: label names (None = all of ``schema.labels``).
         cfg: reads ``cfg.models``. name: FM kind, default ``cfg.models.fm``.
+        sample: the first day it will train on: fixes the scale of its dense inputs
+            (``exfm.data.dense_scale``; None = every dense column as logged).
     """
     tasks = list(schema.labels if tasks is None else tasks)
     missing = [t for t in tasks if t not in schema.labels]
@@ -45,18 +53,20 @@ def build_fm(schema: DatasetSchema, tasks: list[str] | None, cfg: ExfmConfig,
         raise ValueError(f"tasks {missing} are not labels of schema '{schema.name}'")
     with torch.random.fork_rng(devices=[]):  # same seed -> same init, global RNG untouched
         torch.manual_seed(cfg.models.seed)
-        return FoundationModel(name or cfg.models.fm, input_schema(schema, "fm"), tasks,
+        return FoundationModel(name or cfg.models.fm, _inputs(schema, "fm", sample), tasks,
                                _hparams(cfg, FM_HPARAMS))
 
 
-def build_vm(vm: VMConfig, schema: DatasetSchema, cfg: ExfmConfig) -> VerticalModel:
+def build_vm(vm: VMConfig, schema: DatasetSchema, cfg: ExfmConfig,
+             sample: pa.Table | None = None) -> VerticalModel:
     """The serving model ``vm.model`` for ``vm.task``, reading ``schema.fields_for("vm")`` and
-    the domain / stage columns its slice spans more than one value of."""
+    the domain / stage columns its slice spans more than one value of. ``sample``: as
+    :func:`build_fm`'s (the VM's first day, its slice)."""
     if vm.task not in schema.labels:
         raise ValueError(f"VM '{vm.name}': task '{vm.task}' is not a label of '{schema.name}'")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.models.seed)
-        return VerticalModel(vm.model, input_schema(schema, "vm", vm.domain, vm.stage), vm.task,
+        return VerticalModel(vm.model, _inputs(schema, "vm", sample, vm.domain, vm.stage), vm.task,
                              _hparams(cfg, VM_HPARAMS), name=vm.name)
 
 

@@ -54,7 +54,7 @@ def calibration_check(fm_days: list[pa.Table], vm_days: list[pa.Table], test: pa
 
     task = task or schema.labels[0]
     tasks = list(schema.labels)
-    fm = build_fm(schema, tasks, cfg, fm_kind)
+    fm = build_fm(schema, tasks, cfg, fm_kind, sample=fm_days[0])
     state = None
     for day in fm_days:
         state = train_fm_day(fm, day, schema, cfg, state=state).state
@@ -73,7 +73,7 @@ def calibration_check(fm_days: list[pa.Table], vm_days: list[pa.Table], test: pa
     def served_sum(arm: str, days: list[pa.Table]) -> tuple[float, dict]:
         vm = VMConfig(name=f"cal-{arm.replace('_', '-')}", model=vm_kind, task=task,
                       mode=ARM_MODE[arm], control=False)
-        model, vstate = build_vm(vm, schema, cfg), None
+        model, vstate = build_vm(vm, schema, cfg, sample=days[0]), None
         for day in days:
             vstate = train_vm_day(model, day, schema, vm, cfg, state=vstate).state
         return (float(predict_table(model, test, schema)[:, 0].sum()),

@@ -245,7 +245,7 @@ def _train_fm(run: _Run, kind: str, cfg: ExfmConfig, seed: int, freeze_after: tu
     from exfm.train import train_fm_day
     from exfm.train.metrics import all_metrics
 
-    fm = build_fm(run.schema, run.tasks, cfg, kind)
+    fm = build_fm(run.schema, run.tasks, cfg, kind, sample=run.tables[0])
     state = None
     last_needed = run.vm_days[-1]
     for i in range(last_needed):  # train days 0..last VM day - 1
@@ -330,13 +330,13 @@ def _run_cell(run: _Run, cell: Cell, vm_kind: str, cfg: ExfmConfig, seed: int,
         cfg = plain_config(cfg)
     model, state, rows = None, None, []
     for r, d in enumerate(run.vm_days):
-        if model is None or not run.opts.vm_warm_start:
-            model, state = build_vm(vm, run.schema, cfg), None
         train = run.tables[d]
         if cell.fm_source is not None:  # the DAS column is logged on the shared day, then sliced
             train = with_fm_pred(train, run.tasks, run.preds[cell.fm_source][d],
                                  age=fm_age_days(cell.fm_source, d))
         train = domain_slice(train, run.schema, cell.domain)
+        if model is None or not run.opts.vm_warm_start:
+            model, state = build_vm(vm, run.schema, cfg, sample=train), None
         res = train_vm_day(model, train, run.schema, vm, cfg, state=state)
         state = res.state
         test = domain_slice(run.tables[d + 1], run.schema, cell.domain)

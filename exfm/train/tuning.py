@@ -135,7 +135,7 @@ def tune_amplifiers(train: pa.Table, valid: pa.Table, schema: DatasetSchema, vm:
     for gs, ls, lw in candidates(cfg):
         d = cfg.distillation.model_copy(update=dict(gs=gs, ls=ls, lw=lw))
         c = cfg.model_copy(update={"distillation": d})
-        model = build_vm(probe, schema, c)
+        model = build_vm(probe, schema, c, sample=train)
         res = train_vm_day(model, train, schema, probe, c)
         m = evaluate(model, valid, schema, vm.task)
         t = Trial(gs, ls, lw, m["auc"], m["ne"], m["logloss"], m["calibration"], res.steps)

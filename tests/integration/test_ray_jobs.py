@@ -7,6 +7,10 @@
   both ranks resume from the last checkpoint on S3, the day finishes with every row's update in
   the weights once (``rows_day`` == the manifest's rows, no row counted twice).
 - 1 worker (the default config) warm-starts from the day before; rows_seen is cumulative.
+- The data carries a dense column logged in raw units (``raw_len``, in the thousands): the
+  chain's first FM and VM read it on the scale fitted on their first day's first rows
+  (``exfm.data.dense_scale``), fitted once in the driver for every FM worker, and their
+  registered snapshots keep it.
 - The submission helper: a failing job raises with its error text; a caller killed with SIGTERM
   stops its job.
 """
@@ -48,8 +52,37 @@ def ray_data(stack_cfg, tmp_path_factory):
                                                     "n_users": 200, "n_items": 150})
     with stack_env(stack_cfg):
         generate(g, d / "data")
+        add_raw_unit_column(d / "data")
         ingest_dataset(stack_cfg, d / "data", progress=lambda m: None)
     return {"config": str(config_dump_path(stack_cfg)), "dir": d}
+
+
+RAW = "raw_len"  # a dense column in raw units (a length in characters)
+
+
+def add_raw_unit_column(folder: Path) -> None:
+    """Every day of ``folder`` gets ``raw_len`` (log-normal, median ~400), declared dense."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import yaml
+
+    rng = np.random.default_rng(5)
+    for part in sorted(folder.glob("day=*/part-*.parquet")):
+        t = pq.read_table(part)
+        pq.write_table(t.append_column(RAW, pa.array(rng.lognormal(6.0, 1.0, t.num_rows))), part)
+    spec = yaml.safe_load((folder / "schema.yaml").read_text())
+    spec["dense"] = [*spec["dense"], RAW]
+    (folder / "schema.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
+def expected_scale(stack_cfg, day: str):
+    """``raw_len``'s scale fitted here on the day's first rows, as the jobs must have."""
+    from exfm.data.dense_scale import FIT_ROWS, fit_scale
+    from exfm.storage.partitions import PartitionStore
+
+    t = PartitionStore(stack_cfg, "raw").read_day(day, columns=[RAW]).slice(0, FIT_ROWS)
+    return fit_scale(RAW, t.column(RAW).to_numpy())
 
 
 def fm_job(stack_cfg, ray_data, day, sid, workers, row_log=None, env=None, log=None,
@@ -89,6 +122,8 @@ def test_fm_two_workers_disjoint_shards_and_registered_snapshot(stack_cfg, ray_d
 
     model, version = load_fm(stack_cfg, res["version"])
     assert version == res["version"]
+    # fitted in the driver on the day's first rows; without it the workers read raw units
+    assert model.schema.scales() == {RAW: expected_scale(stack_cfg, DAYS[0])}
     p = predict_table(model, PartitionStore(stack_cfg, "raw").read_day(DAYS[0]).slice(0, 100))
     assert p.shape == (100, len(model.tasks)) and ((p >= 0) & (p <= 1)).all()
 
@@ -174,8 +209,13 @@ def test_vm_job_progressive_metric_then_one_pass(stack_cfg, ray_data):
                 "--config", ray_data["config"], *SMALL]
         return submit_and_wait(stack_cfg, argv, sid, log=lambda m: None, timeout_s=300)
 
+    from exfm.registry.mlflow_registry import load_snapshot_version, vm_model_name
+
     first = vm_job(DAYS[0], "test-vm-d1")
     assert first["source"] == "raw" and first["fm_version"] is None  # no augmented day yet
+    vm, _, _ = load_snapshot_version(stack_cfg, vm_model_name("d0-click"),
+                                     first["arms"]["fm"]["version"])
+    assert set(vm.schema.scales()) == {RAW}  # the VM's own fit, on its slice of day 1
     assert first["arms"]["fm"]["progressive"] is None  # nothing to score before the first day
     second = vm_job(DAYS[1], "test-vm-d2")
     arm = second["arms"]["fm"]
