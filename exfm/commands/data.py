@@ -82,8 +82,9 @@ def validate(directory: str, days: list[str] | None) -> None:
         for x in errs:
             click.echo(str(x), err=True)
         raise click.ClickException(f"{len(errs)} violation(s) in {directory}") from None
-    if report.ignored_line():
-        click.echo(report.ignored_line(), err=True)
+    for line in (report.ignored_line(), report.rescaled_line()):
+        if line:
+            click.echo(line, err=True)
     click.echo(f"ok: {directory} ({len(report.days)} days, {report.rows} rows)")
 
 

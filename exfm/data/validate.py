@@ -52,12 +52,26 @@ class ValidationReport:
     days: list[str] = field(default_factory=list)
     rows: int = 0
     ignored: dict[str, str] = field(default_factory=dict)
+    dense_max: dict[str, float] = field(default_factory=dict)  # dense column -> largest |value|
 
     def ignored_line(self) -> str | None:
         if not self.ignored:
             return None
         return (f"ignored {len(self.ignored)} column(s) not in schema.yaml: "
                 + ", ".join(sorted(self.ignored)))
+
+    def rescaled_line(self) -> str | None:
+        """The dense columns in raw units, which models read on a rescaled, log-compressed
+        scale (:mod:`exfm.data.dense_scale`), or None."""
+        from exfm.data.dense_scale import IN_SCALE
+
+        big = {c: m for c, m in self.dense_max.items() if m > IN_SCALE}
+        if not big:
+            return None
+        return (f"note: {len(big)} dense column(s) reach beyond +-{IN_SCALE:g}; models read them "
+                "as sign(x) log1p(|x|), standardized on their first day (docs/models.md, 'Dense "
+                "inputs in raw units'): "
+                + ", ".join(f"{c} (max |x| {m:.6g})" for c, m in sorted(big.items())))
 
 
 def day_bounds(day: str) -> tuple[int, int] | None:
@@ -100,7 +114,8 @@ def _check_ids(err, col: str, values: pa.Array, vocab: int, what: str = "id") ->
 
 
 def _check_file(path: Path, schema: DatasetSchema, err_at,
-                ignored: dict[str, str] | None = None) -> pa.Table | None:
+                ignored: dict[str, str] | None = None,
+                dense_max: dict[str, float] | None = None) -> pa.Table | None:
     """Check one part; returns the timestamp + request id columns for the day-level checks."""
     def err(col, rule):
         err_at(path, col, rule)
@@ -183,6 +198,8 @@ def _check_file(path: Path, schema: DatasetSchema, err_at,
         n_bad = int((~np.isfinite(a)).sum())
         if n_bad:
             err(c, f"dense values must be finite: {n_bad} NaN/inf value(s)")
+        elif dense_max is not None and len(a):
+            dense_max[c] = max(dense_max.get(c, 0.0), float(np.abs(a).max()))
     for q in schema.sequences:
         if q.name not in present:
             continue
@@ -247,7 +264,7 @@ def validate_dataset(directory: str | Path, days: list[str] | None = None) -> Va
         prev_last = None
         day_rows = 0
         for p in parts:
-            small = _check_file(p, schema, err_at, report.ignored)
+            small = _check_file(p, schema, err_at, report.ignored, report.dense_max)
             if small is None:
                 continue
             day_rows += small.num_rows

@@ -149,3 +149,18 @@ def _data_group():
     from exfm.commands.data import data
 
     return data
+
+
+def test_dense_columns_in_raw_units_are_named_as_read_rescaled(tmp_path):
+    """Not an error: a note naming each dense column beyond +-16 (models read it log-scaled)."""
+    SCHEMA.write(tmp_path)
+    write_day(tmp_path, DAY, table(price=pa.array([0.5, 1999.0, -3.0, 12.0], pa.float32())),
+              rows_per_part=2)
+    report = validate_dataset(tmp_path)
+    assert report.dense_max == {"price": 1999.0}
+    res = CliRunner().invoke(_data_group(), ["validate", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "note: 1 dense column(s) reach beyond +-16" in res.output
+    assert "price (max |x| 1999)" in res.output
+    write_day(tmp_path, DAY, table(price=pa.array([0.5, 15.0, -16.0, 1.0], pa.float32())))
+    assert validate_dataset(tmp_path).rescaled_line() is None  # on a unit-ish scale: no note
