@@ -70,7 +70,9 @@ def data_dir(cfg: ExfmConfig) -> Path:
 def schedule_window(cfg: ExfmConfig) -> tuple[str, str | None]:
     """``(start_date, end_date)`` of the daily DAG: ``schedule.*`` if set, else the data's days
     (the first day folder under ``data.dir``, else ``data.generator.start_date``; the end only for
-    generated data). Never generates data (the DAG file calls this when it is parsed)."""
+    the built-in sources, whose days are all known: the last generated day, MovieLens' last
+    split; a ``dir`` source is open-ended, its days keep landing). Never generates data (the DAG
+    file calls this when it is parsed)."""
     from datetime import date, timedelta
 
     from exfm.data.schema import list_days
@@ -83,6 +85,8 @@ def schedule_window(cfg: ExfmConfig) -> tuple[str, str | None]:
     end = sch.end_date
     if end is None and cfg.data.source == "generate":
         end = (date.fromisoformat(gen.start_date) + timedelta(days=gen.days - 1)).isoformat()
+    elif end is None and cfg.data.source == "movielens" and days:
+        end = days[-1]
     if end is not None and end < start:
         raise ValueError(f"schedule: end_date {end} is before start_date {start}")
     return start, end

@@ -349,6 +349,18 @@ def explain_failure(cfg, day: str, run: dict, log=click.echo) -> None:
         f"  (the task log holds the alert; the gate's Data Docs link is in it)")
 
 
+def pin_calendar(cfg, days: list[str]):
+    """``(cfg, end)``: the demo replays a folder's recorded days, so with ``schedule.end_date``
+    unset the calendar of a ``dir`` source (open-ended for ``stack up``: live days keep landing)
+    ends at the folder's last day. Otherwise unpausing schedules today's run, which waits
+    ``data_wait_s`` for data that never comes, then fails and alerts, and a day triggered
+    meanwhile queues behind it (``max_active_runs`` 1). ``end`` is None when nothing changed."""
+    if cfg.schedule.end_date is not None or cfg.data.source != "dir" or not days:
+        return cfg, None
+    sch = cfg.schedule.model_copy(update={"end_date": days[-1]})
+    return cfg.model_copy(update={"schedule": sch}), days[-1]
+
+
 @click.command()
 @click.option("--days", type=int, default=8, show_default=True,
               help="days to backfill through the scheduler, from the data's first day")
@@ -390,6 +402,10 @@ def demo(cfg, days: int, timeout_s: int, keep_up: bool, break_n: int | None) -> 
             click.echo(f"day {d} restored (an earlier --break-day had broken it); a run of it "
                        "that failed re-runs with the backfill")
     click.echo(f"{data}: {len(available)} days, backfilling {todo[0]} .. {todo[-1]}")
+    cfg, end = pin_calendar(cfg, available)
+    if end:
+        click.echo(f"calendar: exfm_daily ends at {end}, the folder's last day (schedule.end_date "
+                   "unset; set it to schedule days after that)")
     click.echo("== 2/5 stack")
     stack_up(cfg, log=click.echo)
     try:

@@ -20,3 +20,29 @@ def test_docs_links_keeps_the_gates_with_a_page():
     skipped = {"gate": "augmented", "skipped": True, "docs_url": None}
     assert pipeline.docs_links(raw, skipped, None) == {"raw gate": raw["docs_url"]}
     assert pipeline.docs_links() == {}
+
+
+def test_the_calendar_ends_with_the_data_only_where_every_day_is_known(tmp_path):
+    """Generated data and MovieLens end at their last day; a `dir` source is open-ended (live days
+    keep landing), and `exfm demo`, which replays a folder's days, pins it to the folder's last
+    day unless schedule.end_date says otherwise."""
+    from exfm.commands.demo import pin_calendar
+    from exfm.config import load_config
+
+    for day in ("2026-03-01", "2026-03-02", "2026-03-03"):
+        (tmp_path / f"day={day}").mkdir()
+
+    def cfg(source, *sets):
+        return load_config(None, [f"data.source={source}", f"data.dir={tmp_path}", *sets],
+                           env={})
+
+    assert pipeline.schedule_window(cfg("movielens")) == ("2026-03-01", "2026-03-03")
+    live = cfg("dir")
+    assert pipeline.schedule_window(live) == ("2026-03-01", None)
+    pinned, end = pin_calendar(live, ["2026-03-01", "2026-03-02", "2026-03-03"])
+    assert end == "2026-03-03" and pipeline.schedule_window(pinned) == ("2026-03-01", "2026-03-03")
+    assert live.schedule.end_date is None  # the caller's config is not changed
+    chosen = cfg("dir", "schedule.end_date=2026-03-09")
+    assert pin_calendar(chosen, ["2026-03-01"]) == (chosen, None)
+    gen = cfg("generate")
+    assert pin_calendar(gen, ["2026-03-01"]) == (gen, None)
