@@ -101,9 +101,12 @@ def _ray(task_id: str) -> dict:
 
 
 def _day() -> str:
-    """The day this run processes: its data interval's start (else logical date, else run_after)."""
+    """The day this run processes: its logical date (else its data interval's start, else
+    run_after). Scheduled and backfilled runs have the two equal; a run triggered with
+    ``--logical-date D`` gets the data interval of the trigger's wall-clock time from Airflow 3,
+    so only the logical date names D."""
     ctx = get_current_context()
-    when = (ctx.get("data_interval_start") or ctx.get("logical_date")
+    when = (ctx.get("logical_date") or ctx.get("data_interval_start")
             or ctx["dag_run"].run_after)
     return when.strftime("%Y-%m-%d")
 

@@ -9,7 +9,9 @@
 - each day is gated (raw gate; augmented gate from day 2, skipped on day 1 without an FM),
   promoted and reported: one ``report/<day>`` run per day in ``exfm-pipeline`` with the gates'
   Data Docs links, and day 2's promote makes day 1's VM the first ``@champion``;
-- MLflow unreachable during ``augment``: the step raises (never "no FM") and nothing is committed.
+- MLflow unreachable during ``augment``: the step raises (never "no FM") and nothing is committed;
+- a day triggered by its date (``airflow dags trigger --logical-date``, as the README says) runs
+  that day, although Airflow gives a manual run the data interval of the trigger's time.
 
 One stack for the module (tiny data: 300 rows a day, one VM with a control arm, a small FM).
 """
@@ -29,8 +31,9 @@ pytestmark = pytest.mark.integration
 
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
 D1, D2, D3 = DAYS
+D4 = "2026-01-04"  # generated too (the calendar ends there), triggered by its date at the end
 VM = "t-d0"
-SETS = ("data.source=generate", "data.generator.days=3", "data.generator.rows_per_day=300",
+SETS = ("data.source=generate", "data.generator.days=4", "data.generator.rows_per_day=300",
         "data.generator.seed=7", "models.fm_hidden=[64,32]", "models.fm_embed_dim=16",
         f"vms=[{{name: {VM}, model: fam, task: click, domain: d0, control: true}}]",
         "schedule.data_wait_s=120", "schedule.poke_s=5", "ray.checkpoints_per_day=1",
@@ -284,3 +287,20 @@ def test_mlflow_down_fails_augment_and_commits_nothing(sched, monkeypatch):
     with pytest.raises(RegistryError, match="127.0.0.1:9"):
         pipeline.augment(dead, D3, log=print)
     assert aug.manifest(D3) == before  # nothing committed
+
+
+def test_a_day_triggered_by_its_date_runs_that_day(sched):
+    from exfm.registry.mlflow_registry import connect, fm_model_name
+    from exfm.storage.partitions import PartitionStore
+
+    cfg, env = sched
+    _airflow(env, "dags", "trigger", "exfm_daily", "--logical-date", f"{D4}T00:00:00+00:00")
+    run = _wait_runs(cfg, [D4], timeout_s=900)[D4]
+    assert run["state"] == "success"
+    # what used to pick the day: the trigger's wall-clock time, not D4
+    assert not run["data_interval_start"].startswith(D4), run["data_interval_start"]
+    assert PartitionStore(cfg, "raw").manifest(D4) is not None  # D4 itself landed
+    fm = {v.tags["day"]: v for v in connect(cfg).search_model_versions(
+        f"name='{fm_model_name(cfg)}'")}
+    assert D4 in fm and set(fm) <= {*DAYS, D4}  # D4's FM, and no FM of any other day
+    assert PartitionStore(cfg, "augmented").manifest(D4).fm_version == fm[D3].version  # gap 1
