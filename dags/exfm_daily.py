@@ -170,11 +170,17 @@ def exfm_daily():
 
     @task(wait_for_downstream=True, outlets=[RAW])
     def land() -> dict:
-        """Validate the day's rows and commit raw/day=d (after d-1's FM and DAS are done)."""
+        """Validate the day's rows and commit raw/day=d (after d-1's FM and DAS are done). A
+        format violation fails the task without retries, as a refused gate does: a retry would
+        read the same file (fix the data, then clear the day)."""
+        from exfm.data.schema import DatasetError
         from exfm.pipeline import asset_extra, land as land_day
 
         cfg = _cfg()
-        out = land_day(cfg, _day())
+        try:
+            out = land_day(cfg, _day())
+        except DatasetError as e:
+            raise AirflowFailException(str(e)) from e
         _emit(RAW, asset_extra(cfg, "land", out))
         return out
 

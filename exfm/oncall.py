@@ -79,7 +79,10 @@ def build_alert(dag_id: str, task_id: str, day: str | None, try_number: int | No
         error = error.__cause__  # "fail without retry" wraps the real reason (a gate's refusal)
     lines = [ln for ln in error_text(error).rstrip().splitlines() if ln.strip()]
     if isinstance(error, BaseException):
-        reason = f"{type(error).__name__}: {error}".splitlines()[0]
+        msg = [ln.strip() for ln in f"{type(error).__name__}: {error}".splitlines() if ln.strip()]
+        reason = msg[0]
+        if reason.endswith(":") and len(msg) > 1:  # "N violation(s):", then the first of them
+            reason = f"{reason} {msg[1]}"
     else:
         reason = lines[-1] if lines else "failed (no error recorded)"
     return Alert(dag_id, task_id, day, try_number, reason[:500], lines[-max_lines:], log_url,

@@ -16,7 +16,9 @@ Airflow), with a local webhook (``http.server`` on 127.0.0.1) as the on-call end
   ``tests/dags/test_dagbag.py``);
 - a failing gate: day 2's data broken as ``exfm demo --break-day`` breaks it (a label all 0): its
   raw gate fails once (no retry), nothing downstream runs, the notifier's alert reaches the
-  webhook with the gate's reason, and the champion, the FM versions and the FM lease are untouched.
+  webhook with the gate's reason, and the champion, the FM versions and the FM lease are untouched;
+- a day that breaks the format (day 4: a label value 2): ``land`` fails once (no retry: the file
+  will not change), the alert names the file, the column and the rule, nothing is committed.
 
 Lean on purpose (300 rows a day, one VM, two full days and one that stops at its gate): the same
 generated days as tests/integration/test_scheduler.py, whose helpers it reuses.
@@ -218,3 +220,28 @@ def test_frozen_fm_alerts_and_degrades_then_a_broken_day_stops_at_its_gate(faili
     assert not [v for v in client.search_model_versions(f"name='{vm_model_name(VM)}'")
                 if v.tags["day"] == D2]
     assert PartitionStore(cfg, "augmented").manifest(D2) is None
+
+    # -- day 4 breaks the format (label value 2): land refuses it once, commits nothing ---------
+    import pyarrow as pa
+
+    from exfm.data.io import read_day, write_day
+    from exfm.data.schema import load_schema
+
+    D4 = "2026-01-04"
+    label = load_schema(cfg.data.dir).labels[0]
+    t = read_day(cfg.data.dir, D4)
+    vals = t.column(label).to_numpy().copy()
+    vals[:3] = 2
+    i = t.schema.get_field_index(label)
+    write_day(cfg.data.dir, D4, t.set_column(i, label, pa.array(vals, t.schema.field(i).type)))
+    _backfill(env, D4)
+    run4 = _wait_runs(cfg, [D4], timeout_s=600)[D4]
+    assert run4["state"] == "failed"
+    tis4 = {t["task_id"]: t for t in _tis(cfg, run4["dag_run_id"])}
+    assert tis4["land"]["state"] == "failed" and tis4["land"]["try_number"] == 1
+    [alert] = _alerts("land", D4)  # one alert: a format violation is not retried
+    reason = alert["alert"]["reason"]  # the one line a pager shows: the violation itself
+    assert reason.startswith("DatasetErrors:") and "label must be 0 or 1" in reason, reason
+    assert f"day={D4}" in alert["text"] and f"column '{label}'" in alert["text"]
+    assert "label must be 0 or 1: 3 value(s) are not" in alert["text"], alert["text"]
+    assert PartitionStore(cfg, "raw").manifest(D4) is None
