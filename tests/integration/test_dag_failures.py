@@ -63,6 +63,7 @@ def failing(tmp_path_factory):
     cfg = make_test_config(tmp, f"data.dir={tmp / 'data'}", *SETS, "fm.every_days=10",
                            "freshness.max_gap_days=1", "freshness.policy=degraded",
                            "deadline.minutes=1", "deadline.reference=logical_date",
+                           "schedule.end_date=2026-01-04",  # day 4: written by the test
                            f"oncall.webhook_url={hook.url}/hook")
     pipeline.data_dir(cfg)
     _start(cfg, ["s3", "mlflow", "ray", "airflow"])
@@ -227,9 +228,15 @@ def test_frozen_fm_alerts_and_degrades_then_a_broken_day_stops_at_its_gate(faili
     from exfm.data.io import read_day, write_day
     from exfm.data.schema import load_schema
 
-    D4 = "2026-01-04"
-    label = load_schema(cfg.data.dir).labels[0]
-    t = read_day(cfg.data.dir, D4)
+    import pyarrow.compute as pc
+
+    D4 = "2026-01-04"  # day 3's rows a day later, new request ids, three labels set to 2
+    schema = load_schema(cfg.data.dir)
+    t = read_day(cfg.data.dir, D3)
+    for col, shift in ((schema.timestamp, 86400), (schema.request_id, 10**7)):
+        i = t.schema.get_field_index(col)
+        t = t.set_column(i, col, pc.add(t.column(col), pa.scalar(shift, t.schema.field(i).type)))
+    label = schema.labels[0]
     vals = t.column(label).to_numpy().copy()
     vals[:3] = 2
     i = t.schema.get_field_index(label)
