@@ -173,8 +173,7 @@ def exfm_daily():
         """Validate the day's rows and commit raw/day=d (after d-1's FM and DAS are done). A
         format violation fails the task without retries, as a refused gate does: a retry would
         read the same file (fix the data, then clear the day)."""
-        from exfm.data.schema import DatasetError
-        from exfm.pipeline import asset_extra, land as land_day
+        from exfm.pipeline import DatasetError, asset_extra, land as land_day
 
         cfg = _cfg()
         try:

@@ -19,6 +19,7 @@ import yaml
 
 from exfm.compute.submit import safe_submission_id
 from exfm.config import ExfmConfig, load_config
+from exfm.data.schema import DatasetError  # what land raises on a format violation (re-exported)
 from exfm.validation.result import GateFailed  # what a refusing gate raises (cheap to import)
 
 __all__ = ["pipeline_config", "write_resolved_config", "data_dir", "land", "gate_raw", "bless_fm",
