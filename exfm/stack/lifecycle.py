@@ -175,13 +175,17 @@ def stack_up(cfg: ExfmConfig, services: Iterable[str] | None = None, log: Log = 
     :func:`exfm.paths.dags_folder`). ``log`` gets progress lines.
 
     Raises:
-        StackError: a port is taken (names port and service) or a service did not become healthy
+        StackError: the config names other databases than the ones this state folder's stack
+            was first started on (:func:`exfm.stack.services.check_database_identity`), a port
+            is taken (names port and service) or a service did not become healthy
             in time (with the tail of its log and the log's path). The failed service is stopped;
             services already healthy keep running (``up`` again resumes, ``down`` stops them).
     """
     order = resolve_services(services)
     for d in (cfg.state_path, S.run_dir(cfg), S.log_dir(cfg)):
         d.mkdir(parents=True, exist_ok=True)
+    if {"mlflow", "airflow"} & set(order):
+        S.check_database_identity(cfg)  # before the config dump records this config's database
     secrets, made = S.ensure_secrets(cfg, airflow="airflow" in order, mlflow="mlflow" in order)
     S.write_config_dump(cfg)
     pending, healthy = _survey(cfg, order, log)

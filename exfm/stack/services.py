@@ -224,6 +224,59 @@ def s3_keys(cfg: ExfmConfig) -> tuple[str, str]:
     return s["s3_access_key"], s["s3_secret_key"]
 
 
+# --- which databases this state folder's stack lives on -----------------------------------------
+DATABASE_FILE = "database.json"
+
+
+def database_identity(cfg: ExfmConfig) -> dict[str, str]:
+    """Where this config puts Airflow's metadata, MLflow's backend and the lease store, without
+    the password (a rotated password is the same databases)."""
+    if cfg.database.kind == "sqlite":
+        return {"kind": "sqlite", "where": str(cfg.state_path / "db")}
+    from sqlalchemy.engine import make_url
+
+    u = make_url(cfg.database.url.get_secret_value())
+    return {"kind": "postgres",
+            "where": f"{u.username or ''}@{u.host or 'localhost'}:{u.port or 5432}",
+            "db_prefix": cfg.database.db_prefix}
+
+
+def check_database_identity(cfg: ExfmConfig) -> None:
+    """Refuse to start this state folder's stack on other databases than the ones it was first
+    started on; record them on the first start.
+
+    The S3 data, the MLflow admin login and the secrets stay in the state folder whatever the
+    database, so a stack restarted from a shell that lacks ``EXFM_DATABASE=postgres`` (or with it
+    added) would otherwise come up on empty databases: no runs in Airflow, no registered models,
+    while the objects in S3 are still there (and the next day refused for want of its FM).
+    A folder from before this record that holds SQLite files counts as SQLite.
+    """
+    from exfm.stack.procs import StackError
+
+    path = cfg.state_path / DATABASE_FILE
+    want = database_identity(cfg)
+    if path.exists():
+        had = json.loads(path.read_text())
+    elif any((cfg.state_path / "db" / f"{p}.db").exists() for p in ("airflow", "mlflow")):
+        had = {"kind": "sqlite", "where": str(cfg.state_path / "db")}
+    else:
+        had = None
+    if had is not None and had != want:
+        def show(d: dict[str, str]) -> str:
+            return ", ".join(f"{k} {v}" for k, v in d.items())
+
+        raise StackError(
+            f"database: the stack in {cfg.state_path} lives on ({show(had)}), but this config "
+            f"says ({show(want)}): starting it would open empty databases (no Airflow runs, no "
+            f"registered models) beside the S3 data of the old ones. Set the same database as "
+            f"before (e.g. EXFM_DATABASE={had['kind']}"
+            + (" and EXFM_DATABASE_URL" if had["kind"] == "postgres" else "")
+            + f"), or give this config its own state_dir for a new stack. If you moved the "
+            f"databases yourself, delete {path} and run up again.", service="database")
+    if had is None or not path.exists():
+        path.write_text(json.dumps(want, indent=1) + "\n")
+
+
 # --- client environment ------------------------------------------------------------------------
 def client_env(cfg: ExfmConfig) -> dict[str, str]:
     """What a child process (Ray job, Airflow task, test) needs to reach this stack."""

@@ -173,3 +173,47 @@ def test_a_refused_mlflow_login_at_start_fails_without_a_retry(fake, monkeypatch
         stack_up(cfg, ["mlflow"], log=lines.append)
     assert not any("retrying" in m for m in lines)
     assert read_pid(S.run_dir(cfg), "mlflow") is None  # the failed start was stopped
+
+
+def test_a_stack_restarted_on_other_databases_is_refused_before_anything_starts(fake):
+    """A stack first brought up on PostgreSQL and restarted from a shell without
+    EXFM_DATABASE=postgres would open empty SQLite databases beside its S3 data."""
+    cfg, _, _ = fake
+    url = "postgresql://exfm:s3cret@127.0.0.1:5432/postgres"
+    pg = load_config(None, [f"state_dir={cfg.state_path}", "database.kind=postgres"],
+                     env={"EXFM_DATABASE_URL": url})
+    stack_up(pg, ["s3", "mlflow"], log=lambda m: None)
+    record = (cfg.state_path / S.DATABASE_FILE).read_text()
+    assert "postgres" in record and "s3cret" not in record
+    dump = S.config_dump_path(cfg).read_text()
+    stack_down(pg, log=lambda m: None)
+
+    with pytest.raises(StackError) as e:  # the same folder, SQLite (the default)
+        stack_up(cfg, log=lambda m: None)
+    msg = str(e.value)
+    assert "kind postgres" in msg and "kind sqlite" in msg and "EXFM_DATABASE=postgres" in msg
+    assert "s3cret" not in msg
+    assert _ours(cfg) == [] and not list(S.run_dir(cfg).glob("*.pid"))
+    assert S.config_dump_path(cfg).read_text() == dump  # still the stack's own config
+    # another server is other databases too; a new password is not
+    other = load_config(None, [f"state_dir={cfg.state_path}", "database.kind=postgres"],
+                        env={"EXFM_DATABASE_URL": url.replace("127.0.0.1", "10.0.0.9")})
+    with pytest.raises(StackError, match="10.0.0.9"):
+        stack_up(other, ["mlflow"], log=lambda m: None)
+    rotated = load_config(None, [f"state_dir={cfg.state_path}", "database.kind=postgres"],
+                          env={"EXFM_DATABASE_URL": url.replace("s3cret", "n3w")})
+    stack_up(rotated, ["s3", "mlflow"], log=lambda m: None)
+    stack_down(rotated, log=lambda m: None)
+    # S3 alone uses no database: it starts whatever the config says
+    stack_up(cfg, ["s3"], log=lambda m: None)
+
+
+def test_a_folder_from_before_the_record_with_sqlite_files_counts_as_sqlite(fake):
+    cfg, _, _ = fake
+    (cfg.state_path / "db").mkdir(parents=True)
+    (cfg.state_path / "db" / "mlflow.db").write_bytes(b"")
+    pg = load_config(None, [f"state_dir={cfg.state_path}", "database.kind=postgres"], env={})
+    with pytest.raises(StackError, match="kind sqlite"):
+        stack_up(pg, ["mlflow"], log=lambda m: None)
+    stack_up(cfg, ["s3", "mlflow"], log=lambda m: None)  # SQLite, as before: recorded now
+    assert '"sqlite"' in (cfg.state_path / S.DATABASE_FILE).read_text()
