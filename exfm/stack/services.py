@@ -268,9 +268,9 @@ def check_database_identity(cfg: ExfmConfig) -> None:
         raise StackError(
             f"database: the stack in {cfg.state_path} lives on ({show(had)}), but this config "
             f"says ({show(want)}): starting it would open empty databases (no Airflow runs, no "
-            f"registered models) beside the S3 data of the old ones. Set the same database as "
-            f"before (e.g. EXFM_DATABASE={had['kind']}"
-            + (" and EXFM_DATABASE_URL" if had["kind"] == "postgres" else "")
+            f"registered models) beside the S3 data of the old ones. Start it with the database "
+            f"settings it was started with (EXFM_DATABASE={had['kind']}"
+            + (", and EXFM_DATABASE_URL if you set one" if had["kind"] == "postgres" else "")
             + f"), or give this config its own state_dir for a new stack. If you moved the "
             f"databases yourself, delete {path} and run up again.", service="database")
     if had is None or not path.exists():
