@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import difflib
+
 import hashlib
 import json
 import re
@@ -28,9 +30,9 @@ DAY_DIR_RE = re.compile(r"^day=(\d{4}-\d{2}-\d{2})$")
 class DatasetError(ValueError):
     """A dataset broke a rule. ``str()`` names the file, the column and the rule."""
 
-    def __init__(self, file: str | Path, column: str | None, rule: str):
+    def __init__(self, file: str | Path, column: str | None, rule: str, what: str = "column"):
         self.file, self.column, self.rule = str(file), column, rule
-        where = f"{self.file}" + (f": column '{column}'" if column else "")
+        where = f"{self.file}" + (f": {what} '{column}'" if column else "")
         super().__init__(f"{where}: {rule}")
 
 
@@ -163,10 +165,19 @@ def load_schema(directory: str | Path) -> DatasetSchema:
     try:
         return DatasetSchema.model_validate(raw)
     except ValidationError as e:
-        first = e.errors()[0]
+        errors = e.errors()
+        # a misspelt key also makes the key it meant "required": name the misspelling
+        first = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
         loc = _readable_loc(raw, first["loc"])
-        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        raise DatasetError(path, loc, msg) from None
+        msg = "required key is missing" if first["type"] == "missing" else first["msg"]
+        if first["type"] == "extra_forbidden":
+            msg = "unknown key"
+            missing = [str(x["loc"][-1]) for x in errors
+                       if x["type"] == "missing" and x["loc"][:-1] == first["loc"][:-1]]
+            close = difflib.get_close_matches(str(first["loc"][-1]), missing, n=1)
+            if close:
+                msg += f" (did you mean '{close[0]}'?)"
+        raise DatasetError(path, loc, msg, what="key") from None
 
 
 def _readable_loc(raw: dict, loc: tuple) -> str | None:

@@ -216,7 +216,7 @@ def _check_file(path: Path, schema: DatasetSchema, err_at,
         flat = pc.list_flatten(a)
         if flat.null_count:
             err(q.name, f"{flat.null_count} null id(s) inside sequences")
-        _check_ids(err, q.name, pc.drop_null(flat), vocab[q.of], what=f"id of '{q.of}'")
+        _check_ids(err, q.name, pc.drop_null(flat), vocab[q.of], what=f"'{q.of}' id")
     keep = [c for c in (ts, rid) if c and c in present]
     return table.select(keep)
 

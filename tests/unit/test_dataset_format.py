@@ -69,7 +69,7 @@ def test_good_dataset_passes_and_round_trips(tmp_path):
      "finite"),
     ("price", {"price": pa.array([1, 2, 3, 4], pa.int64())}, "float"),
     ("hist", {"hist": pa.array([[], [0], [0, 5], [1]], pa.list_(pa.int64()))},
-     "id of 'item_id'"),
+     "'item_id' id(s) outside"),
     ("hist", {"hist": pa.array([[], [0], [0], [1, 2, 3, 4]], pa.list_(pa.int64()))},
      "longer than max_len"),
     ("hist", {"hist": pa.array([[], [0], [0], [1]], pa.list_(pa.int32()))}, "list<int64>"),
@@ -112,6 +112,17 @@ def test_bad_schema_yaml(tmp_path):
     assert "schema.yaml" in ei.value.file and ei.value.column == "bogus"
     (tmp_path / "schema.yaml").unlink()
     with pytest.raises(DatasetError, match="missing"):
+        validate_dataset(tmp_path)
+
+
+def test_a_misspelt_schema_key_is_named_with_the_key_it_meant(tmp_path):
+    make(tmp_path)
+    (tmp_path / "schema.yaml").write_text("name: x\ntimestamp: ts\nlables: [click]\n")
+    with pytest.raises(DatasetError) as ei:
+        validate_dataset(tmp_path)
+    assert str(ei.value).endswith("schema.yaml: key 'lables': unknown key (did you mean 'labels'?)")
+    (tmp_path / "schema.yaml").write_text("name: x\ntimestamp: ts\n")
+    with pytest.raises(DatasetError, match="key 'labels': required key is missing"):
         validate_dataset(tmp_path)
 
 
