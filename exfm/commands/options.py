@@ -6,11 +6,12 @@ from __future__ import annotations
 import functools
 import re
 from datetime import date
+from pathlib import Path
 from typing import Callable
 
 import click
 
-from exfm.config import ExfmConfig, load_config
+from exfm.config import ExfmConfig, config_in_a_parent, load_config
 
 
 def config_options(fn: Callable) -> Callable:
@@ -23,9 +24,19 @@ def config_options(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, config_path: str | None, overrides: tuple[str, ...], **kwargs):
         cfg: ExfmConfig = load_config(config_path, overrides)
+        note_config_in_a_parent(config_path, cfg)
         return fn(*args, cfg=cfg, **kwargs)
 
     return wrapper
+
+
+def note_config_in_a_parent(config_path: str | None, cfg: ExfmConfig) -> None:
+    """Say on stderr when the defaults are used although a project's params.yaml is above."""
+    above = config_in_a_parent(config_path)
+    if above is not None:
+        click.echo(f"exfm: no params.yaml in {Path.cwd()}: using the defaults (state_dir "
+                   f"{cfg.state_path}); the project's is {above}: run from {above.parent} or "
+                   f"pass --config {above}", err=True)
 
 
 DAY_RULE = "a calendar date written YYYY-MM-DD"

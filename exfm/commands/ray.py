@@ -14,9 +14,12 @@ JOBS = ["train_fm", "train_vm", "das_infer"]
 
 
 def _cfg(config_path: str | None, overrides: tuple[str, ...]):
+    from exfm.commands.options import note_config_in_a_parent
     from exfm.config import load_config
 
-    return load_config(config_path, overrides)
+    cfg = load_config(config_path, overrides)
+    note_config_in_a_parent(config_path, cfg)
+    return cfg
 
 
 def _config_opts(fn):

@@ -86,6 +86,20 @@ def resolve_config_path(path: str | os.PathLike | None) -> Path | None:
     return p if p.exists() else None
 
 
+def config_in_a_parent(path: str | os.PathLike | None = None,
+                       env: dict[str, str] | None = None) -> Path | None:
+    """The nearest ``params.yaml`` above the working directory when none is chosen (no ``path``,
+    no ``$EXFM_CONFIG``, none in the working directory): a command run from a sub-folder of a
+    project would otherwise use the defaults, whose relative ``state_dir`` names another stack."""
+    env = os.environ if env is None else env
+    if path or env.get(CONFIG_ENV) or Path(DEFAULT_CONFIG_FILE).exists():
+        return None
+    for parent in Path.cwd().resolve().parents:
+        if (parent / DEFAULT_CONFIG_FILE).is_file():
+            return parent / DEFAULT_CONFIG_FILE
+    return None
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = (),
                 env: dict[str, str] | None = None) -> ExfmConfig:
     """Load, apply env overrides and ``key=value`` overrides, validate.

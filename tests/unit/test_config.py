@@ -99,3 +99,27 @@ def test_a_dump_for_a_worker_elsewhere_has_absolute_paths(tmp_path, monkeypatch,
         assert again.database.url.get_secret_value() == "postgresql://u:pw@127.0.0.1:5432/exfm"
     else:  # a file for a child process: secrets masked
         assert "pw" not in str(dump["database"]["url"])
+
+
+def test_a_command_run_below_a_project_says_that_it_uses_the_defaults(tmp_path, monkeypatch):
+    """From a sub-folder of a checkout, ./params.yaml is not there: the defaults' relative
+    state_dir then names another (empty) stack, which `exfm stack status` reported as down."""
+    from click.testing import CliRunner
+
+    from exfm.cli import cli
+
+    (tmp_path / "params.yaml").write_text("state_dir: .exfm\n")
+    (tmp_path / "docs").mkdir()
+    monkeypatch.delenv("EXFM_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path / "docs")
+    res = CliRunner().invoke(cli, ["stack", "env"])
+    assert res.exit_code == 0, res.output
+    assert (f"no params.yaml in {tmp_path / 'docs'}: using the defaults (state_dir "
+            f"{tmp_path / 'docs' / '.exfm'}); the project's is {tmp_path / 'params.yaml'}"
+            ) in res.stderr
+    monkeypatch.chdir(tmp_path)  # at the project's root: nothing to say
+    res = CliRunner().invoke(cli, ["stack", "env"])
+    assert res.exit_code == 0 and "no params.yaml" not in res.stderr
+    monkeypatch.chdir(tmp_path / "docs")  # a chosen config: nothing to say either
+    res = CliRunner().invoke(cli, ["stack", "env", "--config", str(tmp_path / "params.yaml")])
+    assert res.exit_code == 0 and "no params.yaml" not in res.stderr
