@@ -194,6 +194,9 @@ class LinearTerm(nn.Module):
         super().__init__()
         self.weights = FusedEmbedding([f.vocab for f in schema.sparse], 1, sparse_grad, init_std=0.0)
         self.dense = nn.Linear(len(schema.dense), 1) if schema.dense else None
+        if self.dense is not None:  # zero like the sparse weights: nn.Linear's U(+-1/sqrt(n))
+            nn.init.zeros_(self.dense.weight)  # is +-1 for one dense field, a random-sign
+            nn.init.zeros_(self.dense.bias)  # first-order effect a short day cannot undo
         self.bias = nn.Parameter(torch.zeros(1))
 
     def forward(self, batch: dict) -> torch.Tensor:
