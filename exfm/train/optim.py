@@ -39,8 +39,14 @@ def effective_batch_size(rows: int, mcfg: ModelsConfig) -> int:
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(embedding tables, everything else), each in module order (stable across rebuilds)."""
+    """(embedding tables and first-order weights, everything else), each in module order
+    (stable across rebuilds). A dense column's first-order weight learns at the rate of a sparse
+    field's (a width-1 table): both are the first-order term of :class:`LinearTerm`."""
+    from exfm.models.embeddings import LinearTerm
+
     emb_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    emb_ids |= {id(m.dense.weight) for m in model.modules()
+                if isinstance(m, LinearTerm) and m.dense is not None}
     emb, dense = [], []
     for p in model.parameters():
         (emb if id(p) in emb_ids else dense).append(p)
@@ -69,7 +75,8 @@ def dense_small_tables(model: nn.Module, min_elements: int) -> int:
 
 def make_optimizers(model: nn.Module, mcfg: ModelsConfig) -> dict[str, torch.optim.Optimizer]:
     """{"dense": fused Adam(lr, weight_decay), "embedding": SparseAdam over the sparse-gradient
-    tables, "embedding_dense": fused Adam over the dense-gradient tables, both at embedding_lr}.
+    tables, "embedding_dense": fused Adam over the dense-gradient tables and the dense columns'
+    first-order weights, both at embedding_lr}.
 
     With ``sparse_adam``, tables under ``models.sparse_min_elements`` are switched to dense
     gradients first (:func:`dense_small_tables`). Key names are stable, so a warm start reloads

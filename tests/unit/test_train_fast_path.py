@@ -39,9 +39,11 @@ def test_threshold_zero_keeps_every_table_sparse(tiny_schema, tiny_cfg):
     cfg = _with(tiny_cfg, sparse_min_elements=0)
     vm = build_vm(VMConfig(name="v", model="deepfam"), tiny_schema, cfg)
     opts = make_optimizers(vm, cfg.models)
-    assert set(opts) == {"dense", "embedding"}
+    assert set(opts) == {"dense", "embedding", "embedding_dense"}
     assert isinstance(opts["embedding"], torch.optim.SparseAdam)
     assert len(opts["embedding"].param_groups[0]["params"]) == len(_tables(vm))
+    # the dense columns' first-order weights learn beside the tables, at embedding_lr
+    assert opts["embedding_dense"].param_groups[0]["params"] == [vm.backbone.linear.dense.weight]
 
 
 def test_threshold_splits_by_table_size(tiny_schema, tiny_cfg):
@@ -50,7 +52,8 @@ def test_threshold_splits_by_table_size(tiny_schema, tiny_cfg):
     assert len(sizes) == 2 and sizes[0] < sizes[1]  # first-order (width 1) < field vectors
     opts = make_optimizers(vm, _with(tiny_cfg, sparse_min_elements=sizes[1]).models)
     assert [p.numel() for p in opts["embedding"].param_groups[0]["params"]] == [sizes[1]]
-    assert [p.numel() for p in opts["embedding_dense"].param_groups[0]["params"]] == [sizes[0]]
+    assert [p.numel() for p in opts["embedding_dense"].param_groups[0]["params"]] == [
+        sizes[0], len(tiny_schema.fields_for("vm").dense)]  # + the dense first-order weights
 
 
 def test_warm_start_from_all_sparse_state_starts_the_changed_group_fresh(
