@@ -231,8 +231,8 @@ DATABASE_FILE = "database.json"
 def database_identity(cfg: ExfmConfig) -> dict[str, str]:
     """Where this config puts Airflow's metadata, MLflow's backend and the lease store, without
     the password (a rotated password is the same databases)."""
-    if cfg.database.kind == "sqlite":
-        return {"kind": "sqlite", "where": str(cfg.state_path / "db")}
+    if cfg.database.kind == "sqlite":  # files in the state folder: they move with it
+        return {"kind": "sqlite"}
     from sqlalchemy.engine import make_url
 
     u = make_url(cfg.database.url.get_secret_value())
@@ -258,7 +258,7 @@ def check_database_identity(cfg: ExfmConfig) -> None:
     if path.exists():
         had = json.loads(path.read_text())
     elif any((cfg.state_path / "db" / f"{p}.db").exists() for p in ("airflow", "mlflow")):
-        had = {"kind": "sqlite", "where": str(cfg.state_path / "db")}
+        had = {"kind": "sqlite"}
     else:
         had = None
     if had is not None and had != want:

@@ -217,3 +217,10 @@ def test_a_folder_from_before_the_record_with_sqlite_files_counts_as_sqlite(fake
         stack_up(pg, ["mlflow"], log=lambda m: None)
     stack_up(cfg, ["s3", "mlflow"], log=lambda m: None)  # SQLite, as before: recorded now
     assert '"sqlite"' in (cfg.state_path / S.DATABASE_FILE).read_text()
+    stack_down(cfg, log=lambda m: None)
+    # a state folder moved with its SQLite files (a renamed checkout) is the same stack
+    moved = cfg.state_path.parent / "moved"
+    cfg.state_path.rename(moved)
+    again = load_config(None, [f"state_dir={moved}"], env={})
+    stack_up(again, ["s3", "mlflow"], log=lambda m: None)
+    stack_down(again, log=lambda m: None)
