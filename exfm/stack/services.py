@@ -257,6 +257,8 @@ def check_database_identity(cfg: ExfmConfig) -> None:
     want = database_identity(cfg)
     if path.exists():
         had = json.loads(path.read_text())
+        if had.get("kind") == "sqlite":  # the kind says it all (a record may name its folder)
+            had = {"kind": "sqlite"}
     elif any((cfg.state_path / "db" / f"{p}.db").exists() for p in ("airflow", "mlflow")):
         had = {"kind": "sqlite"}
     else:
@@ -273,7 +275,7 @@ def check_database_identity(cfg: ExfmConfig) -> None:
             + (", and EXFM_DATABASE_URL if you set one" if had["kind"] == "postgres" else "")
             + f"), or give this config its own state_dir for a new stack. If you moved the "
             f"databases yourself, delete {path} and run up again.", service="database")
-    if had is None or not path.exists():
+    if not path.exists() or json.loads(path.read_text()) != want:
         path.write_text(json.dumps(want, indent=1) + "\n")
 
 
