@@ -17,8 +17,8 @@ Example:
 """
 
 from exfm.config.base import ConfigError
-from exfm.config.load import (CONFIG_ENV, DEFAULT_CONFIG_FILE, ENV_OVERRIDES, load_config,
-                              parse_override, resolve_config_path, config_in_a_parent)
+from exfm.config.load import (CONFIG_ENV, DEFAULT_CONFIG_FILE, ENV_OVERRIDES, config_in_a_parent,
+                              load_config, parse_override, resolve_config_path)
 from exfm.config.method import (DataConfig, DistillationConfig, GeneratorConfig, ModelsConfig,
                                 VMConfig)
 from exfm.config.root import SECRETS_FILE, ExfmConfig, read_state_secrets
@@ -26,7 +26,7 @@ from exfm.config.services import (AirflowConfig, DasConfig, DatabaseConfig, Port
                                   RayConfig, StorageConfig, TrackingConfig)
 
 __all__ = ["ConfigError", "CONFIG_ENV", "DEFAULT_CONFIG_FILE", "ENV_OVERRIDES", "load_config",
-           "parse_override", "resolve_config_path", "config_in_a_parent", "DataConfig", "DistillationConfig",
-           "GeneratorConfig", "ModelsConfig", "VMConfig", "SECRETS_FILE", "ExfmConfig",
-           "read_state_secrets", "AirflowConfig", "DasConfig", "DatabaseConfig", "PortsConfig",
+           "parse_override", "resolve_config_path", "config_in_a_parent", "DataConfig",
+           "DistillationConfig", "GeneratorConfig", "ModelsConfig", "VMConfig", "SECRETS_FILE",
+           "ExfmConfig", "read_state_secrets", "AirflowConfig", "DasConfig", "DatabaseConfig", "PortsConfig",
            "RayConfig", "StorageConfig", "TrackingConfig"]

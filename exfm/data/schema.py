@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import difflib
-
 import hashlib
 import json
 import re

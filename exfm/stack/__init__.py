@@ -11,9 +11,10 @@ Modules: ``services`` (what each service runs, its ports, health check, client e
 
 State lives under ``cfg.state_path``: ``run/*.pid`` (PID files), ``logs/*.log``, ``s3/`` (object
 data), ``db/`` (SQLite), ``airflow/`` (AIRFLOW_HOME), ``secrets.json`` (0600: generated S3 keys,
-Airflow and MLflow admin passwords, Ray token), ``mlflow-auth.ini`` (0600: MLflow's basic-auth app), ``database.json`` (which databases the stack
-lives on; ``up`` refuses others). The Ray head's temp dir is ``/tmp/exfm-ray-<hash>`` (short,
-for unix sockets). See ``infra/local/README.md``.
+Airflow and MLflow admin passwords, Ray token), ``mlflow-auth.ini`` (0600: MLflow's basic-auth
+app), ``database.json`` (which databases the stack lives on; ``up`` refuses others). The Ray
+head's temp dir is ``/tmp/exfm-ray-<hash>`` (short, for unix sockets). See
+``infra/local/README.md``.
 """
 
 from exfm.stack.lifecycle import resolve_services, stack_down, stack_status, stack_up
