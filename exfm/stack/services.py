@@ -255,14 +255,13 @@ def check_database_identity(cfg: ExfmConfig) -> None:
 
     path = cfg.state_path / DATABASE_FILE
     want = database_identity(cfg)
-    if path.exists():
-        had = json.loads(path.read_text())
-        if had.get("kind") == "sqlite":  # the kind says it all (a record may name its folder)
-            had = {"kind": "sqlite"}
-    elif any((cfg.state_path / "db" / f"{p}.db").exists() for p in ("airflow", "mlflow")):
+    stored = json.loads(path.read_text()) if path.exists() else None
+    had = stored
+    if had is not None and had.get("kind") == "sqlite":  # the kind says it all (an older
+        had = {"kind": "sqlite"}  # record also named the folder, which moves with its files)
+    elif had is None and any((cfg.state_path / "db" / f"{p}.db").exists()
+                             for p in ("airflow", "mlflow")):
         had = {"kind": "sqlite"}
-    else:
-        had = None
     if had is not None and had != want:
         def show(d: dict[str, str]) -> str:
             return ", ".join(f"{k} {v}" for k, v in d.items())
@@ -275,7 +274,7 @@ def check_database_identity(cfg: ExfmConfig) -> None:
             + (", and EXFM_DATABASE_URL if you set one" if had["kind"] == "postgres" else "")
             + f"), or give this config its own state_dir for a new stack. If you moved the "
             f"databases yourself, delete {path} and run up again.", service="database")
-    if not path.exists() or json.loads(path.read_text()) != want:
+    if stored != want:
         path.write_text(json.dumps(want, indent=1) + "\n")
 
 

@@ -224,11 +224,10 @@ def test_frozen_fm_alerts_and_degrades_then_a_broken_day_stops_at_its_gate(faili
 
     # -- day 4 breaks the format (label value 2): land refuses it once, commits nothing ---------
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from exfm.data.io import read_day, write_day
     from exfm.data.schema import load_schema
-
-    import pyarrow.compute as pc
 
     D4 = "2026-01-04"  # day 3's rows a day later, new request ids, three labels set to 2
     schema = load_schema(cfg.data.dir)

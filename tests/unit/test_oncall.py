@@ -116,7 +116,6 @@ def test_a_fail_without_retry_alert_names_the_gates_own_reason():
     assert a.reason == "GateFailed: raw gate failed for day 2026-01-03: label rate of click 0.0"
 
 
-
 def test_a_format_violation_alert_names_the_violation_in_its_one_line_reason(tmp_path):
     """`land` refusing a day: the error's first line only counts the violations; the reason goes
     on with the first of them (file, column, rule), the lines keep them all."""
@@ -125,18 +124,17 @@ def test_a_format_violation_alert_names_the_violation_in_its_one_line_reason(tmp
     from exfm.data.io import write_day
     from exfm.data.schema import DatasetError, DatasetSchema
     from exfm.data.validate import validate_dataset
-    from exfm.oncall import build_alert
 
     DatasetSchema(name="t", timestamp="ts", labels=["click"]).write(tmp_path)
     write_day(tmp_path, "2026-01-03", pa.table({"ts": pa.array([1767398400, 1767398401]),
                                                 "click": pa.array([0, 2])}))
-    try:
+    with pytest.raises(DatasetError) as ei:
         validate_dataset(tmp_path)
-    except DatasetError as e:
-        a = build_alert("exfm_daily", "land", "2026-01-03", 1, e)
+    a = build_alert("exfm_daily", "land", "2026-01-03", 1, ei.value)
     assert a.reason.startswith("DatasetErrors: ") and "1 format violation(s):" in a.reason
     assert "day=2026-01-03" in a.reason and "column 'click': label must be 0 or 1" in a.reason
     assert any("label must be 0 or 1" in ln for ln in a.error_lines)
+
 
 def test_mlflow_links_open_the_runs_view():
     """MLflow 3.17's UI opens on its GenAI view unless the URL asks for model training."""
