@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from exfm.config import ExfmConfig
-from exfm.promotion.decision import NO_DECISION, TAG_PREFIX, Decision, decide
+from exfm.promotion.decision import NO_DECISION, REFUSED, TAG_PREFIX, Decision, decide
 
 CHAMPION, CHALLENGER, CHAMPION_PREV = "champion", "challenger", "champion_prev"
 HISTORY_TAG = f"{TAG_PREFIX}history"
@@ -80,7 +80,7 @@ def _scores(cfg: ExfmConfig, versions: list[tuple[str, str | None]], rows, task:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _record(client, name: str, version: str, d: Decision) -> None:
@@ -91,6 +91,17 @@ def _record(client, name: str, version: str, d: Decision) -> None:
                     "reason": d.reason[:300]})
     for k, v in {**d.tags(), HISTORY_TAG: json.dumps(history[-HISTORY_KEEP:])}.items():
         client.set_model_version_tag(name, version, k, v)
+
+
+def _rolled_back(tags: dict[str, str]) -> bool:
+    """Whether on call rolled this version back (``exfm rollback``) and has not promoted it by
+    hand since."""
+    rolled = tags.get("rollback.at")
+    if not rolled:
+        return False
+    manual = [datetime.fromisoformat(h["at"]) for h in json.loads(tags.get(HISTORY_TAG, "[]"))
+              if h.get("decision") == "manual_promote" and h.get("at")]
+    return not manual or max(manual) < datetime.fromisoformat(rolled)
 
 
 def _make_champion(client, name: str, new: str, old: str | None) -> None:
@@ -130,6 +141,17 @@ def gate_vm(cfg: ExfmConfig, day: str, vm_name: str, table=None,
         return base
     if champ == cand:
         base.reason = f"v{cand} is already @champion"
+        return base
+    cand_tags = client.get_model_version(name, cand).tags
+    if _rolled_back(cand_tags):
+        # on call took it out of service: the gate never puts it back (only `exfm promote` does)
+        base.decision = REFUSED
+        base.reason = (f"v{cand} was rolled back by {cand_tags.get('rollback.by', '?')} at "
+                       f"{cand_tags['rollback.at']} ({cand_tags.get('rollback.reason', '')}); "
+                       f"the gate leaves it out, `exfm promote --vm {vm_name} --version {cand}` "
+                       "serves it again")
+        _record(client, name, cand, base)
+        log(f"gate {name} {day}: v{cand} {base.decision}: {base.reason}")
         return base
     rows = table if table is not None else day_slice(cfg, day, vm_name)
     control_name = vm_model_name(f"{vm_name}-control")

@@ -4,7 +4,8 @@ Tiny VMs are trained here and registered directly (no Ray): a good first version
 first ``@champion``; a challenger trained one day on shuffled labels is refused with both
 figures on its tags and the champion kept; a better one is promoted with the old champion as
 ``@champion_prev``; a re-run of the day returns the recorded decision; ``rollback`` restores the
-previous champion, ``promote`` by hand is recorded the same way.
+previous champion, and a later day's gate does not put the rolled-back version back; ``promote`` by
+hand is recorded the same way and lifts that.
 """
 
 from __future__ import annotations
@@ -107,8 +108,18 @@ def test_gate_promotes_better_refuses_worse_and_rolls_back(gcfg):
     assert [h["decision"] for h in history] == ["promoted", "rollback"]
     with pytest.raises(GateError, match="no @champion_prev"):
         rollback(cfg, "gatevm", reason="twice")
+    # no newer version yet: the next day's gate judges the rolled-back one again, and leaves it
+    # out instead of undoing on call's rollback
+    after = gate_vm(cfg, "2026-01-05", "gatevm", table=day_table(4000, seed=5))
+    assert after.decision == "refused" and after.challenger_version == good, after.reason
+    assert "rolled back by oncall-test" in after.reason and "bad serving metrics" in after.reason
+    assert alias_version(client, name, CHAMPION) == a
 
     manual = promote(cfg, "gatevm", good, reason="fixed upstream", by="oncall-test")
     assert manual.by == "oncall-test" and alias_version(client, name, CHAMPION) == good
     assert alias_version(client, name, CHAMPION_PREV) == a
     assert client.get_model_version(name, good).tags["gate.decision"] == "manual_promote"
+    # put back by hand: the gate no longer holds the rollback against it
+    promote(cfg, "gatevm", a, reason="back to a for a test", by="oncall-test")
+    again = gate_vm(cfg, "2026-01-06", "gatevm", table=day_table(4000, seed=6))
+    assert "rolled back" not in again.reason and again.challenger_version == good, again.reason
