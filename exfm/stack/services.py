@@ -619,6 +619,11 @@ def airflow_env(cfg: ExfmConfig, dags_folder: Path | None = None) -> dict[str, s
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": "exfm.stack.airflow_main.loopback_hostname",
         "EXFM_SCHEDULE": schedule_env(cfg),
     })
+    if env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
+        # wait for the other writers' lock instead of failing after sqlite3's 5 s
+        mod = "exfm.stack.airflow_main"
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = f"{mod}.SQLITE_CONNECT_ARGS"
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC"] = f"{mod}.SQLITE_CONNECT_ARGS_ASYNC"
     if cfg.oncall.webhook_url and not env.get("EXFM_ONCALL_WEBHOOK_URL"):
         # the failure notifier and the deadline callback read it (they load no config)
         env["EXFM_ONCALL_WEBHOOK_URL"] = cfg.oncall.webhook_url

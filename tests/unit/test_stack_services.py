@@ -461,3 +461,51 @@ def test_launcher_passes_a_stop_signal_to_the_service_and_ends(tmp_path):
     assert proc.returncode == 0 and count.read_text().splitlines() == ["start"]
     time.sleep(0.3)
     assert count.read_text().splitlines() == ["start"]  # not started again
+
+
+def test_airflow_sqlite_waits_for_another_writers_lock(cfg, tmp_path):
+    """Airflow's SQLite engine, configured by the stack's env, waits for a write lock held longer
+    than sqlite3's default 5 s instead of failing with "database is locked" (a `backfill create`
+    beside a busy scheduler)."""
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    S.ensure_secrets(cfg)
+    S.write_config_dump(cfg)
+    env = S.airflow_env(cfg)
+    db, ready, go = tmp_path / "airflow.db", tmp_path / "ready", tmp_path / "go"
+    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{db}"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"].endswith(".SQLITE_CONNECT_ARGS")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")  # as Airflow keeps its database
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    # Airflow imported and connected first; then it writes while another process holds the lock
+    code = ("import pathlib, time\nfrom sqlalchemy import text\nfrom airflow import settings\n"
+            "with settings.engine.connect() as c:\n"
+            f"    pathlib.Path({str(ready)!r}).touch()\n"
+            f"    while not pathlib.Path({str(go)!r}).exists():\n"
+            "        time.sleep(0.05)\n"
+            "    t0 = time.monotonic()\n"
+            "    c.execute(text('INSERT INTO t VALUES (2)'))\n"
+            "    c.commit()\n"
+            "    print(f'waited {time.monotonic() - t0:.1f}')\n")
+    p = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, as a writing scheduler holds it
+        holder.execute("INSERT INTO t VALUES (1)")
+        go.touch()
+        time.sleep(7.0)
+        holder.execute("COMMIT")
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err[-1500:]
+    assert float(out.split()[-1]) >= 6.0, out
+    assert [r[0] for r in sqlite3.connect(db).execute("SELECT x FROM t ORDER BY x")] == [1, 2]
