@@ -129,9 +129,13 @@ def gate_vm(cfg: ExfmConfig, day: str, vm_name: str, table=None,
     if cand is None:
         return Decision(NO_DECISION, f"{name}: no version trained before {day}", p.metric,
                         vm=vm_name, day=day)
-    recorded = Decision.from_tags(client.get_model_version(name, cand).tags)
+    cand_tags = client.get_model_version(name, cand).tags
+    recorded = Decision.from_tags(cand_tags)
     if recorded is not None and recorded.day == day and recorded.by == "gate":
-        log(f"gate {name} {day}: v{cand} already judged: {recorded.decision} ({recorded.reason})")
+        since = (f"; rolled back since by {cand_tags.get('rollback.by', '?')} at "
+                 f"{cand_tags['rollback.at']}" if _rolled_back(cand_tags) else "")
+        log(f"gate {name} {day}: v{cand} already judged: {recorded.decision} ({recorded.reason})"
+            f"{since}")
         return recorded
     champ = alias_version(client, name, CHAMPION)
     base = Decision(NO_DECISION, "", p.metric, vm=vm_name, day=day, challenger_version=cand,
@@ -142,7 +146,6 @@ def gate_vm(cfg: ExfmConfig, day: str, vm_name: str, table=None,
     if champ == cand:
         base.reason = f"v{cand} is already @champion"
         return base
-    cand_tags = client.get_model_version(name, cand).tags
     if _rolled_back(cand_tags):
         # on call took it out of service: the gate never puts it back (only `exfm promote` does)
         base.decision = REFUSED

@@ -108,6 +108,9 @@ def test_gate_promotes_better_refuses_worse_and_rolls_back(gcfg):
     assert [h["decision"] for h in history] == ["promoted", "rollback"]
     with pytest.raises(GateError, match="no @champion_prev"):
         rollback(cfg, "gatevm", reason="twice")
+    said: list[str] = []  # the day it was promoted: the recorded decision, and what came since
+    assert gate_vm(cfg, "2026-01-04", "gatevm", table=t[4], log=said.append).decision == "promoted"
+    assert "rolled back since by oncall-test" in said[-1], said
     # no newer version yet: the next day's gate judges the rolled-back one again, and leaves it
     # out instead of undoing on call's rollback
     after = gate_vm(cfg, "2026-01-05", "gatevm", table=day_table(4000, seed=5))
