@@ -32,16 +32,34 @@ def data() -> None:
 @click.option("--rows-per-day", type=click.IntRange(min=10), default=None,
               help="rows a day (default: data.generator.rows_per_day)")
 @click.option("--seed", type=int, default=None, help="default: data.generator.seed")
+@click.option("--replace", is_flag=True,
+              help="overwrite a folder that holds another generated stream")
 @config_options
-def generate(cfg, out: str, days: int | None, rows_per_day: int | None, seed: int | None) -> None:
-    """Write the synthetic drifting multi-domain stream."""
-    from exfm.data.generator import generate as run
+def generate(cfg, out: str, days: int | None, rows_per_day: int | None, seed: int | None,
+             replace: bool) -> None:
+    """Write the synthetic drifting multi-domain stream.
+
+    Into a folder that already holds the same stream it rewrites the days (an altered day is
+    put back); one that holds another stream is refused unless --replace."""
+    from exfm.data.generator import generate as run, replaced_stream
+    from exfm.data.schema import list_days
 
     g = cfg.data.generator
     upd = {k: v for k, v in dict(days=days, rows_per_day=rows_per_day, seed=seed).items()
            if v is not None}
     g = g.model_copy(update=upd)
     g = type(g).model_validate(g.model_dump())
+    why = None if replace else replaced_stream(g, out)
+    if why is not None:
+        have = list_days(out)
+        raise click.ClickException(
+            f"{out} already holds another generated stream ({len(have)} days, {have[0]} .. "
+            f"{have[-1]}) and this command would replace every day of it: {why}. The generator "
+            "sizes its users and items by the number of days, so --days, --rows-per-day or "
+            "--seed change every day, the first included; days already landed in the bucket "
+            "would no longer match their files. Write to another --out, or pass --replace. To "
+            "run more days later, generate them all now and hold the later ones back with "
+            "schedule.end_date (docs/operations.md, \"The calendar\").")
     with _bar(g.days, "generate") as bar:
         run(g, out, progress=lambda day, n: (bar.set_postfix(day=day, rows=n), bar.update(1)))
     click.echo(f"wrote {g.days} days x {g.rows_per_day} rows to {out}")

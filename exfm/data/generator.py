@@ -329,6 +329,34 @@ def iter_days(g: GeneratorConfig) -> Iterator[tuple[str, pa.Table]]:
         yield day, pa.table(cols)
 
 
+def replaced_stream(g: GeneratorConfig, out: str | Path) -> str | None:
+    """Why writing ``g``'s stream into ``out`` would replace another stream already there, or
+    None: ``out`` holds no day yet, or the same stream (its first day is the one ``g``
+    generates; rewriting it only puts altered days back). The id space is sized by ``g.days``
+    and every draw follows from it, so another ``days``, ``rows_per_day`` or ``seed`` changes
+    every day, the first included."""
+    from exfm.data.io import read_day
+    from exfm.data.schema import list_days
+
+    out = Path(out)
+    have = list_days(out) if out.is_dir() else []
+    if not have:
+        return None
+    first, table = next(iter_days(g))
+    if first != have[0]:
+        return f"its first day is {have[0]}, this stream's is {first}"
+    old = read_day(out, first)
+    if old.column_names != table.column_names or old.num_rows != table.num_rows:
+        return (f"day {first} has {old.num_rows} rows of {len(old.column_names)} columns, this "
+                f"stream's {table.num_rows} rows of {len(table.column_names)}")
+    differ = [c for c in table.column_names
+              if not old[c].cast(table[c].type).equals(table[c])]
+    if differ:
+        more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
+        return f"day {first} differs in {', '.join(differ[:4])}{more}"
+    return None
+
+
 def generate(g: GeneratorConfig, out: str | Path, rows_per_part: int | None = None,
              progress: Callable[[str, int], None] | None = None) -> DatasetSchema:
     """Write the whole stream to ``out`` (schema.yaml + one folder per day); returns the schema."""

@@ -86,3 +86,35 @@ def test_fm_only_features_carry_signal(stream):
     hi = df.xsvc_affinity > df.xsvc_affinity.quantile(0.8)
     lo = df.xsvc_affinity < df.xsvc_affinity.quantile(0.2)
     assert df.click[hi].mean() > 2 * df.click[lo].mean()
+
+
+def test_generate_into_a_folder_keeps_its_stream(tmp_path, capsys, monkeypatch):
+    """`exfm data generate` into a folder of the same stream rewrites it (an altered day comes
+    back); with another --days (the id space, so every day, changes) it refuses and leaves the
+    folder as it was, unless --replace."""
+    import pyarrow.parquet as pq
+
+    from exfm.cli import main
+
+    monkeypatch.chdir(tmp_path)  # the defaults, not a params.yaml of the checkout
+    out = tmp_path / "syn"
+    small = ["--set", "data.generator.n_users=300", "--set", "data.generator.n_items=200"]
+    base = ["data", "generate", "--out", str(out), "--rows-per-day", "500", *small]
+    assert main([*base, "--days", "2"]) == 0
+    day2 = out / "day=2026-01-02" / "part-00000.parquet"
+    kept = read_day(out, "2026-01-02")
+    pq.write_table(kept.slice(0, 10), day2)  # a broken day
+    assert main([*base, "--days", "2"]) == 0
+    assert read_day(out, "2026-01-02").equals(kept)
+    capsys.readouterr()
+
+    assert main([*base, "--days", "3"]) != 0
+    err = capsys.readouterr().err
+    assert f"{out} already holds another generated stream (2 days" in err
+    assert "day 2026-01-01 differs in" in err and "--replace" in err
+    assert list_days(out) == ["2026-01-01", "2026-01-02"] and read_day(out, "2026-01-02").equals(kept)
+
+    assert main([*base, "--days", "3", "--replace"]) == 0
+    assert list_days(out) == ["2026-01-01", "2026-01-02", "2026-01-03"]
+    assert not read_day(out, "2026-01-01").equals(next(iter_days(GeneratorConfig(
+        days=2, rows_per_day=500, n_users=300, n_items=200)))[1])
