@@ -163,6 +163,8 @@ def _launch(cfg: ExfmConfig, service: str, dags_folder: Path | None, log: Log) -
         specs = S.airflow_procs(cfg, dags_folder)
     for spec in specs:
         start_proc(spec, S.run_dir(cfg))
+    if service == "airflow":
+        _record_airflow_settings(cfg, dags_folder)
 
 
 def stack_up(cfg: ExfmConfig, services: Iterable[str] | None = None, log: Log = print,
@@ -188,7 +190,7 @@ def stack_up(cfg: ExfmConfig, services: Iterable[str] | None = None, log: Log = 
         S.check_database_identity(cfg)  # before the config dump records this config's database
     secrets, made = S.ensure_secrets(cfg, airflow="airflow" in order, mlflow="mlflow" in order)
     S.write_config_dump(cfg)
-    pending, healthy = _survey(cfg, order, log)
+    pending, healthy = _survey(cfg, order, log, dags_folder)
     for service in pending:  # a taken port fails before anything starts
         if not _running(cfg, service):
             _check_ports(cfg, service)
@@ -204,16 +206,77 @@ def stack_up(cfg: ExfmConfig, services: Iterable[str] | None = None, log: Log = 
     return stack_status(cfg, order)
 
 
-def _survey(cfg: ExfmConfig, order: list[str], log: Log) -> tuple[list[str], set[str]]:
+AIRFLOW_SETTINGS = "airflow-settings.json"
+
+
+def _airflow_settings(cfg: ExfmConfig, dags_folder: Path | None) -> dict[str, str]:
+    """What this config gives Airflow's processes: the ``AIRFLOW*`` and ``EXFM_*`` variables of
+    their environment (``$EXFM_SCHEDULE`` included)."""
+    return {k: v for k, v in S.airflow_env(cfg, dags_folder).items()
+            if k.startswith(("AIRFLOW", "EXFM_"))}
+
+
+def _digest(value: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _record_airflow_settings(cfg: ExfmConfig, dags_folder: Path | None) -> None:
+    """Record what the Airflow just started was given: a digest per variable (some are secrets)
+    and the schedule itself, so a later ``up`` can tell, and say, what changed."""
+    env = _airflow_settings(cfg, dags_folder)
+    path = S.run_dir(cfg) / AIRFLOW_SETTINGS
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"digests": {k: _digest(v) for k, v in env.items()},
+                   "schedule": json.loads(env.get("EXFM_SCHEDULE") or "{}")}, f, indent=1)
+
+
+def airflow_settings_change(cfg: ExfmConfig, dags_folder: Path | None = None) -> str | None:
+    """What differs between the running Airflow's settings (recorded when it started) and this
+    config's, e.g. ``schedule end_date 2026-01-02 -> 2026-01-03``; None when nothing does or when
+    nothing was recorded (an Airflow started by an older exfm)."""
+    path = S.run_dir(cfg) / AIRFLOW_SETTINGS
+    try:
+        had = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    env = _airflow_settings(cfg, dags_folder)
+    now = {k: _digest(v) for k, v in env.items()}
+    keys = sorted(k for k in set(now) | set(had.get("digests", {}))
+                  if now.get(k) != had["digests"].get(k))
+    if not keys:
+        return None
+    parts = []
+    if "EXFM_SCHEDULE" in keys:
+        old, new = had.get("schedule", {}), json.loads(env.get("EXFM_SCHEDULE") or "{}")
+        parts += [f"schedule {k} {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new))
+                  if old.get(k) != new.get(k)]
+        keys.remove("EXFM_SCHEDULE")
+    parts += keys  # names only: some values are secrets
+    return ", ".join(parts)
+
+
+def _survey(cfg: ExfmConfig, order: list[str], log: Log, dags_folder: Path | None = None
+            ) -> tuple[list[str], set[str]]:
     """(services to start or wait for, services already healthy). A partially running service
-    (e.g. one Airflow process died) is stopped, to be restarted cleanly."""
+    (e.g. one Airflow process died) is stopped, to be restarted cleanly, and so is an Airflow
+    started with other settings than this config's (``schedule.*``, pools, ports...): its DAG
+    file reads them when its processes start."""
     pending: list[str] = []
     healthy: set[str] = set()
     for service in order:
         running = _running(cfg, service)
         if running and len(running) == len(S.proc_names(service)):
             ok, detail = S.HEALTH[service](cfg)
-            if ok:
+            changed = airflow_settings_change(cfg, dags_folder) if service == "airflow" else None
+            if ok and changed:
+                log(f"{service}: running with other settings ({changed}); restarting it so that "
+                    "they apply")
+                _stop_service(cfg, service, log)
+                pending.append(service)
+            elif ok:
                 log(f"{service}: already running (pid {running[0]['pid']}) at "
                     f"{S.SERVICE_URL[service](cfg)}")
                 healthy.add(service)

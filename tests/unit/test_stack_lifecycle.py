@@ -133,6 +133,30 @@ def test_a_partial_airflow_is_restarted_whole(fake):
     assert {s.name: s for s in stack_status(cfg)}["airflow"].healthy
 
 
+def test_an_airflow_started_with_other_settings_is_restarted(fake):
+    """`schedule.end_date` extended (or any other Airflow setting changed) and `up` again: the
+    running Airflow is restarted, saying what changed (its DAG file reads the schedule when its
+    processes start); the other services, and an Airflow whose settings did not change, keep
+    running."""
+    cfg, _, _ = fake
+    stack_up(cfg, log=lambda m: None)
+    pids = {s.name: s.pid for s in stack_status(cfg)}
+    later = cfg.model_copy(update={"schedule": cfg.schedule.model_copy(
+        update={"end_date": "2026-01-09"})})
+    lines: list[str] = []
+    stack_up(later, log=lines.append)
+    now = {s.name: s.pid for s in stack_status(later)}
+    assert now["airflow"] != pids["airflow"] and all(now[k] == pids[k] for k in ("s3", "mlflow", "ray"))
+    [said] = [m for m in lines if "running with other settings" in m]
+    assert said.startswith("airflow:") and "schedule end_date 2026-01-08 -> 2026-01-09" in said
+    secret = S.ensure_secrets(cfg)[0]["airflow_fernet_key"]
+    assert not any(secret in m for m in lines)
+    again: list[str] = []
+    stack_up(later, log=again.append)
+    assert {s.name: s.pid for s in stack_status(later)} == now
+    assert all("already running" in m for m in again), again
+
+
 def test_an_mlflow_without_authentication_is_restarted_and_a_refused_login_stops_up(
         fake, monkeypatch):
     """An MLflow started before basic-auth (it answers anonymous calls) is restarted by `up`;
