@@ -235,13 +235,14 @@ def _record_airflow_settings(cfg: ExfmConfig, dags_folder: Path | None) -> None:
 
 def airflow_settings_change(cfg: ExfmConfig, dags_folder: Path | None = None) -> str | None:
     """What differs between the running Airflow's settings (recorded when it started) and this
-    config's, e.g. ``schedule end_date 2026-01-02 -> 2026-01-03``; None when nothing does or when
-    nothing was recorded (an Airflow started by an older exfm)."""
+    config's, e.g. ``schedule end_date 2026-01-02 -> 2026-01-03``; None when nothing does. An
+    Airflow whose settings were not recorded (started by an older exfm) counts as changed: one
+    restart records them."""
     path = S.run_dir(cfg) / AIRFLOW_SETTINGS
     try:
         had = json.loads(path.read_text())
     except (OSError, ValueError):
-        return None
+        return f"no record of them in {path}"
     env = _airflow_settings(cfg, dags_folder)
     now = {k: _digest(v) for k, v in env.items()}
     keys = sorted(k for k in set(now) | set(had.get("digests", {}))
