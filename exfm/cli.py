@@ -25,6 +25,7 @@ COMMANDS = {
     "offline": "exfm.commands.offline:offline",
     "promote": "exfm.commands.promote:promote", "rollback": "exfm.commands.promote:rollback",
     "gate": "exfm.commands.promote:gate",
+    "retry-day": "exfm.commands.retry:retry_day_cmd",
 }
 
 

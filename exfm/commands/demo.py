@@ -25,14 +25,19 @@ class AirflowAPI:
         self.cfg, self.base = cfg, airflow_url(cfg) + "/api/v2"
         self._token, self._t = None, 0.0
 
-    def get(self, path: str, method: str = "GET"):
+    def get(self, path: str, method: str = "GET", body: dict | None = None):
+        """The JSON answer of ``method path`` (``body`` sent as JSON); raises
+        ``urllib.error.HTTPError`` on an error status."""
         from exfm.stack.services import airflow_token
 
         if self._token is None or time.monotonic() - self._t > 600:
             self._token, self._t = airflow_token(self.cfg), time.monotonic()
-        req = urllib.request.Request(self.base + path, method=method, headers={
-            "Authorization": f"Bearer {self._token}", "Accept": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
+        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
+        data = None
+        if body is not None:
+            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        with urllib.request.urlopen(req, timeout=60) as r:
             return json.loads(r.read() or b"null")
 
     def cancel_running_backfills(self) -> list[dict]:
