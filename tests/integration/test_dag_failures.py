@@ -18,7 +18,8 @@ Airflow), with a local webhook (``http.server`` on 127.0.0.1) as the on-call end
   raw gate fails once (no retry), nothing downstream runs, the notifier's alert reaches the
   webhook with the gate's reason, and the champion, the FM versions and the FM lease are untouched;
 - a day that breaks the format (day 4: a label value 2): ``land`` fails once (no retry: the file
-  will not change), the alert names the file, the column and the rule, nothing is committed.
+  will not change), the alert names the file, the column and the rule, nothing is committed;
+  then the file is fixed and ``exfm retry-day`` clears the failed tasks: day 4 lands and succeeds.
 
 Lean on purpose (300 rows a day, one VM, two full days and one that stops at its gate): the same
 generated days as tests/integration/test_scheduler.py, whose helpers it reuses.
@@ -251,3 +252,20 @@ def test_frozen_fm_alerts_and_degrades_then_a_broken_day_stops_at_its_gate(faili
     assert f"day={D4}" in alert["text"] and f"column '{label}'" in alert["text"]
     assert "label must be 0 or 1: 3 value(s) are not" in alert["text"], alert["text"]
     assert PartitionStore(cfg, "raw").manifest(D4) is None
+
+    # -- on call fixes day 4 and retries it: only what failed runs again, and the day lands ------
+    from exfm.commands.retry import retry_day
+
+    write_day(cfg.data.dir, D4, t)  # day 3's rows a day later, labels as they were
+    said: list[str] = []
+    since = time.time()
+    done = retry_day(cfg, D4, log=said.append)
+    assert done["how"] == "cleared" and done["run_id"] == run4["dag_run_id"], said
+    assert "land" in done["tasks"] and "train_fm" in done["tasks"], done
+    run4 = _wait_runs(cfg, [D4], timeout_s=900, since=since)[D4]
+    assert run4["state"] == "success", run4
+    tis4 = {t["task_id"]: t for t in _tis(cfg, run4["dag_run_id"])}
+    assert tis4["land"]["try_number"] == 2 and tis4["wait_for_data"]["try_number"] == 1
+    assert PartitionStore(cfg, "raw").manifest(D4).rows == t.num_rows
+    with pytest.raises(Exception, match="is success, not failed"):
+        retry_day(cfg, D4, log=said.append)
