@@ -34,7 +34,8 @@ import time
 import pytest
 
 from exfm import pipeline
-from tests.integration.test_scheduler import SETS, VM, _airflow, _api, _tis, _wait_runs
+from tests.integration.test_scheduler import (SETS, VM, _airflow, _api, _backfill, _tis,
+                                              _wait_runs)
 from tests.webhook import webhook_server
 
 pytestmark = pytest.mark.integration
@@ -89,24 +90,6 @@ def _airflow_ok(env, *args) -> bool:
 
     return subprocess.run(["airflow", *args], env=env, capture_output=True,
                           timeout=120).returncode == 0
-
-
-def _backfill(env, day: str, timeout_s: float = 180) -> None:
-    """A one-day backfill, once the previous one is marked complete (Airflow allows one running
-    backfill per DAG, and completes it a scheduler loop after its last run ended)."""
-    import subprocess
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        p = subprocess.run(["airflow", "backfill", "create", "--dag-id", "exfm_daily",
-                            "--from-date", day, "--to-date", day, "--reprocess-behavior", "failed"],
-                           env=env, text=True, capture_output=True, timeout=180)
-        out = p.stdout + p.stderr
-        if p.returncode == 0:
-            return
-        assert "AlreadyRunningBackfill" in out or "database is locked" in out, out[-3000:]
-        assert time.monotonic() < deadline, out[-3000:]
-        time.sleep(5)
 
 
 def _events(cfg, asset: str) -> list[dict]:

@@ -54,6 +54,25 @@ def _airflow(env, *args, timeout=180) -> str:
     return proc.stdout
 
 
+def _backfill(env, day: str, to_day: str | None = None, *args: str, timeout_s: float = 180) -> None:
+    """``airflow backfill create`` of ``day`` .. ``to_day``, retried while Airflow answers that a
+    backfill is still running (it allows one per DAG, and completes it a scheduler loop after its
+    last run ended) or that its SQLite is locked (the scheduler starting up writes too; a lock it
+    holds across a read snapshot fails a writer at once, whatever the busy timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        p = subprocess.run(["airflow", "backfill", "create", "--dag-id", "exfm_daily",
+                            "--from-date", day, "--to-date", to_day or day,
+                            "--reprocess-behavior", "failed", *args],
+                           env=env, text=True, capture_output=True, timeout=180)
+        out = p.stdout + p.stderr
+        if p.returncode == 0:
+            return
+        assert "AlreadyRunningBackfill" in out or "database is locked" in out, out[-3000:]
+        assert time.monotonic() < deadline, out[-3000:]
+        time.sleep(5)
+
+
 def _api(cfg, path: str):
     from exfm.stack.services import airflow_token, airflow_url
 
@@ -123,8 +142,7 @@ def test_backfill_runs_days_in_order_and_chains_the_fm(sched):
     from exfm.storage.partitions import PartitionStore
 
     cfg, env = sched
-    _airflow(env, "backfill", "create", "--dag-id", "exfm_daily", "--from-date", D1,
-             "--to-date", D3, "--max-active-runs", "3", "--reprocess-behavior", "failed")
+    _backfill(env, D1, D3, "--max-active-runs", "3")
     runs = _wait_runs(cfg, DAYS, timeout_s=1500)
     assert {d: r["state"] for d, r in runs.items()} == {d: "success" for d in DAYS}
 
