@@ -96,9 +96,10 @@ def check_augmented(table: pa.Table, schema: DatasetSchema, day: str, raw_rows: 
                     trailing: list[dict], vcfg: ValidationConfig,
                     root: str | Path) -> GateResult:
     """Run the augmented-day suite on ``table`` (no services)."""
+    stats = day_stats(table, schema)
     return _check_table("augmented", AUGMENTED_SUITE, table, day,
-                        augmented_checks(schema, day, raw_rows, trailing, vcfg), root,
-                        day_stats(table, schema))
+                        augmented_checks(schema, day, raw_rows, trailing, vcfg,
+                                         stats["label_rate"]), root, stats)
 
 
 # -- the gates on the bucket -------------------------------------------------------------------

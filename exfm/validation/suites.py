@@ -120,10 +120,31 @@ def raw_checks(schema: DatasetSchema, day: str, trailing: list[dict],
     return out
 
 
+def _fm_mean_band(column: str, trailing: list[dict], label_rate: float | None,
+                  ratio: tuple[float, float]) -> list[Check]:
+    """The FM's mean prediction within ``ratio`` x the trailing days' FM mean, or within ``ratio``
+    x the day's own label rate: an FM that collapses (or blows up) fails, and one that improves
+    towards the labels it predicts does not. The two ranges are joined into one (their hull)."""
+    b = band(trailing, f"fm_pred_mean/{column}", ratio)
+    if not b:
+        return []
+    parts = [f"trailing days' FM mean x {list(ratio)} = [{b[0]:.4g}, {b[1]:.4g}]"]
+    lo, hi = b
+    if label_rate is not None and label_rate > 0:
+        lo, hi = min(lo, ratio[0] * label_rate), max(hi, ratio[1] * label_rate)
+        parts.append(f"the day's label rate {label_rate:.4g} x {list(ratio)} = "
+                     f"[{ratio[0] * label_rate:.4g}, {ratio[1] * label_rate:.4g}]")
+    return [Check(_e().ExpectColumnMeanToBeBetween(column=column, min_value=lo, max_value=hi),
+                  "FM mean prediction within the trailing band",
+                  f"mean in [{lo:.4g}, {hi:.4g}] ({'; or '.join(parts)})")]
+
+
 def augmented_checks(schema: DatasetSchema, day: str, raw_rows: int | None, trailing: list[dict],
-                     vcfg: ValidationConfig) -> list[Check]:
+                     vcfg: ValidationConfig,
+                     label_rates: dict[str, float | None] | None = None) -> list[Check]:
     """The augmented-day suite: every ``fm_pred_<label>`` in [0, 1] and non-null, ``fm_version``
-    set, the raw day's rows covered, the FM's mean prediction within the trailing band."""
+    set, the raw day's rows covered, the FM's mean prediction within the trailing band or near
+    the day's own label rate (``label_rates``: label -> the day's rate, from its rows)."""
     E = _e()
     out = [Check(E.ExpectColumnToExist(column=VERSION_COL), "fm_version set", "the column to exist"),
            Check(E.ExpectColumnValuesToNotBeNull(column=VERSION_COL), "fm_version set",
@@ -136,8 +157,7 @@ def augmented_checks(schema: DatasetSchema, day: str, raw_rows: int | None, trai
             Check(E.ExpectColumnValuesToBeBetween(column=c, min_value=0.0, max_value=1.0),
                   "FM prediction in [0, 1]", "values in [0, 1]"),
         ]
-        out += _mean_band(c, trailing, f"fm_pred_mean/{c}", vcfg.fm_pred_mean_band,
-                          "FM mean prediction within the trailing band", "mean")
+        out += _fm_mean_band(c, trailing, (label_rates or {}).get(label), vcfg.fm_pred_mean_band)
     lo = max(int(vcfg.min_rows), int(-(-vcfg.min_coverage * (raw_rows or 0) // 1)))
     out.append(Check(E.ExpectTableRowCountToBeBetween(min_value=lo, max_value=raw_rows),
                      "row coverage of the raw day",

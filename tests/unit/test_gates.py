@@ -155,6 +155,28 @@ def test_each_augmented_rule_fails_on_its_own_bad_day(root, trailing_aug, name, 
     assert (rule, column) in rules(res), res.reason
 
 
+def test_an_fm_improving_towards_the_labels_is_no_mean_collapse(root):
+    """The FM of the first days under-predicts a rare label, and its mean rises day by day as it
+    learns: a mean above the trailing FM means but near the day's own label rate passes; one far
+    from both (a blow-up, a collapse) still fails, and the reason names both ranges."""
+    low_fm = [{"fm_pred_mean": {"fm_pred_click": 0.1}}] * 3  # band [0.05, 0.2]; labels ~0.3
+    rate = day_stats(raw(), SCHEMA)["label_rate"]["click"]
+    assert 0.25 < rate < 0.35
+
+    def day(mean):
+        return augmented(pred=pa.array(np.full(N, mean), pa.float32()))
+
+    assert check_augmented(day(0.28), SCHEMA, DAY, N, low_fm, VCFG, root).ok
+    for bad in (0.9, 0.01):
+        res = check_augmented(day(bad), SCHEMA, DAY, N, low_fm, VCFG, root)
+        assert rules(res) == {("FM mean prediction within the trailing band", "fm_pred_click")}
+        assert "trailing days' FM mean" in res.failures[0].expected
+        assert f"label rate {rate:.4g}" in res.failures[0].expected
+    # a day without a positive label has no label-rate range: the trailing band alone decides
+    assert not check_augmented(day(0.28).drop(["click"]).append_column(
+        "click", pa.array([0] * N, pa.int64())), SCHEMA, DAY, N, low_fm, VCFG, root).ok
+
+
 def test_band_and_config_validation():
     assert band([{"label_rate": {"click": 0.2}}, {"rows": 5}], "label_rate/click",
                 (0.5, 2.0)) == (0.1, 0.4)
