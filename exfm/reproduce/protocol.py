@@ -243,7 +243,6 @@ def _train_fm(run: _Run, kind: str, cfg: ExfmConfig, seed: int, freeze_after: tu
     """Stream the FM over the days; log predictions for every VM day (and frozen copies)."""
     from exfm.models import build_fm, predict_table
     from exfm.train import train_fm_day
-    from exfm.train.metrics import all_metrics
 
     fm = build_fm(run.schema, run.tasks, cfg, kind, sample=run.tables[0])
     state = None
@@ -261,17 +260,26 @@ def _train_fm(run: _Run, kind: str, cfg: ExfmConfig, seed: int, freeze_after: tu
         if k in run.vm_days:  # fresh FM: infers on the next day = the VM day of a reading
             p = predict_table(fm, run.tables[k], run.schema)
             run.preds.setdefault(kind, {})[k] = p
-            for t, task in enumerate(run.tasks):
-                y = np.asarray(run.tables[k].column(task).to_numpy(zero_copy_only=False))
-                result.fm_quality.append(dict(fm=kind, seed=seed, day=run.days[k], task=task,
-                                              freshness_gap=1, **all_metrics(y, p[:, t])))
+            _fm_quality(run, result, kind, seed, k, p)
         if k in freeze_after:  # frozen FM: this snapshot infers every later VM day
             frozen = copy.deepcopy(fm)
             for d in run.vm_days:
                 if d > k:
-                    run.preds.setdefault(f"{kind}@d{k}", {})[d] = predict_table(
-                        frozen, run.tables[d], run.schema)
+                    p = predict_table(frozen, run.tables[d], run.schema)
+                    run.preds.setdefault(f"{kind}@d{k}", {})[d] = p
+                    _fm_quality(run, result, f"{kind}@d{k}", seed, d, p)
             del frozen
+
+
+def _fm_quality(run: _Run, result: ReproduceResult, fm: str, seed: int, d: int,
+                p: np.ndarray) -> None:
+    """Record the FM's metrics on day index ``d`` (each task), before anything trains on it."""
+    from exfm.train.metrics import all_metrics
+
+    for t, task in enumerate(run.tasks):
+        y = np.asarray(run.tables[d].column(task).to_numpy(zero_copy_only=False))
+        result.fm_quality.append(dict(fm=fm, seed=seed, day=run.days[d], task=task,
+                                      freshness_gap=fm_age_days(fm, d), **all_metrics(y, p[:, t])))
 
 
 def plain_config(cfg: ExfmConfig) -> ExfmConfig:

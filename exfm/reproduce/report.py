@@ -181,7 +181,8 @@ def _arm_grid(df: pd.DataFrame, keys: list[str], metric: str, digits: int = 4) -
     return _md_table(keys + [ARM_LABEL[a] for a in arms], rows)
 
 
-def freshness_recovery(df: pd.DataFrame) -> pd.DataFrame:
+def freshness_recovery(df: pd.DataFrame, fm_quality: pd.DataFrame | None = None
+                       ) -> pd.DataFrame:
     """Per frozen FM snapshot of the freshness table: how much of the AH's lift over w/o the
     staleness costs, and how much of that AH+SA gets back (AUC, means over seeds and readings).
 
@@ -189,10 +190,12 @@ def freshness_recovery(df: pd.DataFrame) -> pd.DataFrame:
     - AH gain, both with the frozen FM; ``share`` = recovered / lost (NaN when nothing was lost).
     ``recovered_se``, ``verdict``: the standard error of ``recovered`` over seeds (each seed's
     mean over readings, paired) and ahead / behind / noise as in :func:`paired_steps` (NaN and
-    None with one seed).
+    None with one seed). ``fm_auc_fresh``, ``fm_auc``: the teachers themselves, the fresh FM's
+    and the frozen snapshot's mean AUC on the days (and seeds) the snapshot taught, from
+    ``fm_quality`` (NaN without it): how much of the loss is the teacher's own.
     """
     cols = ["snapshot", "ah_fresh", "ah", "ah_sa", "lost", "recovered", "share", "recovered_se",
-            "verdict"]
+            "verdict", "fm_auc_fresh", "fm_auc"]
     f = df[df.table == "freshness"]
     if f.empty:
         return pd.DataFrame(columns=cols)
@@ -214,10 +217,34 @@ def freshness_recovery(df: pd.DataFrame) -> pd.DataFrame:
         per_seed = arms.groupby(["seed", "arm"]).auc.mean().unstack("arm")
         se, verdict = paired_verdict(per_seed["ah_sa"] - per_seed["ah"]
                                      if per_seed.shape[1] == 2 else [], rec)
+        fm_fresh, fm_frozen = _teacher_auc(fm_quality, fresh, fm,
+                                           f.task.iloc[0] if "task" in f else None)
         rows.append(dict(snapshot=fm, ah_fresh=ah_fresh, ah=ah, ah_sa=ah_sa, lost=lost,
                          recovered=rec, share=rec / lost if lost > 0 else float("nan"),
-                         recovered_se=se, verdict=verdict))
+                         recovered_se=se, verdict=verdict, fm_auc_fresh=fm_fresh,
+                         fm_auc=fm_frozen))
     return pd.DataFrame(rows, columns=cols)
+
+
+def _teacher_auc(q: pd.DataFrame | None, fresh: str | None, frozen: str,
+                 task: str | None) -> tuple[float, float]:
+    """Mean AUC of the fresh FM and of the ``frozen`` snapshot over the (seed, day) pairs both
+    were scored on, for ``task`` (None: every task); NaN, NaN when there are none."""
+    nan = (float("nan"), float("nan"))
+    if q is None or q.empty or fresh is None or "fm" not in q:
+        return nan
+    if task is not None and "task" in q:
+        q = q[q.task == task]
+    a = q[q.fm == fresh.split("@")[0]].set_index(["seed", "day"]).auc
+    b = q[q.fm == frozen].set_index(["seed", "day"]).auc
+    both = pd.concat([a.rename("fresh"), b.rename("frozen")], axis=1, join="inner")
+    if both.empty:
+        return nan
+    return float(both.fresh.mean()), float(both.frozen.mean())
+
+
+def _pair(a: float, b: float) -> str:
+    return "n/a" if math.isnan(a) or math.isnan(b) else f"{a:.4f} / {b:.4f}"
 
 
 def _freshness(df: pd.DataFrame, vm_days: list[int]) -> str:
@@ -345,14 +372,17 @@ def write_markdown(result: ReproduceResult, out: Path, meta: dict[str, Any]) -> 
     if fr:
         parts += ["", "## Freshness: AUC gain over w/o (x100) with the FM frozen after day k", "",
                   fr, "", "gap = VM training day - the last day the FM trained on."]
-        rec = freshness_recovery(df)
+        rec = freshness_recovery(df, pd.DataFrame(result.fm_quality))
         if not rec.empty:
             parts += ["", "Staleness lost and recovered (AUC points x100, mean over readings): "
                       "lost = AH gain with the fresh FM - with the frozen one; recovered = AH+SA "
-                      "- AH, both with the frozen FM.", "",
-                      _md_table(["FM snapshot", "AH gain, fresh FM", "AH gain", "AH+SA gain",
+                      "- AH, both with the frozen FM. Teacher AUC: the fresh FM's and the frozen "
+                      "snapshot's own AUC on the days the snapshot taught.", "",
+                      _md_table(["FM snapshot", "teacher AUC, fresh / frozen",
+                                 "AH gain, fresh FM", "AH gain", "AH+SA gain",
                                  "lost to staleness", "recovered by SA", "share recovered"],
-                                [[r.snapshot, f"{1e2 * r.ah_fresh:+.2f}", f"{1e2 * r.ah:+.2f}",
+                                [[r.snapshot, _pair(r.fm_auc_fresh, r.fm_auc),
+                                  f"{1e2 * r.ah_fresh:+.2f}", f"{1e2 * r.ah:+.2f}",
                                   f"{1e2 * r.ah_sa:+.2f}", f"{1e2 * r.lost:+.2f}",
                                   _points(r.recovered, r.recovered_se, r.verdict),
                                   "n/a" if math.isnan(r.share) else f"{r.share:.0%}"]

@@ -130,6 +130,15 @@ def test_protocol_rows_and_columns(small_run):
     assert all(s["steps"] >= 4 for s in vm_steps)
     # the run holds two of its eight days at a time, reading a day again when it comes back
     assert res.peak_days_in_memory == 2 and res.day_reads > 8
+    # the frozen snapshot's own quality on each day it taught, with its freshness gap
+    q = pd.DataFrame(res.fm_quality)
+    frozen = q[q.fm == "dcnv2@d3"]
+    fresh_days = sorted(q[q.fm == "dcnv2"].day.unique())  # the days the VM readings train on
+    later = [d for d in fresh_days if d > res.days[3]]  # after the 4th day: the FM's gap > 1
+    assert later and sorted(frozen.day.unique()) == later and frozen.auc.notna().all()
+    gaps = frozen.drop_duplicates("day").sort_values("day").freshness_gap.tolist()
+    assert gaps == [res.days.index(d) - 3 + 1 for d in later] and min(gaps) > 1
+    assert set(q[q.fm == "dcnv2"].freshness_gap) == {1}
 
 
 def test_arms_share_init_and_data(data, cfg):
@@ -261,6 +270,20 @@ def test_freshness_recovery_is_the_share_of_the_stale_loss_the_sa_gets_back():
     assert rec.loc["dcnv2@d2", "verdict"] == "ahead"
     assert rec.loc["dcnv2@d3", "verdict"] == "behind"  # -0.005 on both seeds
     assert freshness_recovery(pd.DataFrame([r for r in rows if r["table"] == "main"])).empty
+    assert rec.fm_auc.isna().all()  # no FM quality given: the teachers' columns are NaN
+    # the teachers on the days each snapshot taught: the fresh FM is matched on those days only
+    q = [dict(fm="dcnv2", seed=s, day=d, task="click", auc=a)
+         for s in (0, 1) for d, a in (("d5", 0.70), ("d6", 0.72), ("d7", 0.74))]
+    q += [dict(fm="dcnv2@d2", seed=s, day=d, task="click", auc=a)
+          for s in (0, 1) for d, a in (("d5", 0.66), ("d6", 0.64), ("d7", 0.62))]
+    q += [dict(fm="dcnv2@d3", seed=0, day="d7", task="click", auc=0.70),
+          dict(fm="dcnv2@d3", seed=0, day="d7", task="like", auc=0.10)]  # another task: left out
+    rec = freshness_recovery(pd.DataFrame([dict(r, task="click") for r in rows]),
+                             pd.DataFrame(q)).set_index("snapshot")
+    assert rec.loc["dcnv2@d2", "fm_auc_fresh"] == pytest.approx(0.72)
+    assert rec.loc["dcnv2@d2", "fm_auc"] == pytest.approx(0.64)
+    assert rec.loc["dcnv2@d3", "fm_auc_fresh"] == pytest.approx(0.74)
+    assert rec.loc["dcnv2@d3", "fm_auc"] == pytest.approx(0.70)
 
 
 def test_paired_steps_judge_each_step_against_the_spread_between_seeds():
