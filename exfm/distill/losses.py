@@ -29,13 +29,16 @@ def scale_label(p: torch.Tensor, beta: float) -> torch.Tensor:
 def distillation_loss(mode: DistillMode, z: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
                       y: torch.Tensor, p_fm: torch.Tensor | None = None,
                       p_sa: torch.Tensor | None = None, lw: float = 1.0, ls: float = 1.0,
-                      sa_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                      sa_weight: float = 1.0, kd_weight: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The VM loss of ``mode`` and its parts (detached, keys ``loss/label``, ``loss/kd``, ...).
 
     Args:
         z: (z_s, z_d, z_d2) logits (B,) from :meth:`VerticalModel.heads`.
         y: labels (B,). p_fm: FM predictions (B,), needed unless mode is none.
         p_sa: the SA's predictions (B,), needed for ah_sa; detached here (sg).
+        kd_weight: per-row weights (B,) of the AH's distillation term (the SA's trust in the FM,
+            ``distillation.sa_trust_ah``); None = 1 on every row.
 
     Heads a mode does not use enter with weight 0, so every parameter gets a gradient (a DDP
     wrapper then needs no ``find_unused_parameters``).
@@ -54,7 +57,11 @@ def distillation_loss(mode: DistillMode, z: tuple[torch.Tensor, torch.Tensor, to
         total = total + kd
         parts["loss/kd"] = kd.detach()
     elif mode in ("ah", "ah_sa"):
-        kd = bce(scale_label(p_fm, ls), z_d)
+        if kd_weight is None:
+            kd = bce(scale_label(p_fm, ls), z_d)
+        else:
+            kd = (F.binary_cross_entropy_with_logits(z_d, scale_label(p_fm, ls), reduction="none")
+                  * kd_weight.detach()).mean()
         total = total + lw * kd
         parts["loss/kd"] = kd.detach()
         unused = 0.0 * z_d2.sum()

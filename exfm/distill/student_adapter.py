@@ -42,7 +42,7 @@ class StudentAdapter(nn.Module):
     """
 
     def __init__(self, hidden: int = 16, n_dense: int = 0, categories: list[int] | None = None,
-                 cat_dim: int = 4):
+                 cat_dim: int = 4, trust: bool = False):
         super().__init__()
         self.g = MLP(1, [hidden], 1)
         nn.init.zeros_(self.g.net[-1].weight)
@@ -53,13 +53,19 @@ class StudentAdapter(nn.Module):
         if self.ctx is not None:  # the correction starts at zero: p_SA = p_FM at step 0
             nn.init.zeros_(self.ctx.net[-1].weight)
             nn.init.zeros_(self.ctx.net[-1].bias)
+        # trust t(c) = 2 sigmoid(MLP_t(c)) in (0, 2) scales the FM's (adapted) logit per row;
+        # it starts at 1, and where the fresh labels say the FM's logit carries less, it shrinks
+        self.tr = MLP(width, [hidden], 1) if (trust and width) else None
+        if self.tr is not None:
+            nn.init.zeros_(self.tr.net[-1].weight)
+            nn.init.zeros_(self.tr.net[-1].bias)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """An SA saved without context weights (before the staleness signals), or with context
         inputs of another shape (e.g. saved with ``sa_freshness_gap`` on, loaded with it off),
         loads with its context branch at the start: a zero correction. The FM-logit part ``g``
         must still match."""
-        ctx = ("ctx.", "cats.")
+        ctx = ("ctx.", "cats.", "tr.")
         own = self.state_dict()
         saved = {k: v for k, v in state_dict.items() if k.startswith(ctx)}
         if any(k not in own or own[k].shape != v.shape for k, v in saved.items()):
@@ -75,10 +81,24 @@ class StudentAdapter(nn.Module):
         u = prob_logit(p_fm).unsqueeze(-1)
         z = u + self.g(u)
         if self.ctx is not None and ctx is not None:
-            dense, ids = ctx
-            parts = [dense] + [e(ids[:, k].clamp(min=0)) for k, e in enumerate(self.cats)]
-            z = z + self.ctx(torch.cat(parts, dim=1))
+            c = self._ctx_input(ctx)
+            if self.tr is not None:
+                z = 2 * torch.sigmoid(self.tr(c)) * z
+            z = z + self.ctx(c)
         return z.squeeze(-1)
+
+    def _ctx_input(self, ctx: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        dense, ids = ctx
+        return torch.cat([dense] + [e(ids[:, k].clamp(min=0)) for k, e in enumerate(self.cats)],
+                         dim=1)
+
+    @torch.no_grad()
+    def trust(self, ctx: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | None:
+        """min(t(c), 1) per row (B,), detached: how far the fresh labels say the FM's logit is
+        to be trusted in the row's context; None without a trust branch or a context."""
+        if self.tr is None or ctx is None:
+            return None
+        return (2 * torch.sigmoid(self.tr(self._ctx_input(ctx)))).clamp(max=1.0).squeeze(-1)
 
 
 def sa_shape(model: nn.Module, columns: list[str], gap: bool = True) -> dict:

@@ -221,7 +221,7 @@ def train_vm_day(model: nn.Module, table: pa.Table, schema: DatasetSchema, vm: V
     if mode == "ah_sa":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(mcfg.seed)
-            sa = StudentAdapter(dcfg.sa_hidden,
+            sa = StudentAdapter(dcfg.sa_hidden, trust=dcfg.sa_trust_ah,
                                 **sa_shape(m, dcfg.sa_columns, dcfg.sa_freshness_gap))
         sa.to(device)
         sa_opt = torch.optim.Adam(sa.parameters(), lr=dcfg.sa_lr)
@@ -238,12 +238,12 @@ def train_vm_day(model: nn.Module, table: pa.Table, schema: DatasetSchema, vm: V
     for batch in tt.batches(bs):
         y = batch["labels"][:, 0]
         p_fm = batch["fm_pred"][:, 0] if "fm_pred" in batch else None
-        p_sa = None
+        p_sa = kd_weight = None
         parts: dict[str, torch.Tensor] = {}
         if sa is not None:  # Algorithm 1 (i)+(ii): SA step, then sg(p_SA) from the updated SA
-            parts["loss/sa"], p_sa = student_adapter_step(sa, sa_opt, p_fm, y,
-                                                          sa_context(m, batch, dcfg.sa_columns,
-                                                                     dcfg.sa_freshness_gap))
+            ctx = sa_context(m, batch, dcfg.sa_columns, dcfg.sa_freshness_gap)
+            parts["loss/sa"], p_sa = student_adapter_step(sa, sa_opt, p_fm, y, ctx)
+            kd_weight = sa.trust(ctx)
         with autocast(device, False, cpu=mcfg.vm_cpu_amp):
             if serving_only:
                 z_s = model(batch).squeeze(-1).float()
@@ -251,7 +251,7 @@ def train_vm_day(model: nn.Module, table: pa.Table, schema: DatasetSchema, vm: V
             else:  # (iii) through __call__, so DDP syncs the gradients
                 z = tuple(t.float() for t in model(batch, gs=dcfg.gs))
         loss, vm_parts = distillation_loss(mode, z, y, p_fm, p_sa, lw=dcfg.lw, ls=dcfg.ls,
-                                           sa_weight=dcfg.sa_weight)
+                                           sa_weight=dcfg.sa_weight, kd_weight=kd_weight)
         for o in opts.values():
             o.zero_grad(set_to_none=True)
         loss.backward()

@@ -124,3 +124,35 @@ def test_das_age_reaches_the_sa_context(tiny_schema, tiny_cfg, table_factory):
     assert batch["fm_age"].tolist() == [3.0] * 4 + [1.0] * 4
     dense, _ = sa_context(vm, batch, [], gap=True)
     assert torch.allclose(dense[:4, 0], torch.log1p(torch.tensor(3.0)).expand(4))
+
+
+def test_trust_shrinks_where_the_fm_knows_nothing_and_weights_the_ah_rows():
+    """``distillation.sa_trust_ah``: in domain 1 the FM's logit predicts the label, in domain 2
+    it is noise (a stale FM on new items, say). Trained on the labels, the SA trusts domain 2's
+    FM less than domain 1's, starts at full trust, and the AH's distillation term of a row
+    weighted 0 gives its distillation head no gradient."""
+    from exfm.distill import distillation_loss
+
+    torch.manual_seed(0)
+    sa = StudentAdapter(8, n_dense=1, categories=[4], trust=True)
+    n = 512
+    dom = torch.randint(1, 3, (n, 1))
+    ctx = (torch.zeros(n, 1), dom)
+    assert torch.equal(sa.trust(ctx), torch.ones(n))  # starts as the FM, fully trusted
+    assert StudentAdapter(8, n_dense=1, categories=[4]).trust(ctx) is None  # off: no weights
+    opt = torch.optim.Adam(sa.parameters(), lr=3e-2)
+    for _ in range(300):
+        z = torch.randn(n) * 2
+        y = (torch.rand(n) < torch.sigmoid(z)).float()
+        p = torch.where(dom[:, 0] == 1, torch.sigmoid(z), torch.sigmoid(torch.randn(n) * 2))
+        student_adapter_step(sa, opt, p, y, ctx)
+    t = sa.trust(ctx)
+    t1, t2 = t[dom[:, 0] == 1].mean().item(), t[dom[:, 0] == 2].mean().item()
+    assert t1 > 0.9 and t2 < 0.5, (t1, t2)
+
+    z_d = torch.zeros(4, requires_grad=True)
+    y4, p4 = torch.tensor([0.0, 1.0, 0.0, 1.0]), torch.tensor([0.9, 0.1, 0.9, 0.1])
+    loss, _ = distillation_loss("ah", (torch.zeros(4), z_d, torch.zeros(4)), y4, p4,
+                                kd_weight=torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    loss.backward()
+    assert torch.all(z_d.grad[:2] != 0) and torch.all(z_d.grad[2:] == 0)

@@ -38,6 +38,22 @@ def test_train_vm_day_every_mode(mode, tiny_schema, tiny_cfg, tiny_table):
                                                           "rows"}
 
 
+def test_sa_trust_weights_the_ah_through_the_trainer(tiny_schema, tiny_cfg, tiny_table):
+    """``distillation.sa_trust_ah``: the SA's trust branch is trained and saved with it, and the
+    VM it weights ends the day elsewhere than one whose AH pulls every row in full."""
+    vm_cfg = VMConfig(name="v", model="fam", mode="ah_sa")
+    on = tiny_cfg.model_copy(update={"distillation": tiny_cfg.distillation.model_copy(
+        update={"sa_trust_ah": True})})
+    a, b = build_vm(vm_cfg, tiny_schema, tiny_cfg), build_vm(vm_cfg, tiny_schema, on)
+    res_a = train_vm_day(a, tiny_table, tiny_schema, vm_cfg, tiny_cfg)
+    res_b = train_vm_day(b, tiny_table, tiny_schema, vm_cfg, on)
+    assert not any(k.startswith("tr.") for k in res_a.state["sa"])
+    tr = {k: v for k, v in res_b.state["sa"].items() if k.startswith("tr.")}
+    assert tr and any(v.abs().sum() > 0 for k, v in tr.items() if k.endswith("weight"))
+    assert any(not torch.equal(p, q) for p, q in zip(a.state_dict().values(),
+                                                     b.state_dict().values()))
+
+
 def test_vm_needs_fm_predictions(tiny_schema, tiny_cfg, table_factory):
     make_table = table_factory
     vm_cfg = VMConfig(name="v", model="fam", mode="ah")
