@@ -170,10 +170,11 @@ class DistillationConfig(StrictModel):
         True, description="the Student Adapter also sees the FM's freshness gap in days "
         "(fm_age_days); false = not (docs/models.md, 'Staleness', has what each measured)")
     sa_trust_ah: bool = Field(
-        False, description="the Student Adapter learns a per-row trust t(c) in (0, 2) of the "
+        True, description="the Student Adapter learns a per-row trust t(c) in (0, 2) of the "
         "FM's logit from its context (freshness gap, domain, stage, sa_columns), and the AH's "
         "distillation term of each row is weighted by min(t(c), 1): rows where the fresh labels "
-        "say the FM knows little (a stale FM, a new item) pull less (ah_sa only)")
+        "say the FM knows little (a stale FM, a new item) pull less (ah_sa only; docs/models.md, "
+        "'Trust'); false = every row pulls in full, as eq. 7")
     tune: bool = Field(
         True, description="AH and AH+SA VMs pick (gs, ls, lw) themselves on an earlier day, never "
         "the scored one: one fresh VM per candidate of tune_gs x tune_ls x tune_lw trains one "

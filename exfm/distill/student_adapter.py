@@ -6,7 +6,9 @@ comes from (:func:`sa_context`): the freshness gap in days (``fm_age_days`` next
 predictions; 1, a daily FM, when absent; ``distillation.sa_freshness_gap``), the row's domain and
 stage (the VM's categorical inputs, when its slice spans several) and the dense columns named in
 ``distillation.sa_columns`` that the VM reads (item age, where declared). They enter as an
-additive logit correction that starts at zero, so the SA still starts as the FM itself.
+additive logit correction that starts at zero, so the SA still starts as the FM itself, and
+(``distillation.sa_trust_ah``) as a per-row trust t(c) in (0, 2) of the FM's logit, starting at 1,
+which also weights the AH's distillation term of the row (:meth:`StudentAdapter.trust`).
 """
 
 from __future__ import annotations

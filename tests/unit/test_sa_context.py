@@ -139,6 +139,14 @@ def test_trust_shrinks_where_the_fm_knows_nothing_and_weights_the_ah_rows():
     dom = torch.randint(1, 3, (n, 1))
     ctx = (torch.zeros(n, 1), dom)
     assert torch.equal(sa.trust(ctx), torch.ones(n))  # starts as the FM, fully trusted
+    # an SA saved before the trust branch loads with it at the start: the same predictions
+    old = StudentAdapter(8, n_dense=1, categories=[4])
+    with torch.no_grad():
+        old.ctx.net[-1].bias.fill_(0.5)
+    sa.load_state_dict(old.state_dict())
+    p0 = torch.full((n,), 0.3)
+    torch.testing.assert_close(sa(p0, ctx), old(p0, ctx))
+    assert torch.equal(sa.trust(ctx), torch.ones(n))
     assert StudentAdapter(8, n_dense=1, categories=[4]).trust(ctx) is None  # off: no weights
     opt = torch.optim.Adam(sa.parameters(), lr=3e-2)
     for _ in range(300):

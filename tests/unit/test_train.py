@@ -42,10 +42,12 @@ def test_sa_trust_weights_the_ah_through_the_trainer(tiny_schema, tiny_cfg, tiny
     """``distillation.sa_trust_ah``: the SA's trust branch is trained and saved with it, and the
     VM it weights ends the day elsewhere than one whose AH pulls every row in full."""
     vm_cfg = VMConfig(name="v", model="fam", mode="ah_sa")
-    on = tiny_cfg.model_copy(update={"distillation": tiny_cfg.distillation.model_copy(
-        update={"sa_trust_ah": True})})
-    a, b = build_vm(vm_cfg, tiny_schema, tiny_cfg), build_vm(vm_cfg, tiny_schema, on)
-    res_a = train_vm_day(a, tiny_table, tiny_schema, vm_cfg, tiny_cfg)
+    assert tiny_cfg.distillation.sa_trust_ah  # on by default
+    on = tiny_cfg
+    off = tiny_cfg.model_copy(update={"distillation": tiny_cfg.distillation.model_copy(
+        update={"sa_trust_ah": False})})
+    a, b = build_vm(vm_cfg, tiny_schema, off), build_vm(vm_cfg, tiny_schema, on)
+    res_a = train_vm_day(a, tiny_table, tiny_schema, vm_cfg, off)
     res_b = train_vm_day(b, tiny_table, tiny_schema, vm_cfg, on)
     assert not any(k.startswith("tr.") for k in res_a.state["sa"])
     tr = {k: v for k, v in res_b.state["sa"].items() if k.startswith("tr.")}
