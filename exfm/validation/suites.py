@@ -69,13 +69,22 @@ def _column_checks(schema: DatasetSchema) -> list[Check]:
 
 
 def _mean_band(column: str, trailing: list[dict], path: str, ratio: tuple[float, float],
-               rule: str, what: str) -> list[Check]:
-    """The column's mean within ``ratio`` x the trailing days' mean of ``path`` (none: [])."""
+               rule: str, what: str, anchor: tuple[str, float | None] | None = None) -> list[Check]:
+    """The column's mean within ``ratio`` x the trailing days' mean of ``path`` (none: []).
+
+    ``anchor`` = (its name, a value): the mean may instead lie within ``ratio`` x that value; the
+    two ranges are joined into one (their hull)."""
     b = band(trailing, path, ratio)
     if not b:
         return []
-    return [Check(_e().ExpectColumnMeanToBeBetween(column=column, min_value=b[0], max_value=b[1]),
-                  rule, f"{what} in [{b[0]:.4g}, {b[1]:.4g}] (trailing days x {list(ratio)})")]
+    lo, hi = b
+    parts = [f"trailing days' {what} x {list(ratio)} = [{lo:.4g}, {hi:.4g}]"]
+    if anchor is not None and anchor[1] is not None and anchor[1] > 0:
+        name, v = anchor
+        lo, hi = min(lo, ratio[0] * v), max(hi, ratio[1] * v)
+        parts.append(f"{name} {v:.4g} x {list(ratio)} = [{ratio[0] * v:.4g}, {ratio[1] * v:.4g}]")
+    return [Check(_e().ExpectColumnMeanToBeBetween(column=column, min_value=lo, max_value=hi),
+                  rule, f"{what} in [{lo:.4g}, {hi:.4g}] ({'; or '.join(parts)})")]
 
 
 def raw_checks(schema: DatasetSchema, day: str, trailing: list[dict],
@@ -102,7 +111,7 @@ def raw_checks(schema: DatasetSchema, day: str, trailing: list[dict],
         out.append(Check(E.ExpectColumnMeanToBeBetween(column=c, min_value=lo, max_value=hi),
                          "label rate within configured bounds", f"rate in [{lo:g}, {hi:g}]"))
         out += _mean_band(c, trailing, f"label_rate/{c}", vcfg.label_rate_band,
-                          "label rate within the trailing band", "rate")
+                          "label rate within the trailing band", "label rate")
     for f in schema.sparse:
         out.append(Check(E.ExpectColumnValuesToBeBetween(column=f.name, min_value=0,
                                                          max_value=f.vocab - 1),
@@ -118,25 +127,6 @@ def raw_checks(schema: DatasetSchema, day: str, trailing: list[dict],
         out.append(Check(E.ExpectColumnValuesToBeUnique(column=schema.request_id),
                          "unique request ids", "no duplicates"))
     return out
-
-
-def _fm_mean_band(column: str, trailing: list[dict], label_rate: float | None,
-                  ratio: tuple[float, float]) -> list[Check]:
-    """The FM's mean prediction within ``ratio`` x the trailing days' FM mean, or within ``ratio``
-    x the day's own label rate: an FM that collapses (or blows up) fails, and one that improves
-    towards the labels it predicts does not. The two ranges are joined into one (their hull)."""
-    b = band(trailing, f"fm_pred_mean/{column}", ratio)
-    if not b:
-        return []
-    parts = [f"trailing days' FM mean x {list(ratio)} = [{b[0]:.4g}, {b[1]:.4g}]"]
-    lo, hi = b
-    if label_rate is not None and label_rate > 0:
-        lo, hi = min(lo, ratio[0] * label_rate), max(hi, ratio[1] * label_rate)
-        parts.append(f"the day's label rate {label_rate:.4g} x {list(ratio)} = "
-                     f"[{ratio[0] * label_rate:.4g}, {ratio[1] * label_rate:.4g}]")
-    return [Check(_e().ExpectColumnMeanToBeBetween(column=column, min_value=lo, max_value=hi),
-                  "FM mean prediction within the trailing band",
-                  f"mean in [{lo:.4g}, {hi:.4g}] ({'; or '.join(parts)})")]
 
 
 def augmented_checks(schema: DatasetSchema, day: str, raw_rows: int | None, trailing: list[dict],
@@ -157,7 +147,11 @@ def augmented_checks(schema: DatasetSchema, day: str, raw_rows: int | None, trai
             Check(E.ExpectColumnValuesToBeBetween(column=c, min_value=0.0, max_value=1.0),
                   "FM prediction in [0, 1]", "values in [0, 1]"),
         ]
-        out += _fm_mean_band(c, trailing, (label_rates or {}).get(label), vcfg.fm_pred_mean_band)
+        # An FM that collapses (or blows up) fails; one that improves towards the labels it
+        # predicts does not.
+        out += _mean_band(c, trailing, f"fm_pred_mean/{c}", vcfg.fm_pred_mean_band,
+                          "FM mean prediction within the trailing band", "FM mean",
+                          anchor=("the day's label rate", (label_rates or {}).get(label)))
     lo = max(int(vcfg.min_rows), int(-(-vcfg.min_coverage * (raw_rows or 0) // 1)))
     out.append(Check(E.ExpectTableRowCountToBeBetween(min_value=lo, max_value=raw_rows),
                      "row coverage of the raw day",
