@@ -356,9 +356,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="the plain loop's Adam lr (best AUC of 1e-3, 3e-3, 1e-2 on this data)")
     p.add_argument("--variant", action="append", default=None,
                    help="an extra exfm row in section 2: ';'-separated config overrides; may be "
-                        "repeated; default models.cpu_amp=false (the DCN FM in fp32 on a bf16 "
-                        "CPU) and models.vm_cpu_amp=true (the DeepFM VM in bf16 there); '' = "
-                        "none")
+                        "repeated; default models.cpu_amp=false;models.vm_bf16_min_work=0 (both "
+                        "models all fp32 on a bf16 CPU) and models.vm_cpu_amp=true (every layer "
+                        "of the DeepFM VM in bf16 there); '' = none")
     p.add_argument("--zoo-set", action="append", default=[], metavar="KEY=VALUE",
                    help="a config override for section 1 only, e.g. models.vm_cpu_amp=true or "
                         "models.batch_size=512 (the VMs' default batch); may be repeated")
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default=str(HERE / "out"))
     args = p.parse_args(argv)
     if args.variant is None:
-        args.variant = ["models.cpu_amp=false", "models.vm_cpu_amp=true"]
+        args.variant = ["models.cpu_amp=false;models.vm_bf16_min_work=0", "models.vm_cpu_amp=true"]
     skip = set(filter(None, args.skip.split(",")))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

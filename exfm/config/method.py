@@ -147,6 +147,12 @@ class ModelsConfig(StrictModel):
         False, description="VM training on a CPU that computes bf16 natively: bf16 autocast of "
         "the VM's forward (losses, weights and optimizer state stay fp32); no effect on other "
         "CPUs or on inference, which stays fp32")
+    vm_bf16_min_work: int = Field(
+        10_000_000, ge=0, description="VM training on a CPU that computes bf16 natively, "
+        "without models.vm_cpu_amp: each MLP layer with at least this many multiply-adds per "
+        "step (batch x in x out) computes in bf16, the smaller ones in fp32, where casting costs "
+        "more than it saves (bench/bf16.py measures where it pays); 0 = every VM layer fp32. No "
+        "effect on other CPUs or on inference, which stays fp32")
     log_every: int = Field(50, ge=1, description="trainer: report every this many steps")
 
 

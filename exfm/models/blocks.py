@@ -41,6 +41,48 @@ class MLP(nn.Module):
             d = out_dim
         self.net = nn.Sequential(*layers)
         self.out_dim = d
+        # set by :func:`cpu_bf16_layers`: in training on a CPU, a Linear with at least this much
+        # work per step runs under bf16 autocast; 0 = every layer fp32 (the default)
+        self.bf16_min_work = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.run(x)
+
+    def _mixed(self, x: torch.Tensor) -> bool:
+        """Whether some layers may compute in bf16 on this input (see :func:`cpu_bf16_layers`)."""
+        return (bool(self.bf16_min_work) and self.training and x.device.type == "cpu"
+                and not torch.is_autocast_enabled("cpu"))
+
+    def bf16(self, x: torch.Tensor, d_out: int) -> bool:
+        """Whether a linear map of ``x`` (B, d_in) to ``d_out`` computes in bf16 here."""
+        return self._mixed(x) and x.shape[0] * x.shape[1] * d_out >= self.bf16_min_work
+
+    def run(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """``net[start:](x)``, each Linear in bf16 or fp32 as :meth:`bf16` says; the output is
+        fp32 (a caller that computed layer 0 itself passes ``start=1``)."""
+        net = self.net if start == 0 else self.net[start:]
+        if not self._mixed(x):
+            return net(x)
+        for layer in net:
+            if isinstance(layer, nn.Linear):
+                if self.bf16(x, layer.out_features):
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        x = layer(x)
+                    continue
+                x = x.float()
+            x = layer(x)
+        return x.float()
+
+
+def cpu_bf16_layers(model: nn.Module, min_work: int) -> int:
+    """Training of ``model`` on a CPU: every :class:`MLP` layer with at least ``min_work``
+    multiply-adds per step (batch x in x out) computes in bf16 (autocast: weights, optimizer state
+    and the layer's output to the next fp32 layer stay fp32), the others in fp32; ``min_work`` 0
+    turns it off. Inference is never affected. Returns how many MLPs were set. The caller checks
+    that the CPU computes bf16 natively (:func:`exfm.train.trainer.cpu_bf16_native`)."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, MLP):
+            m.bf16_min_work = int(min_work)
+            n += 1
+    return n

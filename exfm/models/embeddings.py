@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from exfm.data.schema import DatasetSchema
+from exfm.models.blocks import MLP
 
 
 class FieldParts(NamedTuple):
@@ -179,8 +180,15 @@ class FieldEncoder(nn.Module):
         if rest:
             xs += rest
             ws.append(W[:, b:])
-        h = F.linear(torch.cat(xs, dim=1), torch.cat(ws, dim=1), first.bias)
-        return mlp.net[1:](h)
+        x, w = torch.cat(xs, dim=1), torch.cat(ws, dim=1)
+        if not isinstance(mlp, MLP):
+            return mlp.net[1:](F.linear(x, w, first.bias))
+        if mlp.bf16(x, w.shape[0]):  # its layers may compute in bf16 (cpu_bf16_layers)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                h = F.linear(x, w, first.bias)
+        else:
+            h = F.linear(x, w, first.bias)
+        return mlp.run(h, start=1)
 
 
 class LinearTerm(nn.Module):

@@ -31,6 +31,7 @@ from exfm.data.batches import TableTensors
 from exfm.data.schema import DatasetSchema
 from exfm.distill import (StudentAdapter, distillation_loss, sa_context, sa_shape,
                           student_adapter_step)
+from exfm.models.blocks import cpu_bf16_layers
 from exfm.models.build import unwrap
 from exfm.train.metrics import all_metrics
 from exfm.train.optim import (effective_batch_size, load_optimizer_states, make_optimizers,
@@ -232,6 +233,9 @@ def train_vm_day(model: nn.Module, table: pa.Table, schema: DatasetSchema, vm: V
     # Modes that read only the serving head skip the AH and SA heads (forward and backward); a
     # DDP wrapper keeps them, so every parameter gets a gradient (distillation_loss's weight 0).
     serving_only = model is m and mode in ("none", "vanilla")
+    # bf16 for the VM's layers big enough to pay for their casts (all of it: models.vm_cpu_amp)
+    cpu_bf16_layers(m, mcfg.vm_bf16_min_work if device.type == "cpu" and not mcfg.vm_cpu_amp
+                    and cpu_bf16_native() else 0)
     model.train()
     meter, labels, preds = _Meter(), [], []
     steps, t0 = 0, time.perf_counter()

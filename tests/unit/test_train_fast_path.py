@@ -271,6 +271,60 @@ def test_vm_cpu_amp_runs_the_vm_forward_in_bf16_only_when_set(monkeypatch, tiny_
     assert torch.isfinite(torch.tensor(res.metrics["loss/total"]))
 
 
+def test_mlp_computes_only_its_big_layers_in_bf16_and_only_in_training():
+    from exfm.models.blocks import MLP, cpu_bf16_layers
+
+    torch.manual_seed(0)
+    m = MLP(32, [64, 4], 1)  # per step at batch 16: 32*64*16 = 32768, 64*4*16 = 4096, 4*1*16 = 64
+    assert cpu_bf16_layers(nn.Sequential(m), 10_000) == 1
+    seen: dict[int, torch.dtype] = {}
+    for k in (0, 2, 4):
+        m.net[k].register_forward_hook(lambda mod, i, out, k=k: seen.__setitem__(k, out.dtype))
+    x = torch.randn(16, 32)
+    y = m(x)
+    assert seen == {0: torch.bfloat16, 2: torch.float32, 4: torch.float32}
+    assert y.dtype == torch.float32
+    y.sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in m.parameters())
+    assert m.net[0].weight.dtype == torch.float32  # weights stay fp32
+    m.eval()
+    with torch.no_grad():
+        z = m(x)
+    assert set(seen.values()) == {torch.float32} and z.dtype == torch.float32  # inference: fp32
+    m.train()
+    cpu_bf16_layers(m, 0)  # off: every layer fp32, the same numbers as a plain MLP
+    assert set(seen.values()) == {torch.float32} and torch.equal(m(x), m.net(x))
+
+
+@pytest.mark.parametrize("min_work", [0, 1])
+def test_vm_training_puts_layers_above_vm_bf16_min_work_in_bf16(monkeypatch, tiny_schema, tiny_cfg,
+                                                                 tiny_table, min_work):
+    import exfm.train.trainer as trainer
+
+    monkeypatch.setattr(trainer, "cpu_bf16_native", lambda: True)
+    cfg = _with(tiny_cfg, vm_bf16_min_work=min_work)
+    vm_cfg = VMConfig(name="v", model="deepfam", mode="ah_sa")
+    vm = build_vm(vm_cfg, tiny_schema, cfg)
+    seen: list[torch.dtype] = []
+    vm.serving_head.net[0].register_forward_hook(lambda mod, i, out: seen.append(out.dtype))
+    # the DNN's first layer is folded with the dense fields (FieldEncoder.mlp): its input
+    # reaches the second layer, which then sees bf16 too
+    deep: list[torch.dtype] = []
+    vm.backbone.deep.net[2].register_forward_pre_hook(lambda mod, i: deep.append(i[0].dtype))
+    w0 = vm.serving_head.net[0].weight.detach().clone()
+    res = train_vm_day(vm, tiny_table, tiny_schema, vm_cfg, cfg)
+    assert seen and set(seen) == {torch.bfloat16 if min_work else torch.float32}
+    assert deep and set(deep) == {torch.bfloat16 if min_work else torch.float32}
+    assert not torch.equal(vm.serving_head.net[0].weight, w0)
+    assert vm.serving_head.net[0].weight.dtype == torch.float32
+    assert torch.isfinite(torch.tensor(res.metrics["loss/total"]))
+    # without native bf16 the same config trains every layer in fp32
+    monkeypatch.setattr(trainer, "cpu_bf16_native", lambda: False)
+    seen.clear(), deep.clear()
+    train_vm_day(vm, tiny_table, tiny_schema, vm_cfg, cfg)
+    assert set(seen) == set(deep) == {torch.float32}
+
+
 @pytest.mark.parametrize("on", [False, True])
 def test_das_infers_in_bf16_on_a_bf16_cpu_only_when_cpu_amp_is_set(monkeypatch, tiny_schema,
                                                                     tiny_cfg, tiny_table, on):
