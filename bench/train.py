@@ -315,12 +315,17 @@ def same_model(args, small, scfg, train_path: Path, eval_path: Path, out: Path,
           + (f"; 1.6x the faster peer on DeepFM is {1.6 * peer:,.0f} ex/s" if peer else ""))
     ours = next((r for r in same if r["model"] == "DeepFM" and r["lib"] == "exfm"), None)
     if ours and peer:  # where a DeepFM row's time goes, and what the peer target leaves
+        from exfm.train.trainer import cpu_bf16_native
+
+        mc = scfg.models  # the precision the default DeepFM's tower trains in on this CPU
+        prec = "bf16" if cpu_bf16_native() and (mc.vm_cpu_amp or 0 < mc.vm_bf16_min_work <= (
+            args.batch * width * SAME["hidden"][0])) else "fp32"
         us = lambda rate: 1e6 / rate  # noqa: E731 - microseconds per row
         print(f"exfm DeepFM: {us(ours['examples_per_s']):.2f} us/row, of which the tower's GEMMs "
-              f"take at least {us(ceiling['fp32']):.2f} in fp32; 1.6x the faster peer needs "
-              f"{us(1.6 * peer):.2f} us/row, leaving "
-              f"{us(1.6 * peer) - us(ceiling['fp32']):.2f} for what the step does besides the "
-              f"tower (now {us(ours['examples_per_s']) - us(ceiling['fp32']):.2f})")
+              f"take at least {us(ceiling[prec]):.2f} in {prec} (its precision here); 1.6x the "
+              f"faster peer needs {us(1.6 * peer):.2f} us/row, leaving "
+              f"{us(1.6 * peer) - us(ceiling[prec]):.2f} for what the step does besides the "
+              f"tower (now {us(ours['examples_per_s']) - us(ceiling[prec]):.2f})")
     print(f"\ntargets (exfm default): {TARGETS}")
     yes = lambda v: "-" if v is None else ("MET" if v else "NOT MET")  # noqa: E731
     targets = []

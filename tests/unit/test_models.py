@@ -247,3 +247,25 @@ def test_init_output_bias(tiny_schema, tiny_cfg):
     vm.init_output_bias(torch.tensor([0.05]))
     for head in (vm.serving_head, vm.aux_head, vm.sa_head):
         assert float(head.net[-1].bias) == pytest.approx(float(torch.logit(torch.tensor(0.05))))
+
+
+def test_fused_embedding_dense_gradient_equals_nn_embeddings():
+    """A dense-gradient table builds its gradient with one index_add_ on CPU: the same values as
+    nn.Embedding's backward, the padding row (ids -1 and out of vocab) untouched."""
+    torch.manual_seed(0)
+    emb = FusedEmbedding([50, 30], 4, sparse_grad=False)
+    ids = torch.randint(-1, 60, (256, 2))  # -1 and ids past a field's vocab: the padding row
+    out = emb(ids)
+    g = torch.randn_like(out)
+    out.backward(g)
+    ours = emb.table.weight.grad.clone()
+    emb.table.weight.grad = None
+    ref = torch.nn.functional.embedding(emb.rows(ids), emb.table.weight,
+                                        padding_idx=emb.table.padding_idx)
+    ref.backward(g)
+    assert torch.equal(out, ref)
+    assert torch.allclose(ours, emb.table.weight.grad, atol=1e-6)
+    assert ours[emb.total].abs().sum() == 0 and (emb.rows(ids) == emb.total).any()
+    assert ours.abs().sum() > 0
+    with torch.no_grad():  # inference: the plain lookup, no graph
+        assert torch.equal(emb(ids), out.detach()) and not emb(ids).requires_grad
