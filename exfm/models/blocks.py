@@ -61,10 +61,12 @@ class MLP(nn.Module):
         """``net[start:](x)``, each Linear in bf16 or fp32 as :meth:`bf16` says; the output is
         fp32 (a caller that computed layer 0 itself passes ``start=1``)."""
         net = self.net if start == 0 else self.net[start:]
-        if not self._mixed(x) or x.shape[0] * max(
-                (m.in_features * m.out_features for m in net if isinstance(m, nn.Linear)),
-                default=0) < self.bf16_min_work:  # no layer big enough: the plain fp32 path
+        if not self._mixed(x):
             return net(x)
+        if x.shape[0] * max((m.in_features * m.out_features for m in net
+                             if isinstance(m, nn.Linear)), default=0) < self.bf16_min_work:
+            return net(x.float())  # no layer big enough: the plain fp32 path (x is bf16 when
+            # the caller computed layer 0 in bf16)
         for layer in net:
             if isinstance(layer, nn.Linear):
                 if self.bf16(x, layer.out_features):

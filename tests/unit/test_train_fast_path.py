@@ -292,6 +292,11 @@ def test_mlp_computes_only_its_big_layers_in_bf16_and_only_in_training():
         z = m(x)
     assert set(seen.values()) == {torch.float32} and z.dtype == torch.float32  # inference: fp32
     m.train()
+    # a caller that computed layer 0 in bf16 itself (FieldEncoder.mlp) hands the rest a bf16
+    # input; with no later layer big enough it still gets fp32 layers and an fp32 output
+    h = torch.relu(m.net[0](x)).to(torch.bfloat16)
+    seen.clear()
+    assert m.run(h, start=1).dtype == torch.float32 and set(seen.values()) == {torch.float32}
     cpu_bf16_layers(m, 0)  # off: every layer fp32, the same numbers as a plain MLP
     assert set(seen.values()) == {torch.float32} and torch.equal(m(x), m.net(x))
 
