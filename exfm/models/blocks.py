@@ -54,8 +54,9 @@ class MLP(nn.Module):
                 and not torch.is_autocast_enabled("cpu"))
 
     def bf16(self, x: torch.Tensor, d_out: int) -> bool:
-        """Whether a linear map of ``x`` (B, d_in) to ``d_out`` computes in bf16 here."""
-        return self._mixed(x) and x.shape[0] * x.shape[1] * d_out >= self.bf16_min_work
+        """Whether a linear map of ``x`` (..., d_in) to ``d_out`` computes in bf16 here: its
+        multiply-adds, rows x d_in x d_out = x.numel() x d_out, at least ``bf16_min_work``."""
+        return self._mixed(x) and x.numel() * d_out >= self.bf16_min_work
 
     def run(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         """``net[start:](x)``, each Linear in bf16 or fp32 as :meth:`bf16` says; the output is
@@ -63,10 +64,11 @@ class MLP(nn.Module):
         net = self.net if start == 0 else self.net[start:]
         if not self._mixed(x):
             return net(x)
-        if x.shape[0] * max((m.in_features * m.out_features for m in net
-                             if isinstance(m, nn.Linear)), default=0) < self.bf16_min_work:
-            return net(x.float())  # no layer big enough: the plain fp32 path (x is bf16 when
-            # the caller computed layer 0 in bf16)
+        rows = x.numel() // max(x.shape[-1], 1)
+        widest = max((m.in_features * m.out_features for m in net if isinstance(m, nn.Linear)),
+                     default=0)
+        if rows * widest < self.bf16_min_work:  # no layer big enough: the plain fp32 path (x
+            return net(x.float())  # is bf16 when the caller computed layer 0 in bf16)
         for layer in net:
             if isinstance(layer, nn.Linear):
                 if self.bf16(x, layer.out_features):
