@@ -71,7 +71,7 @@ class MLP(nn.Module):
             return net(x.float())  # is bf16 when the caller computed layer 0 in bf16)
         for layer in net:
             if isinstance(layer, nn.Linear):
-                if self.bf16(x, layer.out_features):
+                if x.numel() * layer.out_features >= self.bf16_min_work:
                     with torch.autocast("cpu", dtype=torch.bfloat16):
                         x = layer(x)
                     continue
