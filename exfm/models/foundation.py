@@ -20,7 +20,7 @@ from exfm.data.schema import DatasetSchema
 from exfm.models.attention import BehaviourRefiner, MultiInterestExtractor
 from exfm.models.blocks import MLP
 from exfm.models.embeddings import FieldEncoder, set_sparse_gradients
-from exfm.models.interactions import CrossNet, CrossNetV2
+from exfm.models.interactions import CrossNet, CrossNetV2, cpu_fp32
 
 # Hyper-parameters an FM is rebuilt from (ModelsConfig field names).
 FM_HPARAMS = ("fm_embed_dim", "fm_hidden", "fm_cross_layers", "fm_cross_rank", "fm_cross_experts",
@@ -90,6 +90,9 @@ class FoundationModel(nn.Module):
 
     def forward(self, batch: dict) -> torch.Tensor:
         fields = self.encoder.parts(batch)
+        if self.kind == "dcn" and fields.dense is not None and self.fold_dense:
+            # the DNN's first layer and the cross net fold the dense fields: no (B, F, D) join
+            return self._dcn_folded(fields, self.encoder.mlp(self.deep, fields))
         v = self.encoder.join(fields)  # (B, F, D)
         x0 = v.flatten(1)
         if self.kind == "dmin":
@@ -103,8 +106,6 @@ class FoundationModel(nn.Module):
             return self.out(self.encoder.mlp(self.deep, fields, flat=x0, extra=extra))
         # the DNN's first layer folds the dense fields (FieldEncoder.mlp); the cross net reads x0
         deep = self.encoder.mlp(self.deep, fields, flat=x0)
-        if self.kind == "dcn" and fields.dense is not None and self.fold_dense:
-            return self._dcn_folded(fields, deep)
         h = torch.cat([self.cross(x0), deep], dim=1)
         if self.kind == "mtl":
             return torch.cat([tower(h) for tower in self.towers], dim=1)
@@ -124,7 +125,12 @@ class FoundationModel(nn.Module):
         blocks (``(Fs + Fq) * D`` wide) plus ``c``, and the output layer takes ``c * d`` through
         the weight columns ``W_j v_j`` and ``W B_L`` in its bias, all built from the same
         parameters each call: ``Fd * (D - 1)`` fewer columns in every cross layer and the output.
+        Matrix-vector work, so it runs in fp32 under CPU autocast (:func:`cpu_fp32`).
         """
+        with cpu_fp32(deep):
+            return self._dcn_folded_fp32(fields, deep.float())
+
+    def _dcn_folded_fp32(self, fields, deep: torch.Tensor) -> torch.Tensor:
         D, Fs, d = self.encoder.dim, fields.sparse.shape[1], fields.dense
         Fd, V = d.shape[1], self.encoder.dense_vectors  # V: (Fd, D)
         a, b = Fs * D, (Fs + Fd) * D

@@ -6,8 +6,21 @@ returned (not summed) where a VM needs them as its backbone output h.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
+
+
+def cpu_fp32(x: torch.Tensor):
+    """A context in which ops on ``x`` compute in fp32 when ``x`` is on a CPU under bf16
+    autocast (``models.cpu_amp``); elsewhere a no-op. For matrix-vector work (DCN v1's cross
+    layers: one dot product per row and layer): it does about one multiply-add per element it
+    reads, so autocast's casts of the (B, F * D) input cost more than bf16 saves (the cast is as
+    big as the product). docs/performance.md has the measure."""
+    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        return torch.autocast("cpu", enabled=False)
+    return contextlib.nullcontext()
 
 
 class FMInteraction(nn.Module):
@@ -95,10 +108,11 @@ class CrossNet(nn.Module):
         self.b = nn.ParameterList(nn.Parameter(torch.zeros(dim)) for _ in range(num_layers))
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
-        x = x0
-        for w, b in zip(self.w, self.b):
-            x = x0 * (x @ w).unsqueeze(-1) + b + x
-        return x
+        with cpu_fp32(x0):  # matrix-vector work: bf16 does not pay on a CPU
+            x = x0 = x0.float()
+            for w, b in zip(self.w, self.b):
+                x = x0 * (x @ w).unsqueeze(-1) + b + x
+            return x
 
 
 class CrossNetV2(nn.Module):

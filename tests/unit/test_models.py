@@ -143,6 +143,36 @@ def test_dcn_folded_dense_fields_equal_the_joined_cross_net(layers, tiny_schema,
         torch.testing.assert_close(g_fold[k], g_wide[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
+def test_dcn_cross_net_computes_in_fp32_under_cpu_autocast(tiny_schema, tiny_cfg, tiny_batch):
+    """Under CPU bf16 autocast (models.cpu_amp) DCN v1's cross layers and output layer, folded or
+    joined, compute in fp32: only the DNN is in bf16. The reference is the joined cross net in
+    fp32 over the same DNN output; bf16 matrix-vector products would be off by ~1e-2."""
+    cfg = tiny_cfg.model_copy(update={"models": tiny_cfg.models.model_copy(
+        update={"fm_cross_layers": 3})})
+    torch.manual_seed(0)
+    fm = build_fm(tiny_schema, None, cfg, "dcn")
+    with torch.no_grad():
+        for p in [*fm.cross.b, fm.encoder.dense_vectors, fm.out.bias]:
+            p.normal_()
+        parts = fm.encoder.parts(tiny_batch)
+        x0 = fm.encoder.join(parts).flatten(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            deep = fm.encoder.mlp(fm.deep, parts)
+            cross = fm.cross(x0)
+        assert deep.dtype == torch.bfloat16 and cross.dtype == torch.float32
+        torch.testing.assert_close(cross, fm.cross(x0), rtol=0, atol=0)
+        want = fm.out(torch.cat([fm.cross(x0), deep.float()], dim=1))
+        for folded in (True, False):
+            fm.fold_dense = folded
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                got = fm(tiny_batch)
+            if folded:
+                assert got.dtype == torch.float32
+                torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+            else:  # the joined form's output layer is an nn.Linear: bf16 under autocast
+                torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2)
+
+
 @pytest.mark.parametrize("kind", FM_KINDS)
 def test_every_fm_forward_backward(kind, tiny_schema, tiny_cfg, tiny_batch):
     fm = build_fm(tiny_schema, None, tiny_cfg, kind)
