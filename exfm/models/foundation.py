@@ -91,8 +91,11 @@ class FoundationModel(nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         fields = self.encoder.parts(batch)
         if self.kind == "dcn" and fields.dense is not None and self.fold_dense:
-            # the DNN's first layer and the cross net fold the dense fields: no (B, F, D) join
-            return self._dcn_folded(fields, self.encoder.mlp(self.deep, fields))
+            # the DNN's first layer and the cross net fold the dense fields: no (B, F, D) join;
+            # the cross net is matrix-vector work, so it runs in fp32 under CPU autocast
+            deep = self.encoder.mlp(self.deep, fields)
+            with cpu_fp32(deep):
+                return self._dcn_folded(fields, deep.float())
         v = self.encoder.join(fields)  # (B, F, D)
         x0 = v.flatten(1)
         if self.kind == "dmin":
@@ -125,12 +128,8 @@ class FoundationModel(nn.Module):
         blocks (``(Fs + Fq) * D`` wide) plus ``c``, and the output layer takes ``c * d`` through
         the weight columns ``W_j v_j`` and ``W B_L`` in its bias, all built from the same
         parameters each call: ``Fd * (D - 1)`` fewer columns in every cross layer and the output.
-        Matrix-vector work, so it runs in fp32 under CPU autocast (:func:`cpu_fp32`).
+        :meth:`forward` runs it in fp32 under CPU autocast (:func:`cpu_fp32`).
         """
-        with cpu_fp32(deep):
-            return self._dcn_folded_fp32(fields, deep.float())
-
-    def _dcn_folded_fp32(self, fields, deep: torch.Tensor) -> torch.Tensor:
         D, Fs, d = self.encoder.dim, fields.sparse.shape[1], fields.dense
         Fd, V = d.shape[1], self.encoder.dense_vectors  # V: (Fd, D)
         a, b = Fs * D, (Fs + Fd) * D

@@ -16,8 +16,8 @@ def cpu_fp32(x: torch.Tensor):
     """A context in which ops on ``x`` compute in fp32 when ``x`` is on a CPU under bf16
     autocast (``models.cpu_amp``); elsewhere a no-op. For matrix-vector work (DCN v1's cross
     layers: one dot product per row and layer): it does about one multiply-add per element it
-    reads, so autocast's casts of the (B, F * D) input cost more than bf16 saves (the cast is as
-    big as the product). docs/performance.md has the measure."""
+    reads, so autocast's casts of the (B, F * D) input cost about as much as bf16 saves (the cast
+    is as big as the product). docs/performance.md has the measure."""
     if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
         return torch.autocast("cpu", enabled=False)
     return contextlib.nullcontext()
