@@ -126,11 +126,17 @@ def run_ours(kind: str, role: str, schema, cfg, train_path: Path, eval_path: Pat
     secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     ev_table = pq.read_table(eval_path)
     ev = evaluate(model, ev_table, task="click")
-    # inference ex/s from in-memory tensors (the conversion excluded), as the plain loop's
+    # inference ex/s from in-memory tensors (the conversion excluded), best of the same number
+    # of passes as the plain loop's
+    from plain import INFER_PASSES
+
     tt = TableTensors.from_table(ev_table, unwrap(model).schema, unwrap(model).tasks)
-    t1 = time.perf_counter()
-    predict_tensors(model, tt)
-    infer = len(tt) / (time.perf_counter() - t1)
+    inf_s = float("inf")
+    for _ in range(INFER_PASSES):
+        t1 = time.perf_counter()
+        predict_tensors(model, tt)
+        inf_s = min(inf_s, time.perf_counter() - t1)
+    infer = len(tt) / inf_s
     return {"lib": "exfm", "model": kind, "role": role, "rows": res.rows_seen, "seconds": secs,
             "examples_per_s": res.rows_seen / secs, "cpu_seconds": cpu,
             "examples_per_cpu_s": res.rows_seen / cpu, "auc": ev["auc"], "steps": res.steps,

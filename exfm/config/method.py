@@ -138,21 +138,24 @@ class ModelsConfig(StrictModel):
         True, description="on a CUDA device: bf16 autocast for FM training and DAS inference, and "
         "pinned, non-blocking host-to-device copies; no effect on CPU")
     cpu_amp: bool = Field(
-        True, description="FM training and DAS inference on a CPU that computes bf16 natively "
-        "(AVX512-BF16, AMX): bf16 autocast, weights and optimizer state stay fp32 (default FM "
-        "training: 2.9x rows per CPU-second, next-day AUC within 0.002 of fp32; DAS inference: "
-        "1.2-1.6x rows/s, predictions within 0.006 of fp32, AUC equal to 4 digits); no effect "
-        "on other CPUs or on VMs (models.vm_cpu_amp)")
+        True, description="FM training and inference (DAS, evaluation) on a CPU that computes "
+        "bf16 natively (AVX512-BF16, AMX): bf16 autocast, weights and optimizer state stay fp32 "
+        "(default FM training: 2.9x rows per CPU-second, next-day AUC within 0.002 of fp32; DAS "
+        "inference: 1.2-1.6x rows/s, predictions within 0.006 of fp32, AUC equal to 4 digits). "
+        "The FM's snapshot keeps the setting it trained with, and its inference follows it (the "
+        "DAS: its own config). No effect on other CPUs or on VMs (models.vm_cpu_amp)")
     vm_cpu_amp: bool = Field(
         False, description="VM training on a CPU that computes bf16 natively: bf16 autocast of "
-        "the VM's forward (losses, weights and optimizer state stay fp32); no effect on other "
-        "CPUs or on inference, which stays fp32")
+        "the VM's whole forward (losses, weights and optimizer state stay fp32); no effect on "
+        "other CPUs or on inference, which follows models.vm_bf16_min_work")
     vm_bf16_min_work: int = Field(
-        10_000_000, ge=0, description="VM training on a CPU that computes bf16 natively, "
-        "without models.vm_cpu_amp: each MLP layer with at least this many multiply-adds per "
-        "step (batch x in x out) computes in bf16, the smaller ones in fp32, where casting costs "
-        "more than it saves (bench/bf16.py measures where it pays); 0 = every VM layer fp32. No "
-        "effect on other CPUs or on inference, which stays fp32")
+        10_000_000, ge=0, description="VMs on a CPU that computes bf16 natively, in training "
+        "(without models.vm_cpu_amp) and inference: each MLP layer with at least this many "
+        "multiply-adds per forward (rows x in x out: the training batch, or the inference batch "
+        "of 8192) computes in bf16, the smaller ones in fp32, where casting costs more than it "
+        "saves (bench/bf16.py measures where it pays, forward+backward and forward alone); 0 = "
+        "every VM layer fp32. The VM's snapshot keeps the value it last trained with. No effect "
+        "on other CPUs or on GPUs")
     log_every: int = Field(50, ge=1, description="trainer: report every this many steps")
 
 

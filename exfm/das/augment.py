@@ -135,10 +135,13 @@ class FMPredictor:
             time.sleep(self.batch_delay_s)
         import torch
 
+        from exfm.models.build import unwrap
         from exfm.train.trainer import autocast
 
         before = getattr(self, "forward_rows", 0)
-        # bf16 on CUDA (models.amp) and on CPUs that compute it natively (models.cpu_amp)
+        # bf16 on CUDA (models.amp) and on CPUs that compute it natively (models.cpu_amp): the
+        # DAS's config decides, whatever the snapshot trained with (FoundationModel's inference)
+        unwrap(model).hp["cpu_amp"] = self.cfg.models.cpu_amp
         with autocast(torch.device(self.device), self.cfg.models.amp, cpu=self.cfg.models.cpu_amp):
             preds = predict_table(model, batch, device=self.device)
         batch = batch.append_column(FORWARD_ROWS_COL, pa.array(

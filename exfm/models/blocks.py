@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_native() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN's check: AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def cpu_bf16_autocast(x: torch.Tensor, on: bool = True):
+    """bf16 autocast for ops on ``x`` when ``on``, ``x`` is on a CPU that computes bf16 natively
+    and no CPU autocast is already on; else a no-op context."""
+    if on and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu") and cpu_bf16_native():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 class MLP(nn.Module):
@@ -41,8 +60,9 @@ class MLP(nn.Module):
             d = out_dim
         self.net = nn.Sequential(*layers)
         self.out_dim = d
-        # set by :func:`cpu_bf16_layers`: in training on a CPU, a Linear with at least this much
-        # work per step runs under bf16 autocast; 0 = every layer fp32 (the default)
+        # set by :func:`cpu_bf16_layers`: on a CPU that computes bf16 natively, a Linear with at
+        # least this much work per forward runs under bf16 autocast, in training and inference;
+        # 0 = every layer fp32 (the default)
         self.bf16_min_work = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,12 +70,14 @@ class MLP(nn.Module):
 
     def _mixed(self, x: torch.Tensor) -> bool:
         """Whether some layers may compute in bf16 on this input (see :func:`cpu_bf16_layers`)."""
-        return (bool(self.bf16_min_work) and self.training and x.device.type == "cpu"
-                and not torch.is_autocast_enabled("cpu"))
+        return (bool(self.bf16_min_work) and x.device.type == "cpu"
+                and not torch.is_autocast_enabled("cpu") and cpu_bf16_native())
 
     def bf16(self, x: torch.Tensor, d_out: int) -> bool:
         """Whether a linear map of ``x`` (..., d_in) to ``d_out`` computes in bf16 here: its
-        multiply-adds, rows x d_in x d_out = x.numel() x d_out, at least ``bf16_min_work``."""
+        multiply-adds, rows x d_in x d_out = x.numel() x d_out, at least ``bf16_min_work``
+        (a training step or an inference batch: forward alone, bf16 pays from about the same
+        work, ``bench/bf16.py --forward``)."""
         return self._mixed(x) and x.numel() * d_out >= self.bf16_min_work
 
     def run(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
@@ -81,11 +103,12 @@ class MLP(nn.Module):
 
 
 def cpu_bf16_layers(model: nn.Module, min_work: int) -> int:
-    """Training of ``model`` on a CPU: every :class:`MLP` layer with at least ``min_work``
-    multiply-adds per step (batch x in x out) computes in bf16 (autocast: weights, optimizer state
-    and the layer's output to the next fp32 layer stay fp32), the others in fp32; ``min_work`` 0
-    turns it off. Inference is never affected. Returns how many MLPs were set. The caller checks
-    that the CPU computes bf16 natively (:func:`exfm.train.trainer.cpu_bf16_native`)."""
+    """On a CPU that computes bf16 natively (:func:`cpu_bf16_native`; elsewhere, and on GPUs,
+    nothing changes): every :class:`MLP` layer of ``model`` with at least ``min_work``
+    multiply-adds per forward (rows x in x out: a training step's batch or an inference batch)
+    computes in bf16 (autocast: weights, optimizer state and the layer's output to the next fp32
+    layer stay fp32), the others in fp32; ``min_work`` 0 turns it off. Under an enclosing CPU
+    autocast (``models.vm_cpu_amp``) that autocast decides. Returns how many MLPs were set."""
     n = 0
     for m in model.modules():
         if isinstance(m, MLP):

@@ -18,13 +18,13 @@ from torch.nn import functional as F
 from exfm.config.kinds import FM_KINDS
 from exfm.data.schema import DatasetSchema
 from exfm.models.attention import BehaviourRefiner, MultiInterestExtractor
-from exfm.models.blocks import MLP
+from exfm.models.blocks import MLP, cpu_bf16_autocast
 from exfm.models.embeddings import FieldEncoder, set_sparse_gradients
 from exfm.models.interactions import CrossNet, CrossNetV2, cpu_fp32
 
 # Hyper-parameters an FM is rebuilt from (ModelsConfig field names).
 FM_HPARAMS = ("fm_embed_dim", "fm_hidden", "fm_cross_layers", "fm_cross_rank", "fm_cross_experts",
-              "fm_interests", "fm_tower_hidden", "dropout", "embedding_optimizer")
+              "fm_interests", "fm_tower_hidden", "dropout", "embedding_optimizer", "cpu_amp")
 
 
 class FoundationModel(nn.Module):
@@ -89,6 +89,14 @@ class FoundationModel(nn.Module):
             self.out.bias.copy_(z.to(self.out.bias))
 
     def forward(self, batch: dict) -> torch.Tensor:
+        if self.training:  # the trainer sets training's precision (train_fm_day's autocast)
+            return self._forward(batch)
+        # inference in the precision it trains in: bf16 autocast on a CPU that computes it
+        # natively when hp["cpu_amp"] (models.cpu_amp; False in snapshots older than the key)
+        with cpu_bf16_autocast(batch["sparse"], bool(self.hp.get("cpu_amp"))):
+            return self._forward(batch)
+
+    def _forward(self, batch: dict) -> torch.Tensor:
         fields = self.encoder.parts(batch)
         if self.kind == "dcn" and fields.dense is not None and self.fold_dense:
             # the DNN's first layer and the cross net fold the dense fields: no (B, F, D) join;

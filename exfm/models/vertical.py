@@ -26,12 +26,13 @@ from torch import nn
 
 from exfm.config.kinds import VM_KINDS
 from exfm.data.schema import DatasetSchema
-from exfm.models.blocks import MLP
+from exfm.models.blocks import MLP, cpu_bf16_layers
 from exfm.models.embeddings import FieldEncoder, LinearTerm, set_sparse_gradients
 from exfm.models.gradient_scaling import scale_gradient
 from exfm.models.interactions import DotInteraction, FMInteraction, FmFMInteraction
 
-VM_HPARAMS = ("embed_dim", "vm_hidden", "head_hidden", "dropout", "embedding_optimizer")
+VM_HPARAMS = ("embed_dim", "vm_hidden", "head_hidden", "dropout", "embedding_optimizer",
+              "vm_bf16_min_work")
 _ITEM_WORDS = re.compile(r"item|(^|_)ad(_|$)|video|movie|product|creative|doc")
 
 
@@ -181,6 +182,9 @@ class VerticalModel(nn.Module):
                     lin.weight[:, : self.backbone.sum_dims] = 1.0
                     lin.bias.zero_()
         set_sparse_gradients(self, hp.get("embedding_optimizer", "sparse_adam") == "sparse_adam")
+        # bf16 for its big MLP layers on a CPU that has it (0, or a snapshot older than the key:
+        # every layer fp32); the trainer sets it from each day's config
+        cpu_bf16_layers(self, int(hp.get("vm_bf16_min_work", 0)))
 
     @torch.no_grad()
     def init_output_bias(self, prior: torch.Tensor) -> None:

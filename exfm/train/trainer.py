@@ -31,7 +31,7 @@ from exfm.data.batches import TableTensors
 from exfm.data.schema import DatasetSchema
 from exfm.distill import (StudentAdapter, distillation_loss, sa_context, sa_shape,
                           student_adapter_step)
-from exfm.models.blocks import cpu_bf16_layers
+from exfm.models.blocks import cpu_bf16_layers, cpu_bf16_native
 from exfm.models.build import unwrap
 from exfm.train.metrics import all_metrics
 from exfm.train.optim import (effective_batch_size, load_optimizer_states, make_optimizers,
@@ -63,14 +63,6 @@ def _device(model: nn.Module, device: str | torch.device | None) -> torch.device
     device = torch.device(device)
     m.to(device)
     return device
-
-
-def cpu_bf16_native() -> bool:
-    """Whether this CPU computes bf16 natively (oneDNN's check: AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def autocast(device: torch.device, amp: bool, cpu: bool = False):
@@ -165,6 +157,7 @@ def train_fm_day(model: nn.Module, table: pa.Table, schema: DatasetSchema, cfg: 
     opts = make_optimizers(m, mcfg)
     load_optimizer_states(opts, state.get("optimizers", {}))
     _cold_start_bias(m, tt, bs, state)
+    m.hp["cpu_amp"] = mcfg.cpu_amp  # inference computes as training does (FoundationModel)
     model.train()
     meter, labels, preds = _Meter(), [], []
     steps, t0 = 0, time.perf_counter()
@@ -233,9 +226,11 @@ def train_vm_day(model: nn.Module, table: pa.Table, schema: DatasetSchema, vm: V
     # Modes that read only the serving head skip the AH and SA heads (forward and backward); a
     # DDP wrapper keeps them, so every parameter gets a gradient (distillation_loss's weight 0).
     serving_only = model is m and mode in ("none", "vanilla")
-    # bf16 for the VM's layers big enough to pay for their casts (all of it: models.vm_cpu_amp)
-    cpu_bf16_layers(m, mcfg.vm_bf16_min_work if device.type == "cpu" and not mcfg.vm_cpu_amp
-                    and cpu_bf16_native() else 0)
+    # bf16 for the VM's layers big enough to pay for their casts (all of it under
+    # models.vm_cpu_amp's autocast), in this day's training and the inference after it; the
+    # snapshot's hparams carry the rule, so a reloaded VM infers as this one does
+    m.hp["vm_bf16_min_work"] = mcfg.vm_bf16_min_work
+    cpu_bf16_layers(m, mcfg.vm_bf16_min_work)
     model.train()
     meter, labels, preds = _Meter(), [], []
     steps, t0 = 0, time.perf_counter()

@@ -2,14 +2,16 @@
 autocast / pinned-copy selection (checked on CPU)."""
 
 import copy
+import io
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from exfm.config import VMConfig
 from exfm.data.batches import TableTensors
-from exfm.models import build_vm
+from exfm.models import build_vm, load_snapshot, predict_table, save_snapshot
 from exfm.train import train_vm_day
 from exfm.train.optim import load_optimizer_states, make_optimizers, optimizer_states
 from exfm.train.trainer import autocast, to_device
@@ -271,9 +273,12 @@ def test_vm_cpu_amp_runs_the_vm_forward_in_bf16_only_when_set(monkeypatch, tiny_
     assert torch.isfinite(torch.tensor(res.metrics["loss/total"]))
 
 
-def test_mlp_computes_only_its_big_layers_in_bf16_and_only_in_training():
+def test_mlp_computes_only_its_big_layers_in_bf16_in_training_and_inference(monkeypatch):
+    import exfm.models.blocks as blocks
     from exfm.models.blocks import MLP, cpu_bf16_layers
 
+    # CPU autocast also runs (slowly) where bf16 is not native: the test holds on any CPU
+    monkeypatch.setattr(blocks, "cpu_bf16_native", lambda: True)
     torch.manual_seed(0)
     m = MLP(32, [64, 4], 1)  # per step at batch 16: 32*64*16 = 32768, 64*4*16 = 4096, 4*1*16 = 64
     assert cpu_bf16_layers(nn.Sequential(m), 10_000) == 1
@@ -288,9 +293,18 @@ def test_mlp_computes_only_its_big_layers_in_bf16_and_only_in_training():
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in m.parameters())
     assert m.net[0].weight.dtype == torch.float32  # weights stay fp32
     m.eval()
-    with torch.no_grad():
+    seen.clear()
+    with torch.inference_mode():  # inference: the same layers by the same rule (rows x in x out)
         z = m(x)
-    assert set(seen.values()) == {torch.float32} and z.dtype == torch.float32  # inference: fp32
+        assert seen == {0: torch.bfloat16, 2: torch.float32, 4: torch.float32}
+        assert z.dtype == torch.float32 and torch.allclose(z, m.net(x), atol=0.05)
+        seen.clear()
+        m(x[:4])  # 4 rows: 4 * 32 * 64 = 8192 multiply-adds, below the rule: all fp32
+        assert set(seen.values()) == {torch.float32}
+        monkeypatch.setattr(blocks, "cpu_bf16_native", lambda: False)
+        seen.clear()
+        assert torch.equal(m(x), m.net(x)) and set(seen.values()) == {torch.float32}
+        monkeypatch.setattr(blocks, "cpu_bf16_native", lambda: True)
     m.train()
     # a caller that computed layer 0 in bf16 itself (FieldEncoder.mlp) hands the rest a bf16
     # input; with no later layer big enough it still gets fp32 layers and an fp32 output
@@ -306,9 +320,9 @@ def test_mlp_computes_only_its_big_layers_in_bf16_and_only_in_training():
 @pytest.mark.parametrize("min_work", [0, 1])
 def test_vm_training_puts_layers_above_vm_bf16_min_work_in_bf16(monkeypatch, tiny_schema, tiny_cfg,
                                                                  tiny_table, min_work):
-    import exfm.train.trainer as trainer
+    import exfm.models.blocks as blocks
 
-    monkeypatch.setattr(trainer, "cpu_bf16_native", lambda: True)
+    monkeypatch.setattr(blocks, "cpu_bf16_native", lambda: True)
     cfg = _with(tiny_cfg, vm_bf16_min_work=min_work)
     vm_cfg = VMConfig(name="v", model="deepfam", mode="ah_sa")
     vm = build_vm(vm_cfg, tiny_schema, cfg)
@@ -325,8 +339,21 @@ def test_vm_training_puts_layers_above_vm_bf16_min_work_in_bf16(monkeypatch, tin
     assert not torch.equal(vm.serving_head.net[0].weight, w0)
     assert vm.serving_head.net[0].weight.dtype == torch.float32
     assert torch.isfinite(torch.tensor(res.metrics["loss/total"]))
+    # inference computes the same layers by the same rule, and the snapshot carries the rule:
+    # a reloaded VM predicts exactly what the trained one does
+    buf = io.BytesIO()
+    save_snapshot(vm, buf)
+    again, _ = load_snapshot(buf.getvalue())
+    assert again.hp["vm_bf16_min_work"] == min_work
+    seen.clear()
+    p = predict_table(vm, tiny_table)
+    assert set(seen) == {torch.bfloat16 if min_work else torch.float32}
+    again.serving_head.net[0].register_forward_hook(lambda mod, i, out: seen.append(out.dtype))
+    seen.clear()
+    assert np.array_equal(predict_table(again, tiny_table), p)
+    assert set(seen) == {torch.bfloat16 if min_work else torch.float32}
     # without native bf16 the same config trains every layer in fp32
-    monkeypatch.setattr(trainer, "cpu_bf16_native", lambda: False)
+    monkeypatch.setattr(blocks, "cpu_bf16_native", lambda: False)
     seen.clear(), deep.clear()
     train_vm_day(vm, tiny_table, tiny_schema, vm_cfg, cfg)
     assert set(seen) == set(deep) == {torch.float32}
@@ -348,3 +375,47 @@ def test_das_infers_in_bf16_on_a_bf16_cpu_only_when_cpu_amp_is_set(monkeypatch, 
     assert seen and set(seen) == {torch.bfloat16 if on else torch.float32}
     p = out.column("fm_pred_click").to_numpy()
     assert out.schema.field("fm_pred_click").type == "float" and ((p > 0) & (p < 1)).all()
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_fm_infers_in_the_precision_it_trained_in(monkeypatch, tiny_schema, tiny_cfg, tiny_table,
+                                                  on):
+    import exfm.models.blocks as blocks
+    import exfm.train.trainer as trainer
+    from exfm.models import build_fm
+    from exfm.models.build import model_from_spec, model_spec
+    from exfm.train.trainer import train_fm_day
+
+    # CPU autocast also runs (slowly) where bf16 is not native: the test holds on any CPU
+    monkeypatch.setattr(blocks, "cpu_bf16_native", lambda: True)
+    monkeypatch.setattr(trainer, "cpu_bf16_native", lambda: True)
+    # built under the other setting: the day's config (models.cpu_amp) decides
+    fm = build_fm(tiny_schema, None, _with(tiny_cfg, cpu_amp=not on), "dcnv2")
+    seen: list[torch.dtype] = []
+
+    def watch(model):
+        lin = next(m for m in model.modules() if isinstance(m, nn.Linear))
+        lin.register_forward_hook(lambda mod, i, out: seen.append(out.dtype))
+
+    watch(fm)
+    train_fm_day(fm, tiny_table, tiny_schema, _with(tiny_cfg, cpu_amp=on))
+    want = {torch.bfloat16 if on else torch.float32}
+    assert seen and set(seen) == want  # training
+    seen.clear()
+    p = predict_table(fm, tiny_table)
+    assert seen and set(seen) == want  # inference, the same precision
+    buf = io.BytesIO()
+    save_snapshot(fm, buf)
+    again, _ = load_snapshot(buf.getvalue())
+    watch(again)
+    seen.clear()
+    assert np.array_equal(predict_table(again, tiny_table), p) and set(seen) == want
+    # a snapshot older than the key infers in fp32, as it did
+    spec = model_spec(fm)
+    del spec["hparams"]["cpu_amp"]
+    old = model_from_spec(spec)
+    old.load_state_dict(fm.state_dict())
+    watch(old)
+    seen.clear()
+    q = predict_table(old, tiny_table)
+    assert set(seen) == {torch.float32} and np.abs(q - p).max() < 0.02
