@@ -247,6 +247,27 @@ def print_table(rows: list[dict], log=click.echo) -> None:
         "gap = days between the day and the FM snapshot DAS used.")
 
 
+def gap_notes(rows: list[dict], skipped, fm_name: str = "exfm-fm") -> list[str]:
+    """One line per day of ``rows`` whose FM snapshot is more than a day old: why DAS served an
+    older one. ``skipped(day, version)`` lists the FM versions passed over
+    (:func:`exfm.registry.chain.skipped_fm_versions`)."""
+    notes, seen = [], set()
+    for r in rows:
+        day, version, gap = r.get("day"), r.get("fm_version"), r.get("gap")
+        if not gap or gap <= 1 or not version or version == "none" or day in seen:
+            continue
+        seen.add(day)
+        passed = skipped(day, version)
+        why = "; ".join(
+            f"{fm_name} v{p['version']} (trained {p['day']}) " + (
+                f"not blessed: {p['reason']}" if p["blessed"] == "false" else
+                "registered after this day's DAS ran")
+            for p in passed) or (f"no FM snapshot was trained after v{version}'s day "
+                                 "(fm.every_days, or a train_fm that did not run)")
+        notes.append(f"gap {gap} on {day}: DAS served {fm_name} v{version}; {why}")
+    return notes
+
+
 def last_report(cfg, day: str) -> dict | None:
     """Where day ``day``'s report run (``report/<day>`` in ``exfm-pipeline``) is and its headline
     lines (rebuilt from the same MLflow runs the report read); None when the day has none."""
@@ -442,6 +463,12 @@ def demo(cfg, days: int, timeout_s: int, keep_up: bool, break_n: int | None) -> 
         click.echo("== 5/5 results (from MLflow)")
         table = results_table(cfg)
         print_table(table)
+        from exfm.registry.chain import skipped_fm_versions
+        from exfm.registry.mlflow_registry import fm_model_name
+
+        for line in gap_notes(table, lambda d, v: skipped_fm_versions(cfg, d, v),
+                              fm_model_name(cfg)):
+            click.echo(line)
         # a day whose run just failed may still have MLflow runs from an earlier, successful run
         if broken and any(r["day"] == broken for r in table):
             click.echo(f"the rows of {broken} are from an earlier successful run of the day: "

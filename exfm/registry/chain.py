@@ -26,7 +26,7 @@ from exfm.registry.mlflow_registry import (RegistryError, connect, fm_model_name
                                            live_versions)
 
 __all__ = ["ChainError", "FMTrainingDay", "fm_version_of_day", "fm_training_day", "fm_warm_start",
-           "das_fm_version", "supersede_day", "previous_day"]
+           "das_fm_version", "skipped_fm_versions", "supersede_day", "previous_day"]
 
 
 class ChainError(RuntimeError):
@@ -90,6 +90,22 @@ def das_fm_version(cfg: ExfmConfig, day: str, blessed_only: bool = True,
     return _best([v for v in _fm_versions(cfg)
                   if (v.tags.get("day") or "9999") < day and str(v.version) != skip
                   and not (blessed_only and v.tags.get("blessed") == "false")], cfg)
+
+
+def skipped_fm_versions(cfg: ExfmConfig, day: str, served: str) -> list[dict]:
+    """Why DAS of ``day`` served ``served`` and not something fresher: the live FM versions
+    trained after ``served``'s day and before ``day``, oldest first, each as ``{"version", "day",
+    "blessed", "reason"}`` (the blessing's tags; ``blessed`` "false" = refused). Empty when no FM
+    trained in between (``fm.every_days``, or a day whose ``train_fm`` has not run)."""
+    versions = _fm_versions(cfg)
+    served_day = next((v.tags.get("day") for v in versions if str(v.version) == str(served)),
+                      None)
+    if served_day is None:
+        return []
+    between = [v for v in versions if served_day < (v.tags.get("day") or "9999") < day]
+    return [{"version": str(v.version), "day": v.tags.get("day"),
+             "blessed": v.tags.get("blessed"), "reason": v.tags.get("blessing.reason")}
+            for v in sorted(between, key=lambda v: (v.tags.get("day"), int(v.version)))]
 
 
 def _newest_before(cfg: ExfmConfig, day: str) -> tuple[str | None, str | None]:

@@ -1,7 +1,8 @@
 """FM blessing against a real MLflow registry: the first snapshot is blessed, a snapshot whose
 predictions collapsed (constant) is not, and the DAS's choice (``das_fm_version``, and the updater's) skips it
 and keeps the older one; the verdict with its figures is tagged on the version; the freshness
-verdict of a VM day reads the FM's training day from the registry."""
+verdict of a VM day reads the FM's training day from the registry; and the versions DAS passed
+over are listed with the blessing's reason (``skipped_fm_versions``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from exfm.das.blessing import bless_fm, fm_day_of, vm_freshness
 from exfm.data.schema import DatasetSchema, SparseField
 from exfm.models.build import build_fm
 from exfm.promotion.freshness import StaleFMError
-from exfm.registry.chain import das_fm_version
+from exfm.registry.chain import das_fm_version, skipped_fm_versions
 from exfm.registry.mlflow_registry import connect, ensure_experiments, register_fm
 
 pytestmark = pytest.mark.integration
@@ -66,6 +67,10 @@ def test_collapsed_fm_is_not_leased(bcfg):
     assert das_fm_version(cfg, "2026-03-03") == va
     assert registry_latest(cfg, "2026-03-03")()[0] == va  # the updater does not lease it either
     assert das_fm_version(cfg, "2026-03-03", blessed_only=False) == vb
+    # and why, for the results table: v_b passed over, refused, with the blessing's reason
+    assert skipped_fm_versions(cfg, "2026-03-03", va) == [
+        {"version": vb, "day": "2026-03-02", "blessed": "false", "reason": refused.reason}]
+    assert skipped_fm_versions(cfg, "2026-03-02", va) == []  # nothing trained in between
     assert bless_fm(cfg, "2026-03-03", table=t, log=lambda m: None).blessed is False
     # freshness of a VM day taught by v_a (trained 03-01): gap 2 ok, gap 4 > 3 under fail
     assert fm_day_of(cfg, va) == "2026-03-01"
