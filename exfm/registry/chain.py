@@ -97,12 +97,14 @@ def skipped_fm_versions(cfg: ExfmConfig, day: str, served: str) -> list[dict]:
     trained after ``served``'s day and before ``day``, oldest first, each as ``{"version", "day",
     "blessed", "reason"}`` (the blessing's tags; ``blessed`` "false" = refused). Empty when no FM
     trained in between (``fm.every_days``, or a day whose ``train_fm`` has not run)."""
-    versions = _fm_versions(cfg)
-    served_day = next((v.tags.get("day") for v in versions if str(v.version) == str(served)),
-                      None)
+    try:  # the served version itself may since have been superseded or archived
+        served_day = connect(cfg).get_model_version(fm_model_name(cfg), str(served)).tags.get("day")
+    except Exception as e:  # noqa: BLE001 - MLflow raises its own and connection errors
+        raise RegistryError(f"registry {cfg.tracking_uri}: cannot read {fm_model_name(cfg)} "
+                            f"v{served}: {type(e).__name__}: {e}") from e
     if served_day is None:
         return []
-    between = [v for v in versions if served_day < (v.tags.get("day") or "9999") < day]
+    between = [v for v in _fm_versions(cfg) if served_day < (v.tags.get("day") or "9999") < day]
     return [{"version": str(v.version), "day": v.tags.get("day"),
              "blessed": v.tags.get("blessed"), "reason": v.tags.get("blessing.reason")}
             for v in sorted(between, key=lambda v: (v.tags.get("day"), int(v.version)))]
