@@ -39,6 +39,7 @@ from exfm.das.gc import collect_snapshots
 from exfm.das.snapshots import SnapshotLoader, SnapshotUpdater
 from exfm.das.store import lease_store
 from exfm.data.batches import FM_AGE_COLUMN
+from exfm.registry.chain import fm_day_of
 from exfm.registry.mlflow_registry import fm_model_name, load_fm
 from exfm.storage.layout import (AUGMENTED, FEATURES, LABELS, PENDING, RAW, VERSION_COL,
                                  fm_pred_column, is_fm_column)
@@ -211,14 +212,6 @@ def _day_gap(a: str, b: str) -> int:
     return (date.fromisoformat(a) - date.fromisoformat(b)).days
 
 
-def _fm_day(cfg: ExfmConfig, version: str | None) -> str | None:
-    from exfm.registry.mlflow_registry import connect
-
-    if version is None:
-        return None
-    return connect(cfg).get_model_version(fm_model_name(cfg), version).tags.get("day")
-
-
 def _lease_for(cfg: ExfmConfig, day: str, progress: Callable[[str], None]) -> tuple[str, str]:
     """The FM version DAS of ``day`` infers with, fixed by the date: the newest snapshot trained on
     a day < ``day`` (:func:`exfm.registry.chain.das_fm_version`). The updater still moves the
@@ -274,7 +267,7 @@ def _infer(cfg: ExfmConfig, src: PartitionStore, dst: PartitionStore, day: str, 
     secs = time.time() - t0
     versions = sorted(set(table.column(VERSION_COL).to_pylist())) if table.num_rows else []
     fm_version = max(versions, key=int) if versions else None
-    table = with_fm_age(table, day, {v: _fm_day(cfg, v) for v in versions})
+    table = with_fm_age(table, day, {v: fm_day_of(cfg, v) for v in versions})
     progress(f"DAS {day}: inferred {table.num_rows} rows in {secs:.1f}s "
              f"({table.num_rows / max(secs, 1e-9):,.0f} rows/s), FM version(s) {versions}")
     out = dst.write_day(day, table, producer=producer, fm_version=fm_version,
@@ -302,7 +295,7 @@ def version_ranges(column) -> list[list]:
 def _result(cfg: ExfmConfig, day: str, status: str, man: Manifest | None, uri: str, secs: float,
             inferred: int, dropped: int = 0) -> AugmentResult:
     fm_version = man.fm_version if man else None
-    fm_day = _fm_day(cfg, fm_version)
+    fm_day = fm_day_of(cfg, fm_version)
     rows = man.rows if man else 0
     return AugmentResult(day=day, status=status, rows=rows, fm_version=fm_version, fm_day=fm_day,
                          freshness_gap_days=_day_gap(day, fm_day) if fm_day else None,

@@ -27,6 +27,7 @@ from exfm.config import ExfmConfig
 from exfm.config.promotion import FMBlessingConfig
 from exfm.promotion.freshness import FreshnessVerdict, enforce_freshness
 from exfm.promotion.rules import check_not_worse, in_band
+from exfm.registry.chain import fm_day_of
 
 BLESSED_TAG = "blessed"
 
@@ -133,15 +134,6 @@ def bless_fm(cfg: ExfmConfig, day: str, table=None, log: Callable[[str], None] =
     log(f"FM blessing {day}: {name} v{cand} {'blessed' if b.blessed else 'NOT blessed'}: "
         f"{b.reason}")
     return b
-
-
-def fm_day_of(cfg: ExfmConfig, fm_version: str | None) -> str | None:
-    """The training day of FM version ``fm_version`` (its ``day`` tag), None for no FM."""
-    from exfm.registry.mlflow_registry import connect, fm_model_name
-
-    if fm_version in (None, "none"):
-        return None
-    return connect(cfg).get_model_version(fm_model_name(cfg), fm_version).tags.get("day")
 
 
 def vm_freshness(cfg: ExfmConfig, day: str, fm_version: str | None) -> FreshnessVerdict:

@@ -25,8 +25,9 @@ from exfm.config import ExfmConfig
 from exfm.registry.mlflow_registry import (RegistryError, connect, fm_model_name,
                                            live_versions)
 
-__all__ = ["ChainError", "FMTrainingDay", "fm_version_of_day", "fm_training_day", "fm_warm_start",
-           "das_fm_version", "skipped_fm_versions", "supersede_day", "previous_day"]
+__all__ = ["ChainError", "FMTrainingDay", "fm_version_of_day", "fm_day_of", "fm_training_day",
+           "fm_warm_start", "das_fm_version", "skipped_fm_versions", "supersede_day",
+           "previous_day"]
 
 
 class ChainError(RuntimeError):
@@ -92,13 +93,21 @@ def das_fm_version(cfg: ExfmConfig, day: str, blessed_only: bool = True,
                   and not (blessed_only and v.tags.get("blessed") == "false")], cfg)
 
 
+def fm_day_of(cfg: ExfmConfig, fm_version: str | None) -> str | None:
+    """The training day of FM version ``fm_version`` (its ``day`` tag, whether the version is
+    live, superseded or archived), None for no FM (None or "none")."""
+    if fm_version in (None, "none"):
+        return None
+    return connect(cfg).get_model_version(fm_model_name(cfg), str(fm_version)).tags.get("day")
+
+
 def skipped_fm_versions(cfg: ExfmConfig, day: str, served: str) -> list[dict]:
     """Why DAS of ``day`` served ``served`` and not something fresher: the live FM versions
     trained after ``served``'s day and before ``day``, oldest first, each as ``{"version", "day",
     "blessed", "reason"}`` (the blessing's tags; ``blessed`` "false" = refused). Empty when no FM
     trained in between (``fm.every_days``, or a day whose ``train_fm`` has not run)."""
     try:  # the served version itself may since have been superseded or archived
-        served_day = connect(cfg).get_model_version(fm_model_name(cfg), str(served)).tags.get("day")
+        served_day = fm_day_of(cfg, served)
     except Exception as e:  # noqa: BLE001 - MLflow raises its own and connection errors
         raise RegistryError(f"registry {cfg.tracking_uri}: cannot read {fm_model_name(cfg)} "
                             f"v{served}: {type(e).__name__}: {e}") from e
